@@ -1,0 +1,174 @@
+"""Registry of quant kernels keyed by ggml type, and the validating public API around them.
+
+Family modules (`floats`, `legacy`, `kquants`, `ternary`, `fp4`, `iq4`, `iquants`) hold numba
+kernels and call `register()` at import; this module imports a family lazily the first time one
+of its types is used, so `import llmtk.kernels` compiles nothing.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from llmtk.constants import GGML_TYPE_TRAITS, GGMLType, parse_ggml_type
+from llmtk.constants import row_size as _row_size
+from llmtk.errors import InputError, ShapeError, UnsupportedError
+
+# (rows, cols) f32 C-contiguous, imatrix (cols,) f32 or None -> (rows, row_bytes) uint8
+QuantizeFn = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+# (rows, row_bytes) uint8 C-contiguous, cols -> (rows, cols) f32
+DequantizeFn = Callable[[np.ndarray, int], np.ndarray]
+# weights (rows, row_bytes) uint8, activations (n, cols) f32 -> (n, rows) f32, through the
+# type's vec_dot_type exactly as ggml's CPU backend quantizes activations
+MatvecFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+T = GGMLType
+_FAMILY_OF: dict[GGMLType, str] = {
+    **{t: "floats" for t in (T.F32, T.F16, T.BF16)},
+    **{t: "legacy" for t in (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q8_1, T.Q1_0, T.Q2_0)},
+    **{t: "kquants" for t in (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.Q8_K)},
+    **{t: "ternary" for t in (T.TQ1_0, T.TQ2_0)},
+    **{t: "fp4" for t in (T.MXFP4, T.NVFP4)},
+    **{t: "iq4" for t in (T.IQ4_NL, T.IQ4_XS)},
+    **{t: "iquants" for t in (T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M)},
+}
+del T
+
+# ggml's `ggml_quantize_requires_imatrix`.
+_REQUIRES_IMATRIX = frozenset({GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ1_S})
+
+
+@dataclass(frozen=True)
+class QuantKernel:
+    """The kernels of one ggml type. `quantize` is None for types ggml only dequantizes."""
+
+    qtype: GGMLType
+    dequantize: DequantizeFn
+    quantize: QuantizeFn | None = None
+    matvec: MatvecFn | None = None
+    vec_dot_type: GGMLType | None = None
+
+
+_KERNELS: dict[GGMLType, QuantKernel] = {}
+
+
+def register(qtype: str | int | GGMLType, *, dequantize: DequantizeFn, quantize: QuantizeFn | None = None,
+             matvec: MatvecFn | None = None, vec_dot_type: str | int | GGMLType | None = None) -> None:
+    """Register a type's kernels; registering a type twice is an error."""
+    t = parse_ggml_type(qtype)
+    if t in _KERNELS:
+        raise ValueError(f"kernels for {t.name} are already registered")
+    vdt = parse_ggml_type(vec_dot_type) if vec_dot_type is not None else None
+    _KERNELS[t] = QuantKernel(t, dequantize, quantize, matvec, vdt)
+
+
+def kernel_for(qtype: str | int | GGMLType) -> QuantKernel:
+    """The registered kernels of `qtype`, importing its family module on first use."""
+    t = parse_ggml_type(qtype)
+    if t not in _KERNELS and t in _FAMILY_OF:
+        importlib.import_module(f"llmtk.kernels.{_FAMILY_OF[t]}")
+    if t not in _KERNELS:
+        raise UnsupportedError(f"llmtk has no kernels for ggml type {t.name}; supported: "
+                               + ", ".join(sorted(x.name for x in _FAMILY_OF)))
+    return _KERNELS[t]
+
+
+def registered_types() -> list[GGMLType]:
+    """Every type with kernels, importing all family modules (for tests parametrised over them)."""
+    for family in sorted(set(_FAMILY_OF.values())):
+        try:
+            importlib.import_module(f"llmtk.kernels.{family}")
+        except ModuleNotFoundError as e:
+            if e.name != f"llmtk.kernels.{family}":
+                raise
+    return sorted(_KERNELS)
+
+
+def row_size(qtype: str | int | GGMLType, cols: int) -> int:
+    """Bytes of one row of `cols` values of `qtype` (ggml's `ggml_row_size`)."""
+    return _row_size(qtype, cols)
+
+
+def requires_imatrix(qtype: str | int | GGMLType) -> bool:
+    """True exactly where ggml's `ggml_quantize_requires_imatrix` is."""
+    return parse_ggml_type(qtype) in _REQUIRES_IMATRIX
+
+
+def quantize(x: npt.ArrayLike, qtype: str | int | GGMLType,
+             imatrix: npt.ArrayLike | None = None) -> npt.NDArray[np.uint8]:
+    """Quantize `x` (rows, cols) float32 to `qtype` as ggml's `ggml_quantize_chunk` does.
+
+    Returns uint8 (rows, row_size(qtype, cols)). `imatrix` is the (cols,) importance weights.
+    """
+    t = parse_ggml_type(qtype)
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise ShapeError(f"quantize takes a (rows, cols) array, got shape {arr.shape}")
+    rows, cols = arr.shape
+    _row_size(t, cols)  # raises ShapeError on partial blocks
+    k = kernel_for(t)
+    if k.quantize is None:
+        raise UnsupportedError(f"ggml type {t.name} cannot be quantized to, only read")
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise InputError(f"cannot quantize to {t.name}: non-finite value {arr[tuple(bad)]} at row {bad[0]}, col {bad[1]}")
+    imat = None
+    if imatrix is not None:
+        imat = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
+        if imat.shape != (cols,):
+            raise ShapeError(f"imatrix has {imat.size} values, the rows have {cols} columns")
+        if not np.isfinite(imat).all() or (imat < 0).any():
+            raise InputError(f"imatrix for {t.name} has negative or non-finite values")
+    elif requires_imatrix(t):
+        raise InputError(f"quantizing to {t.name} requires an importance matrix (--imatrix)")
+    if rows == 0:
+        return np.zeros((0, _row_size(t, cols)), dtype=np.uint8)
+    out = k.quantize(arr, imat)
+    assert out.shape == (rows, _row_size(t, cols)) and out.dtype == np.uint8, (t.name, out.shape, out.dtype)
+    return out
+
+
+def dequantize(data: npt.ArrayLike, qtype: str | int | GGMLType,
+               shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """Dequantize raw `qtype` bytes to float32 of `shape` (NumPy order, last axis = row length)."""
+    t = parse_ggml_type(qtype)
+    shape = tuple(int(s) for s in shape)
+    if not shape:
+        raise ShapeError("dequantize needs a non-empty shape")
+    cols = shape[-1]
+    rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    rs = _row_size(t, cols)
+    raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+    if raw.size != rows * rs:
+        raise ShapeError(f"{t.name} data of {raw.size} bytes does not hold shape {shape} "
+                         f"({rows} rows of {rs} bytes)")
+    k = kernel_for(t)
+    out = k.dequantize(raw.reshape(rows, rs), cols)
+    return out.reshape(shape)
+
+
+def matvec(data: npt.ArrayLike, qtype: str | int | GGMLType, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """`x @ W.T` for quantized weights W (rows, row_bytes) and activations x (n, cols) float32.
+
+    Activations are quantized to the type's `vec_dot_type` as ggml's CPU backend does, so
+    results match ggml's quantized dot products rather than exact float math.
+    """
+    t = parse_ggml_type(qtype)
+    k = kernel_for(t)
+    xa = np.ascontiguousarray(x, dtype=np.float32)
+    squeeze = xa.ndim == 1
+    xa = xa.reshape(1, -1) if squeeze else xa
+    w = np.ascontiguousarray(data).view(np.uint8)
+    rs = _row_size(t, xa.shape[1])
+    w = w.reshape(-1, rs)
+    if k.matvec is None:
+        deq = k.dequantize(w, xa.shape[1])
+        out = xa @ deq.T
+    else:
+        out = k.matvec(w, xa)
+    return out[0] if squeeze else out
