@@ -14,6 +14,8 @@ GGUF_VERSIONS = (2, 3)
 GGUF_DEFAULT_ALIGNMENT = 32
 GGUF_KEY_ALIGNMENT = "general.alignment"
 GGML_QUANTIZATION_VERSION = 2
+GGML_MAX_DIMS = 4    # ggml.h: tensors have at most 4 dimensions
+GGML_MAX_NAME = 64   # ggml.h: a tensor name is shorter than this many bytes
 
 QK_K = 256
 K_SCALE_SIZE = 12
