@@ -1,0 +1,121 @@
+"""KL-divergence base files: llama-perplexity's layout, read and written, and its statistics."""
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+
+from llmtk.errors import InputError
+from llmtk.evals import logprobs as lp
+from llmtk.evals.perplexity import KldBase, KldStats, run_kl_divergence, run_perplexity
+
+
+def _decoded_logprobs(base: KldBase, chunk: int) -> np.ndarray:
+    """The base file's uint16 log-probs of one chunk turned back into float log-probs."""
+    rows = np.ascontiguousarray(base.logprobs[chunk])
+    head = rows[:, :4].copy().view(np.float32)
+    q = rows[:, 4:4 + base.n_vocab].astype(np.float32)
+    return (head[:, :1] * q + head[:, 1:2]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def llamacpp_base(shared_dir):
+    return KldBase.open(shared_dir / "llamacpp" / "smollm2" / "kld" / "smollm2-f16-c128.kld")
+
+
+def test_reads_llamacpp_base_file(llamacpp_base):
+    b = llamacpp_base
+    assert (b.n_ctx, b.n_vocab, b.n_chunk) == (128, 49152, 2)
+    assert b.logprobs.shape == (2, 63, lp.n_vocab_padded(49152))
+    assert 0 <= b.tokens.min() and b.tokens.max() < b.n_vocab
+
+
+def test_base_statistics_match_llamacpp_log(llamacpp_base):
+    """PPL(base) depends only on the file: llama-perplexity's Q4_K_M.log says 23.652841 ± 5.497051."""
+    b = llamacpp_base
+    logits_by_chunk = [_decoded_logprobs(b, c) for c in range(b.n_chunk)]
+    first = b.n_ctx // 2
+
+    def logits_fn(chunk):
+        c = next(i for i in range(b.n_chunk) if np.array_equal(chunk[1:], b.tokens[i * b.n_ctx + 1:(i + 1) * b.n_ctx]))
+        out = np.zeros((b.n_ctx, b.n_vocab), np.float32)
+        out[first:b.n_ctx - 1] = logits_by_chunk[c]
+        return out
+
+    res = run_kl_divergence(logits_fn, b, bos_id=None)  # SmolLM2 adds no BOS
+    k = res.kld
+    assert k.count == 2 * 63
+    assert k.ppl_base == pytest.approx(23.652841, abs=5e-6)
+    assert k.ppl_base_stderr == pytest.approx(5.497051, abs=5e-6)
+    # the model here *is* the decoded base: same top token, and a divergence only from the file's
+    # clipping of log-probs below max-16 (49152 clipped tokens carry ~e^-16 each)
+    assert k.mean < 5e-3 and k.same_top_p == 1.0
+    assert k.ppl == pytest.approx(k.ppl_base, rel=1e-2)
+
+
+def test_written_base_file_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    n_ctx, n_vocab = 16, 37
+    tokens = rng.integers(0, n_vocab, size=3 * n_ctx + 5).astype(np.int32)
+    table = rng.normal(0, 1, size=(n_vocab, n_vocab))  # range < 16: no clipping.astype(np.float32)
+
+    def logits_fn(chunk):
+        return table[chunk]
+
+    path = tmp_path / "base.kld"
+    res = run_perplexity(logits_fn, tokens, n_ctx=n_ctx, bos_id=0, kld_base_out=path)
+    assert res.n_chunks == 3 and res.n_tokens_scored == 3 * (n_ctx - 1 - n_ctx // 2)
+    raw = path.read_bytes()
+    assert raw[:8] == b"_logits_" and struct.unpack("<iii", raw[8:20]) == (n_ctx, n_vocab, 3)
+    nv = lp.n_vocab_padded(n_vocab)
+    assert len(raw) == 20 + 4 * n_ctx * 3 + 2 * nv * 3 * (n_ctx - 1 - n_ctx // 2)
+    base = KldBase.open(path)
+    assert np.array_equal(base.tokens, tokens[:3 * n_ctx])
+    same = run_kl_divergence(logits_fn, base, bos_id=0)
+    assert same.kld.same_top_p == 1.0 and same.kld.mean < 1e-4  # uint16 rounding only
+    assert same.kld.ppl == pytest.approx(res.ppl, rel=1e-6)
+    assert same.kld.ppl_base == pytest.approx(res.ppl, rel=1e-3)  # uint16 log-prob rounding
+
+    shifted = run_kl_divergence(lambda ch: table[ch] * np.float32(0.5), base, bos_id=0)
+    assert shifted.kld.mean > 0.01 and shifted.kld.ppl_ratio != 1.0
+
+
+def test_stats_agree_with_plain_numpy():
+    rng = np.random.default_rng(1)
+    n = 500
+    nll = rng.gamma(2.0, 1.0, n).astype(np.float32)
+    nll_base = (nll + rng.normal(0, 0.1, n)).astype(np.float32)
+    kld = rng.gamma(0.5, 0.05, n)
+    dp = rng.normal(0, 0.05, n).astype(np.float32)
+    same = rng.random(n) < 0.9
+    s = KldStats.from_tokens(nll, nll_base, kld, dp, same)
+    assert s.ppl == pytest.approx(math.exp(nll.astype(np.float64).mean()), rel=1e-12)
+    assert s.ppl_stderr == pytest.approx(s.ppl * nll.astype(np.float64).std() / math.sqrt(n - 1), rel=1e-9)
+    assert s.mean == pytest.approx(kld.mean(), rel=1e-12)
+    assert s.median == pytest.approx(np.median(kld.astype(np.float32)), rel=1e-6)
+    assert s.p99 == pytest.approx(np.percentile(kld.astype(np.float32), 99.0), rel=1e-5)
+    assert s.rms_dp == pytest.approx(math.sqrt((dp.astype(np.float64) ** 2).mean()), rel=1e-9)
+    assert s.same_top_p == pytest.approx(same.mean())
+    assert s.cor_ln_ppl == pytest.approx(np.corrcoef(nll, nll_base)[0, 1], abs=1e-2)
+    text = s.format_llamacpp()
+    assert "Mean    KLD:" in text and "Same top p:" in text and "99.0%   KLD:" in text and " 5.0%   KLD:" in text
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "does not look like"),
+    (b"_notlog_" + struct.pack("<iii", 16, 10, 1), "does not look like"),
+    (b"_logits_" + struct.pack("<iii", 16, 10, 1), "truncated"),
+    (b"_logits_" + struct.pack("<iii", -5, 10, 1), "implausible"),
+])
+def test_bad_base_files_are_clear_errors(tmp_path, content, problem):
+    p = tmp_path / "bad.kld"
+    p.write_bytes(content)
+    with pytest.raises(InputError, match=problem):
+        KldBase.open(p)
+
+
+def test_too_short_text_is_a_clear_error():
+    with pytest.raises(InputError, match="at least 1024 tokens"):
+        run_perplexity(lambda t: np.zeros((len(t), 4), np.float32), np.zeros(100, np.int32), n_ctx=512)
