@@ -1,0 +1,485 @@
+"""Scalar helpers shared by ggml's quantizers: `nearest_int`, fp16 conversions, scale searches.
+
+Each function reproduces the ggml C function of the same name in `ggml-quants.c` /
+`ggml-impl.h` bit for bit: float32 arithmetic in the C source's order (every int operand is
+converted to float32 first, as C's usual conversions do), no fastmath, no FMA contraction.
+Other kernel families import these (`from llmtk.kernels._kquant_search import make_qx_quants`).
+
+Conventions that replace C's pointers:
+- `x`, `weights`, `L`, `Laux` are 1-D arrays (or views) holding at least `n` values;
+- an EMPTY weights array stands for C's NULL (the function then weighs by `x*x`, as ggml does);
+- out-parameters come back in a tuple: `make_qkx2_quants` returns `(scale, the_min)`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+# ggml's GROUP_MAX_EPS (1e-15f); the i-quants use larger ones, defined in their own modules
+GROUP_MAX_EPS = np.float32(1e-15)
+
+
+@intrinsic
+def f32_to_bits(typingctx, x):
+    """Reinterpret a float32 as int32 (C's memcpy / union pun). Rejects float64 on purpose so
+    that an accidental float64 promotion fails to compile instead of rounding differently."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def bits_to_f32(typingctx, x):
+    """Reinterpret an int32/uint32 bit pattern as float32."""
+    if x not in (types.int32, types.uint32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(x), codegen
+
+
+@njit(cache=True, inline="always")
+def nearest_int(fval):
+    """ggml `nearest_int`: round-half-even through the 1.5*2^23 magic add, keeping the low 23
+    bits, so out-of-range values wrap exactly as ggml's do (its assert is compiled out)."""
+    val = fval + np.float32(12582912.0)
+    i = f32_to_bits(val)
+    return np.int32((i & np.int32(0x007FFFFF)) - np.int32(0x00400000))
+
+
+@njit(cache=True, inline="always")
+def _u32(v):
+    # a C uint32_t: wrap an int64 intermediate to 32 bits
+    return np.int64(v) & np.int64(0xFFFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def fp16_to_fp32(h):
+    """ggml `ggml_compute_fp16_to_fp32` for a raw half given as an integer (exact)."""
+    w = (np.int64(h) & np.int64(0xFFFF)) << np.int64(16)
+    sign = w & np.int64(0x80000000)
+    two_w = _u32(w + w)
+    exp_scale = bits_to_f32(np.uint32(0x07800000))  # 0x1.0p-112f
+    normalized_value = bits_to_f32(np.uint32((two_w >> np.int64(4)) + np.int64(0x70000000))) * exp_scale
+    denormalized_value = bits_to_f32(np.uint32((two_w >> np.int64(17)) | np.int64(0x3F000000))) - np.float32(0.5)
+    if two_w < np.int64(1 << 27):
+        result = sign | _u32(f32_to_bits(denormalized_value))
+    else:
+        result = sign | _u32(f32_to_bits(normalized_value))
+    return bits_to_f32(np.uint32(result))
+
+
+@njit(cache=True, inline="always")
+def fp32_to_fp16(f):
+    """ggml `ggml_compute_fp32_to_fp16`: round-to-nearest-even float32 -> IEEE half bits (uint16)."""
+    scale_to_inf = bits_to_f32(np.uint32(0x77800000))   # 0x1.0p+112f
+    scale_to_zero = bits_to_f32(np.uint32(0x08800000))  # 0x1.0p-110f
+    base = (np.abs(f) * scale_to_inf) * scale_to_zero
+    w = _u32(f32_to_bits(f))
+    shl1_w = _u32(w + w)
+    sign = w & np.int64(0x80000000)
+    bias = shl1_w & np.int64(0xFF000000)
+    if bias < np.int64(0x71000000):
+        bias = np.int64(0x71000000)
+    base = bits_to_f32(np.uint32((bias >> np.int64(1)) + np.int64(0x07800000))) + base
+    bits = _u32(f32_to_bits(base))
+    exp_bits = (bits >> np.int64(13)) & np.int64(0x00007C00)
+    mantissa_bits = bits & np.int64(0x00000FFF)
+    nonsign = exp_bits + mantissa_bits
+    if shl1_w > np.int64(0xFF000000):
+        nonsign = np.int64(0x7E00)
+    return np.uint16(((sign >> np.int64(16)) | nonsign) & np.int64(0xFFFF))
+
+
+@njit(cache=True, inline="always")
+def _weight_of(x, weights, i, rmse_type):
+    # make_qx_quants' per-element weight when no quant weights are given
+    if weights.size:
+        return weights[i]
+    if rmse_type == 1:
+        return x[i] * x[i]
+    if rmse_type == 2:
+        return np.float32(1.0)
+    if rmse_type == 3:
+        return np.abs(x[i])
+    return np.sqrt(np.abs(x[i]))
+
+
+@njit(cache=True)
+def make_qx_quants(n, nmax, x, L, rmse_type, qw):
+    """ggml `make_qx_quants`: symmetric scale search, L (int8) in [0, 2*nmax). Returns scale."""
+    vmax = np.float32(0.0)
+    amax = np.float32(0.0)
+    for i in range(n):
+        ax = np.abs(x[i])
+        if ax > amax:
+            amax = ax
+            vmax = x[i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0)
+    iscale = np.float32(-nmax) / vmax
+    if rmse_type == 0:
+        for i in range(n):
+            l = nearest_int(iscale * x[i])
+            L[i] = nmax + max(-nmax, min(nmax - 1, l))
+        return np.float32(1.0) / iscale
+    return_early = False
+    if rmse_type < 0:
+        rmse_type = -rmse_type
+        return_early = True
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * x[i])
+        l = max(-nmax, min(nmax - 1, l))
+        L[i] = l + nmax
+        w = _weight_of(x, qw, i, rmse_type)
+        fl = np.float32(l)
+        sumlx += w * x[i] * fl
+        suml2 += w * fl * fl
+    scale = sumlx / suml2 if suml2 != 0 else np.float32(0.0)
+    if return_early:
+        return np.float32(0.5) * (scale + np.float32(1.0) / iscale) if suml2 > 0 else np.float32(1.0) / iscale
+    best = scale * sumlx
+    for is_ in range(-9, 10):
+        if is_ == 0:
+            continue
+        iscale = -(np.float32(nmax) + np.float32(0.1) * np.float32(is_)) / vmax
+        sumlx = np.float32(0.0)
+        suml2 = np.float32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * x[i])
+            l = max(-nmax, min(nmax - 1, l))
+            w = _weight_of(x, qw, i, rmse_type)
+            fl = np.float32(l)
+            sumlx += w * x[i] * fl
+            suml2 += w * fl * fl
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                l = nearest_int(iscale * x[i])
+                L[i] = nmax + max(-nmax, min(nmax - 1, l))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@njit(cache=True)
+def make_q3_quants(n, nmax, x, L, do_rmse):
+    """ggml `make_q3_quants`: symmetric search with x*x weights and coordinate-descent passes."""
+    vmax = np.float32(0.0)
+    amax = np.float32(0.0)
+    for i in range(n):
+        ax = np.abs(x[i])
+        if ax > amax:
+            amax = ax
+            vmax = x[i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0)
+    iscale = np.float32(-nmax) / vmax
+    if do_rmse:
+        sumlx = np.float32(0.0)
+        suml2 = np.float32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * x[i])
+            l = max(-nmax, min(nmax - 1, l))
+            L[i] = l
+            w = x[i] * x[i]
+            fl = np.float32(l)
+            sumlx += w * x[i] * fl
+            suml2 += w * fl * fl
+        for itry in range(5):
+            n_changed = 0
+            for i in range(n):
+                w = x[i] * x[i]
+                fLi = np.float32(L[i])
+                slx = sumlx - w * x[i] * fLi
+                if slx > 0:
+                    sl2 = suml2 - w * fLi * fLi
+                    new_l = nearest_int(x[i] * sl2 / slx)
+                    new_l = max(-nmax, min(nmax - 1, new_l))
+                    if new_l != L[i]:
+                        fnl = np.float32(new_l)
+                        slx += w * x[i] * fnl
+                        sl2 += w * fnl * fnl
+                        if sl2 > 0 and slx * slx * suml2 > sumlx * sumlx * sl2:
+                            L[i] = new_l
+                            sumlx = slx
+                            suml2 = sl2
+                            n_changed += 1
+            if n_changed == 0:
+                break
+        for i in range(n):
+            L[i] += nmax
+        return sumlx / suml2 if suml2 > 0 else np.float32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * x[i])
+        l = max(-nmax, min(nmax - 1, l))
+        L[i] = l + nmax
+    return np.float32(1.0) / iscale
+
+
+@njit(cache=True)
+def make_qkx1_quants(n, nmax, x, L, ntry, alpha):
+    """ggml `make_qkx1_quants` (iterative min refinement). Returns (scale, the_min)."""
+    vmin = x[0]
+    vmax = x[0]
+    for i in range(1, n):
+        if x[i] < vmin:
+            vmin = x[i]
+        if x[i] > vmax:
+            vmax = x[i]
+    if vmax == vmin:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0), np.float32(0.0)
+    if vmin > 0:
+        vmin = np.float32(0.0)
+    iscale = np.float32(nmax) / (vmax - vmin)
+    scale = np.float32(1.0) / iscale
+    for itry in range(ntry):
+        sumlx = np.float32(0.0)
+        suml2 = 0
+        did_change = False
+        for i in range(n):
+            l = nearest_int(iscale * (x[i] - vmin))
+            l = max(0, min(nmax, l))
+            if l != L[i]:
+                L[i] = l
+                did_change = True
+            sumlx += (x[i] - vmin) * np.float32(l)
+            suml2 += l * l
+        scale = sumlx / np.float32(suml2)
+        s = np.float32(0.0)
+        for i in range(n):
+            s += x[i] - scale * np.float32(L[i])
+        vmin = alpha * vmin + (np.float32(1.0) - alpha) * s / np.float32(n)
+        if vmin > 0:
+            vmin = np.float32(0.0)
+        iscale = np.float32(1.0) / scale
+        if not did_change:
+            break
+    return scale, -vmin
+
+
+@njit(cache=True, inline="always")
+def _search_error(diff, use_mad):
+    return np.abs(diff) if use_mad else diff * diff
+
+
+@njit(cache=True)
+def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
+    """ggml `make_qkx2_quants`: asymmetric (scale, min) grid search with weighted least squares.
+
+    L, Laux: uint8 arrays; rmin, rdelta: float32. Returns (scale, the_min) with the_min = -min.
+    """
+    vmin = x[0]
+    vmax = x[0]
+    sum_w = weights[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < vmin:
+            vmin = x[i]
+        if x[i] > vmax:
+            vmax = x[i]
+        w = weights[i]
+        sum_w += w
+        sum_x += w * x[i]
+    if vmin > 0:
+        vmin = np.float32(0.0)
+    if vmax == vmin:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0), -vmin
+    iscale = np.float32(nmax) / (vmax - vmin)
+    scale = np.float32(1.0) / iscale
+    best_error = np.float32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * (x[i] - vmin))
+        L[i] = max(0, min(nmax, l))
+        diff = scale * np.float32(L[i]) + vmin - x[i]
+        best_error += weights[i] * _search_error(diff, use_mad)
+    if nstep < 1:
+        return scale, -vmin
+    for is_ in range(nstep + 1):
+        iscale = (rmin + rdelta * np.float32(is_) + np.float32(nmax)) / (vmax - vmin)
+        sum_l = np.float32(0.0)
+        sum_l2 = np.float32(0.0)
+        sum_xl = np.float32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * (x[i] - vmin))
+            l = max(0, min(nmax, l))
+            Laux[i] = l
+            w = weights[i]
+            fl = np.float32(l)
+            sum_l += w * fl
+            sum_l2 += w * fl * fl
+            sum_xl += w * fl * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = np.float32(0.0)
+                this_scale = sum_xl / sum_l2
+            cur_error = np.float32(0.0)
+            for i in range(n):
+                diff = this_scale * np.float32(Laux[i]) + this_min - x[i]
+                cur_error += weights[i] * _search_error(diff, use_mad)
+            if cur_error < best_error:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best_error = cur_error
+                scale = this_scale
+                vmin = this_min
+    return scale, -vmin
+
+
+@njit(cache=True)
+def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
+    """ggml `make_qkx3_quants`: like make_qkx2_quants; empty `weights` means x*x (C's NULL).
+
+    Returns (scale, the_min) with the_min = -min.
+    """
+    has_w = weights.size > 0
+    vmin = x[0]
+    vmax = x[0]
+    sum_w = weights[0] if has_w else x[0] * x[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < vmin:
+            vmin = x[i]
+        if x[i] > vmax:
+            vmax = x[i]
+        w = weights[i] if has_w else x[i] * x[i]
+        sum_w += w
+        sum_x += w * x[i]
+    if vmin > 0:
+        vmin = np.float32(0.0)
+    if vmax <= vmin:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0), -vmin
+    iscale = np.float32(nmax) / (vmax - vmin)
+    scale = np.float32(1.0) / iscale
+    best_mad = np.float32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * (x[i] - vmin))
+        L[i] = max(0, min(nmax, l))
+        diff = scale * np.float32(L[i]) + vmin - x[i]
+        w = weights[i] if has_w else x[i] * x[i]
+        best_mad += w * _search_error(diff, use_mad)
+    if nstep < 1:
+        return scale, -vmin
+    for is_ in range(nstep + 1):
+        iscale = (rmin + rdelta * np.float32(is_) + np.float32(nmax)) / (vmax - vmin)
+        sum_l = np.float32(0.0)
+        sum_l2 = np.float32(0.0)
+        sum_xl = np.float32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * (x[i] - vmin))
+            l = max(0, min(nmax, l))
+            Laux[i] = l
+            w = weights[i] if has_w else x[i] * x[i]
+            fl = np.float32(l)
+            sum_l += w * fl
+            sum_l2 += w * fl * fl
+            sum_xl += w * fl * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = np.float32(0.0)
+                this_scale = sum_xl / sum_l2
+            mad = np.float32(0.0)
+            for i in range(n):
+                diff = this_scale * np.float32(Laux[i]) + this_min - x[i]
+                w = weights[i] if has_w else x[i] * x[i]
+                mad += w * _search_error(diff, use_mad)
+            if mad < best_mad:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best_mad = mad
+                scale = this_scale
+                vmin = this_min
+    return scale, -vmin
+
+
+@njit(cache=True)
+def make_qp_quants(n, nmax, x, L, quant_weights):
+    """ggml `make_qp_quants`: non-negative values (scales/mins) onto [0, nmax] (L uint8)."""
+    vmax = np.float32(0.0)
+    for i in range(n):
+        vmax = vmax if vmax > x[i] else x[i]  # C's MAX(max, x[i]), -0.0/NaN handling included
+    if vmax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0)
+    iscale = np.float32(nmax) / vmax
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i])
+    scale = np.float32(1.0) / iscale
+    best_mse = np.float32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * np.float32(L[i])
+        w = quant_weights[i]
+        best_mse += w * diff * diff
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = (np.float32(0.1) * np.float32(is_) + np.float32(nmax)) / vmax
+        scale_is = np.float32(1.0) / iscale_is
+        mse = np.float32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale_is * x[i])
+            l = min(nmax, l)
+            diff = x[i] - scale_is * np.float32(l)
+            w = quant_weights[i]
+            mse += w * diff * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_is
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * x[i])
+        l = min(nmax, l)
+        L[i] = l
+        w = quant_weights[i]
+        fl = np.float32(l)
+        sumlx += w * x[i] * fl
+        suml2 += w * fl * fl
+    for itry in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = quant_weights[i]
+            fLi = np.float32(L[i])
+            slx = sumlx - w * x[i] * fLi
+            sl2 = suml2 - w * fLi * fLi
+            if slx > 0 and sl2 > 0:
+                new_l = nearest_int(x[i] * sl2 / slx)
+                new_l = min(nmax, new_l)
+                if new_l != L[i]:
+                    fnl = np.float32(new_l)
+                    slx += w * x[i] * fnl
+                    sl2 += w * fnl * fnl
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2 if suml2 > 0 else np.float32(0.0)
