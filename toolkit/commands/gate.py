@@ -1,0 +1,81 @@
+"""`llmtk gate`: pass/fail quality gate of a candidate model against a base, for CI."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._progress import chunk_progress
+
+
+@click.command("gate")
+@click.option("--base", "base_path", required=True, type=click.Path(dir_okay=False),
+              help="Reference model (e.g. the F16 GGUF), or a KL-divergence base file written by "
+                   "`llmtk perplexity --kl-divergence-base` / llama-perplexity.")
+@click.option("--candidate", "cand_path", required=True, type=click.Path(dir_okay=False), help="Model to judge.")
+@click.option("-f", "--file", "text_path", help="Evaluation text (default: the text in data/); unused with a base file.")
+@click.option("-c", "--ctx-size", "n_ctx", default=512, show_default=True, type=click.IntRange(min=2))
+@click.option("--chunks", "n_chunks", default=-1, type=int, help="At most this many chunks (-1: all).")
+@click.option("--max-mean-kld", type=float, help="Fail when mean KL divergence exceeds this (nats).")
+@click.option("--max-kld-p99", type=float, help="Fail when the 99th percentile of KLD exceeds this.")
+@click.option("--min-same-top-p", type=float, help="Fail when the top-token agreement (0..1) is below this.")
+@click.option("--max-ppl-ratio", type=float, help="Fail when PPL(candidate)/PPL(base) exceeds this.")
+@click.option("--max-rms-dp", type=float, help="Fail when the RMS of Δp (0..1) exceeds this.")
+@click.option("--junit", "junit_out", type=click.Path(dir_okay=False), help="Write JUnit XML (one test per threshold).")
+@click.option("--json", "json_out", help="Write the verdict and statistics as JSON ('-' for stdout).")
+def command(base_path, cand_path, text_path, n_ctx, n_chunks, junit_out, json_out, **limits):
+    """Judge CANDIDATE against BASE on KL divergence and perplexity; exit 0 pass, 1 fail, 2 error.
+
+    \b
+    Example (a CI step):
+      llmtk gate --base model-f16.gguf --candidate model-q4km.gguf -f eval.txt \\
+          --max-mean-kld 0.05 --min-same-top-p 0.9 --max-ppl-ratio 1.05 --junit gate.xml
+    """
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from llmtk.errors import InputError
+    from llmtk.evals.gate import GATES, Threshold, evaluate_gates, junit_xml, write_atomic
+    from llmtk.evals.perplexity import KLD_MAGIC
+    from llmtk.evals.report import dumps
+    from llmtk.evals.runner import evaluate, read_text
+
+    thresholds = [Threshold(opt.replace("_", "-"), *GATES[opt], limit) for opt, limit in limits.items() if limit is not None]
+    if not thresholds:
+        raise InputError("no thresholds given: pass at least one of " + ", ".join("--" + g.replace("_", "-") for g in GATES))
+    for p in (base_path, cand_path):
+        if not Path(p).is_file():
+            raise InputError(f"{p}: file not found")
+    t0 = time.perf_counter()
+    with open(base_path, "rb") as f:
+        base_is_kld = f.read(8) == KLD_MAGIC
+    with tempfile.TemporaryDirectory(prefix="llmtk-gate-") as tmp:
+        kld_file = Path(base_path) if base_is_kld else Path(tmp) / "base.kld"
+        if not base_is_kld:
+            text, _ = read_text(text_path)
+            with chunk_progress("base") as (on_start, on_chunk):
+                evaluate(base_path, text, n_ctx=n_ctx, n_chunks=n_chunks, kld_base_out=kld_file,
+                         progress=on_chunk, on_start=on_start)
+        with chunk_progress("candidate") as (on_start, on_chunk):
+            res = evaluate(cand_path, None, n_chunks=n_chunks, kld_base_in=kld_file, progress=on_chunk, on_start=on_start)
+    verdict = evaluate_gates(res.kld, thresholds, time.perf_counter() - t0)
+    console = Console(stderr=json_out == "-")
+    table = Table(title=f"llmtk gate: {Path(cand_path).name} vs {Path(base_path).name} ({res.n_tokens_scored} tokens)")
+    for col in ("gate", "value", "limit", "result"):
+        table.add_column(col, justify="left" if col == "gate" else "right")
+    for row in verdict.rows():
+        table.add_row(row["gate"], f"{row['value']:.6g}", f"{row['comparison']} {row['limit']:g}",
+                      "[green]PASS[/green]" if row["passed"] else "[red]FAIL[/red]")
+    console.print(table)
+    console.print(f"[bold]{'PASS' if verdict.ok else 'FAIL'}[/bold]: {verdict.passed.count(True)}/{len(thresholds)} gates hold")
+    if junit_out:
+        write_atomic(junit_out, junit_xml(verdict, "llmtk.gate", str(base_path), str(cand_path)))
+    if json_out:
+        payload = dumps({"passed": verdict.ok, "gates": verdict.rows(), "kld": res.to_dict()["kld"],
+                         "base": str(base_path), "candidate": str(cand_path)})
+        click.echo(payload) if json_out == "-" else write_atomic(json_out, payload + "\n")
+    sys.exit(0 if verdict.ok else 1)

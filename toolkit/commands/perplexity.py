@@ -1,0 +1,74 @@
+"""`llmtk perplexity`: llama-perplexity's PPL and KL divergence, with JSON/CSV/report output."""
+from __future__ import annotations
+
+import click
+
+from ._progress import chunk_progress
+
+
+@click.command("perplexity")
+@click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False),
+              help="GGUF model (default: the embedded SmolLM2-135M-Instruct Q4_1).")
+@click.option("-f", "--file", "text_path", help="Text to evaluate; '-' reads stdin (default: the text in data/).")
+@click.option("--dataset", help="A locally cached `datasets` text split, as NAME[:CONFIG][/SPLIT].")
+@click.option("-c", "--ctx-size", "n_ctx", default=512, show_default=True, type=click.IntRange(min=2),
+              help="Tokens per chunk; the second half of each chunk is scored.")
+@click.option("--chunks", "n_chunks", default=-1, type=int, help="Evaluate at most this many chunks (-1: all).")
+@click.option("-b", "--batch-size", default=2048, show_default=True, type=click.IntRange(min=1),
+              help="Accepted for llama-perplexity compatibility; llmtk evaluates one whole chunk per pass.")
+@click.option("--kl-divergence-base", "kld_base", type=click.Path(dir_okay=False),
+              help="Without --kl-divergence: save this model's log-probs here (llama.cpp's format). "
+                   "With it: the base file to compare against.")
+@click.option("--kl-divergence", "kld", is_flag=True, help="Compare against --kl-divergence-base and print KLD statistics.")
+@click.option("--json", "json_out", help="Write results as JSON to this file ('-' for stdout).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), help="Write per-chunk running PPL as CSV.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write report.md, results.json and PNG plots here.")
+def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_base, kld, json_out, csv_out, report_dir):
+    """Perplexity of MODEL on a text, the way llama-perplexity measures it.
+
+    The text is tokenized once, cut into --ctx-size chunks (each starting with BOS when the
+    vocabulary adds one), and the second half of every chunk is scored, so numbers compare
+    directly with llama-perplexity run with the same -c and --chunks.
+
+    \b
+    Examples:
+      llmtk perplexity -m model-f16.gguf -f wiki.test.raw -c 512 --chunks 16
+      llmtk perplexity -m model-f16.gguf -f wiki.test.raw --kl-divergence-base base.kld
+      llmtk perplexity -m model-q4km.gguf --kl-divergence-base base.kld --kl-divergence --report out/
+    """
+    from pathlib import Path
+
+    from llmtk.errors import InputError
+    from llmtk.evals.report import dumps, write_perplexity_report
+    from llmtk.evals.runner import ModelRunner, evaluate, read_text
+    from llmtk.resources import smollm2_path
+
+    if kld and not kld_base:
+        raise InputError("--kl-divergence needs --kl-divergence-base FILE (the base log-probs to compare against)")
+    model_path = Path(model_path) if model_path else smollm2_path()
+    text, text_name = (None, Path(kld_base).name) if kld else read_text(text_path, dataset)
+    runner = ModelRunner(model_path)
+    with chunk_progress("perplexity") as (on_start, on_chunk):
+        result = evaluate(model_path, text, n_ctx=n_ctx, n_chunks=n_chunks, runner=runner,
+                          kld_base_out=None if kld else kld_base, kld_base_in=kld_base if kld else None,
+                          progress=on_chunk, on_start=on_start)
+    out = click.echo if json_out != "-" else (lambda *a, **k: click.echo(*a, err=True, **k))
+    out(",".join(f"[{i + 1}]{p:.4f}" for i, p in enumerate(result.running_ppl)) + ",")
+    out(f"Final estimate: PPL = {result.ppl:.4f} +/- {result.ppl_stderr:.5f}")
+    if result.kld is not None:
+        out("")
+        out(result.kld.format_llamacpp())
+    meta = {"model": str(model_path), "text": text_name, "n_ctx": n_ctx}
+    if json_out:
+        payload = dumps({**meta, **result.to_dict()})
+        if json_out == "-":
+            click.echo(payload)
+        else:
+            Path(json_out).write_text(payload + "\n")
+    if csv_out:
+        import pandas as pd
+
+        pd.DataFrame({"chunk": range(1, len(result.running_ppl) + 1), "running_ppl": result.running_ppl}).to_csv(csv_out, index=False)
+    if report_dir:
+        md = write_perplexity_report(result, report_dir, meta)
+        click.echo(f"report written to {md}", err=True)
