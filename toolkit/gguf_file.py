@@ -172,7 +172,7 @@ class GGUFReader:
         try:
             return self.tensors[name]
         except KeyError:
-            raise InputError(f"{self.path}: no tensor named {escape_control(name)!r}") from None
+            raise InputError(f"{self.path}: no tensor named '{escape_control(name)}'") from None
 
     def raw(self, name: str) -> npt.NDArray[np.uint8]:
         """The tensor's bytes as a read-only uint8 view of the map (nothing copied)."""
@@ -285,17 +285,17 @@ class _Parser:
         if not key:
             raise self.fail(f"metadata entry {i} has an empty key")
         if key in r.kv:
-            raise self.fail(f"duplicate metadata key {shown!r}")
-        vtype = self.value_type(self.u32(f"type of metadata {shown!r}"), shown)
+            raise self.fail(f"duplicate metadata key '{shown}'")
+        vtype = self.value_type(self.u32(f"type of metadata '{shown}'"), shown)
         item_type = None
         if vtype == VT.ARRAY:
-            item_type = self.value_type(self.u32(f"array type of metadata {shown!r}"), shown)
+            item_type = self.value_type(self.u32(f"array type of metadata '{shown}'"), shown)
             if item_type == VT.ARRAY:
-                raise self.fail(f"metadata {shown!r} is a nested array, which GGUF readers do not support")
-            n = self.u64(f"array length of metadata {shown!r}")
+                raise self.fail(f"metadata '{shown}' is a nested array, which GGUF readers do not support")
+            n = self.u64(f"array length of metadata '{shown}'")
             left = self.size - self.pos
             if n > left // _MIN_ITEM_BYTES[item_type]:
-                raise self.fail(f"metadata {shown!r} claims {n} {item_type.name} items, more than the "
+                raise self.fail(f"metadata '{shown}' claims {n} {item_type.name} items, more than the "
                                 f"{left} bytes left in the file can hold")
             value: Any = self.array_value(item_type, n, shown)
         else:
@@ -307,17 +307,17 @@ class _Parser:
         try:
             return VT(t)
         except ValueError:
-            raise self.fail(f"metadata {shown!r} has unknown value type {t}") from None
+            raise self.fail(f"metadata '{shown}' has unknown value type {t}") from None
 
     def scalar(self, vtype: GGUFValueType, shown: str) -> Any:
         if vtype == VT.STRING:
-            return self.string(f"value of metadata {shown!r}")
+            return self.string(f"value of metadata '{shown}'")
         fmt = struct.Struct("<" + GGUF_VALUE_STRUCT[vtype])
-        self.need(fmt.size, f"value of metadata {shown!r}")
+        self.need(fmt.size, f"value of metadata '{shown}'")
         if vtype == VT.BOOL:
             b = self.buf[self.pos]
             if b > 1:
-                raise self.fail(f"metadata {shown!r} has bool value {b}, expected 0 or 1")
+                raise self.fail(f"metadata '{shown}' has bool value {b}, expected 0 or 1")
         v = fmt.unpack_from(self.buf, self.pos)[0]
         self.pos += fmt.size
         return v
@@ -326,14 +326,14 @@ class _Parser:
         if item_type == VT.STRING:
             out = []
             for j in range(n):
-                out.append(self.string(f"item {j} of metadata {shown!r}"))
+                out.append(self.string(f"item {j} of metadata '{shown}'"))
             return out
         dt = GGUF_VALUE_DTYPE[item_type]
         nbytes = n * dt.itemsize
-        self.need(nbytes, f"array of metadata {shown!r}")
+        self.need(nbytes, f"array of metadata '{shown}'")
         raw = np.frombuffer(self.buf, dtype=np.uint8, count=nbytes, offset=self.pos)
         if item_type == VT.BOOL and n and raw.max() > 1:
-            raise self.fail(f"metadata {shown!r} has a bool item {raw.max()}, expected 0 or 1")
+            raise self.fail(f"metadata '{shown}' has a bool item {raw.max()}, expected 0 or 1")
         self.pos += nbytes
         return raw.view(dt).astype(dt.newbyteorder("="))  # a copy: metadata outlives the map
 
@@ -354,34 +354,34 @@ class _Parser:
         name = self.string(f"name of tensor {i}")
         shown = escape_control(name)
         if len(name.encode()) >= GGML_MAX_NAME:
-            raise self.fail(f"tensor name {shown!r} is {len(name.encode())} bytes long, "
+            raise self.fail(f"tensor name '{shown}' is {len(name.encode())} bytes long, "
                             f"the limit is {GGML_MAX_NAME - 1}")
         if name in r.tensors:
-            raise self.fail(f"duplicate tensor name {shown!r}")
-        n_dims = self.u32(f"n_dims of tensor {shown!r}")
+            raise self.fail(f"duplicate tensor name '{shown}'")
+        n_dims = self.u32(f"n_dims of tensor '{shown}'")
         if n_dims > GGML_MAX_DIMS:
-            raise self.fail(f"tensor {shown!r} has {n_dims} dimensions, at most {GGML_MAX_DIMS} are allowed")
-        ne = [self.u64(f"shape of tensor {shown!r}") for _ in range(n_dims)]
+            raise self.fail(f"tensor '{shown}' has {n_dims} dimensions, at most {GGML_MAX_DIMS} are allowed")
+        ne = [self.u64(f"shape of tensor '{shown}'") for _ in range(n_dims)]
         n = 1
         for d in ne:
             if d > INT64_MAX:
-                raise self.fail(f"tensor {shown!r} has dimension {d - (1 << 64)} < 0")
+                raise self.fail(f"tensor '{shown}' has dimension {d - (1 << 64)} < 0")
             n *= d
         if n > INT64_MAX:
-            raise self.fail(f"tensor {shown!r} shape {ne} has more than 2^63 elements")
-        t = self.u32(f"type of tensor {shown!r}")
+            raise self.fail(f"tensor '{shown}' shape {ne} has more than 2^63 elements")
+        t = self.u32(f"type of tensor '{shown}'")
         if t in GGML_REMOVED_TYPES:
-            raise self.fail(f"tensor {shown!r} has ggml type {t} ({GGML_REMOVED_TYPES[t]}), "
+            raise self.fail(f"tensor '{shown}' has ggml type {t} ({GGML_REMOVED_TYPES[t]}), "
                             f"which was removed from GGUF")
         try:
             qtype = GGMLType(t)
         except ValueError:
-            raise self.fail(f"tensor {shown!r} has unknown ggml type id {t}") from None
+            raise self.fail(f"tensor '{shown}' has unknown ggml type id {t}") from None
         bs = GGML_TYPE_TRAITS[qtype].block_size
         if ne and ne[0] % bs:
-            raise self.fail(f"tensor {shown!r} has {ne[0]} values per row, not a multiple of "
+            raise self.fail(f"tensor '{shown}' has {ne[0]} values per row, not a multiple of "
                             f"{qtype.name} block size {bs}")
-        offset = self.u64(f"offset of tensor {shown!r}")
+        offset = self.u64(f"offset of tensor '{shown}'")
         shape = tuple(reversed(ne))
         r.tensors[name] = None  # type: ignore[assignment]  # reserve the name (duplicates)
         return name, qtype, shape, offset
@@ -396,17 +396,17 @@ class _Parser:
         for name, qtype, shape, offset in infos:
             shown = escape_control(name)
             if offset % a:
-                raise self.fail(f"tensor {shown!r} offset {offset} is not a multiple of the alignment {a}")
+                raise self.fail(f"tensor '{shown}' offset {offset} is not a multiple of the alignment {a}")
             n_bytes = _tensor_n_bytes(qtype, shape)
             start = r.data_offset + offset
             if start + n_bytes > self.size:
-                raise self.fail(f"tensor {shown!r} data ({n_bytes} bytes at offset {start}) runs past "
+                raise self.fail(f"tensor '{shown}' data ({n_bytes} bytes at offset {start}) runs past "
                                 f"the end of the file ({self.size} bytes)")
             out[name] = TensorInfo(name, qtype, shape, start, n_bytes)
         by_start = sorted(out.values(), key=lambda t: (t.offset, t.n_bytes))
         for prev, cur in zip(by_start, by_start[1:]):
             if cur.offset < prev.offset + prev.n_bytes and cur.n_bytes and prev.n_bytes:
-                raise self.fail(f"tensors {escape_control(prev.name)!r} and {escape_control(cur.name)!r} "
+                raise self.fail(f"tensors '{escape_control(prev.name)}' and '{escape_control(cur.name)}' "
                                 f"overlap (bytes {cur.offset}..{prev.offset + prev.n_bytes})")
         r.tensors = out
 
@@ -581,13 +581,13 @@ class GGUFWriter:
             raise InputError(f"{self.path}: metadata key must be a non-empty string, got {key!r}")
         shown = escape_control(key)
         if key in self._kv:
-            raise InputError(f"{self.path}: duplicate metadata key {shown!r}")
+            raise InputError(f"{self.path}: duplicate metadata key '{shown}'")
         if vtype is None and key == GGUF_KEY_ALIGNMENT:
             vtype = VT.UINT32
         if vtype is None:
             vtype, item_type = infer_value_type(value) if item_type is None else (VT.ARRAY, VT(item_type))
         vtype = VT(vtype)
-        what = f"{self.path}: metadata {shown!r}"
+        what = f"{self.path}: metadata '{shown}'"
         if vtype == VT.ARRAY:
             if item_type is None:
                 _, item_type = infer_value_type(value)
@@ -613,22 +613,22 @@ class GGUFWriter:
             raise InputError(f"{self.path}: tensor name must be a string, got {name!r}")
         shown = escape_control(name)
         if name in self._tensors:
-            raise InputError(f"{self.path}: duplicate tensor name {shown!r}")
+            raise InputError(f"{self.path}: duplicate tensor name '{shown}'")
         if len(name.encode("utf-8", "surrogatepass")) >= GGML_MAX_NAME:
-            raise InputError(f"{self.path}: tensor name {shown!r} is longer than "
+            raise InputError(f"{self.path}: tensor name '{shown}' is longer than "
                              f"{GGML_MAX_NAME - 1} bytes")
         shape = tuple(int(d) for d in shape)
         if len(shape) > GGML_MAX_DIMS or any(d < 0 for d in shape):
-            raise ShapeError(f"{self.path}: tensor {shown!r} shape {shape} must have at most "
+            raise ShapeError(f"{self.path}: tensor '{shown}' shape {shape} must have at most "
                              f"{GGML_MAX_DIMS} non-negative dimensions")
         qtype = parse_ggml_type(qtype)
         bs = GGML_TYPE_TRAITS[qtype].block_size
         if shape and shape[-1] % bs:
-            raise ShapeError(f"{self.path}: tensor {shown!r} row size {shape[-1]} is not a multiple "
+            raise ShapeError(f"{self.path}: tensor '{shown}' row size {shape[-1]} is not a multiple "
                              f"of {qtype.name} block size {bs}")
         expected = _tensor_n_bytes(qtype, shape)
         if n_bytes is not None and int(n_bytes) != expected:
-            raise ShapeError(f"{self.path}: tensor {shown!r} is declared {n_bytes} bytes, but "
+            raise ShapeError(f"{self.path}: tensor '{shown}' is declared {n_bytes} bytes, but "
                              f"{qtype.name} {shape} takes {expected}")
         self._tensors[name] = _PendingTensor(name, qtype, shape, expected)
         self._order.append(name)
@@ -672,19 +672,19 @@ class GGUFWriter:
         if self._state != "data":
             raise InputError(f"{self.path}: writer is {self._state}")
         if self._next >= len(self._order):
-            raise InputError(f"{self.path}: tensor {escape_control(name)!r} was not declared "
+            raise InputError(f"{self.path}: tensor '{escape_control(name)}' was not declared "
                              f"(all {len(self._order)} declared tensors are written)")
         expected = self._order[self._next]
         if name != expected:
-            raise InputError(f"{self.path}: tensor {escape_control(name)!r} written out of order; "
-                             f"expected {escape_control(expected)!r}")
+            raise InputError(f"{self.path}: tensor '{escape_control(name)}' written out of order; "
+                             f"expected '{escape_control(expected)}'")
         t = self._tensors[name]
         if isinstance(data, np.ndarray):
             mv = memoryview(np.ascontiguousarray(data)).cast("B")
         else:
             mv = memoryview(data).cast("B")
         if mv.nbytes != t.n_bytes:
-            raise ShapeError(f"{self.path}: tensor {escape_control(name)!r} has {mv.nbytes} bytes of "
+            raise ShapeError(f"{self.path}: tensor '{escape_control(name)}' has {mv.nbytes} bytes of "
                              f"data, expected {t.n_bytes} for {t.qtype.name} {t.shape}")
         for i in range(0, mv.nbytes, self.CHUNK):
             self._f.write(mv[i:i + self.CHUNK])  # type: ignore[union-attr]
@@ -702,7 +702,7 @@ class GGUFWriter:
         if self._next != len(self._order):
             missing = self._order[self._next]
             self.abort()
-            raise InputError(f"{self.path}: tensor {escape_control(missing)!r} was declared but "
+            raise InputError(f"{self.path}: tensor '{escape_control(missing)}' was declared but "
                              f"never written ({len(self._order) - self._next} missing)")
         f, self._f = self._f, None
         try:
