@@ -1,0 +1,92 @@
+"""llmtk.model against transformers' float32 forward on tiny random models of every architecture."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from tiny_models import CASES, N_VOCAB, build, hf_logits  # noqa: E402
+
+from llmtk.model import load_model  # noqa: E402
+
+# |llmtk - transformers| / max|transformers logits|, both float32
+REL_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    cache: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = build(name, tmp_path_factory.mktemp(name))
+        return cache[name]
+    return get
+
+
+def _tokens(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, N_VOCAB, n).astype(np.int32)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_logits_match_transformers(built, name):
+    hf, path = built(name)
+    toks = _tokens(13)
+    ref = hf_logits(hf, toks)
+    with load_model(path) as m:
+        got = m.forward(toks)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    scale = np.abs(ref).max()
+    assert scale > 1.0  # a model whose logits are all ~0 would match anything
+    rel = np.abs(got - ref).max() / scale
+    assert rel < REL_TOL, f"{name}: max |diff| / scale = {rel:.3g}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_incremental_decoding_equals_full_forward(built, name):
+    hf, path = built(name)
+    toks = _tokens(13, seed=2)
+    ref = hf_logits(hf, toks)
+    with load_model(path) as m:
+        full = m.forward(toks)
+        cache = m.new_cache(16)
+        parts = [m.forward(toks[:6], cache)]
+        parts += [m.forward(toks[i:i + 1], cache) for i in range(6, 9)]
+        parts.append(m.forward(toks[9:], cache))
+        assert cache.n_past == 13
+    inc = np.concatenate(parts)
+    scale = np.abs(ref).max()
+    assert np.abs(inc - full).max() / scale < REL_TOL
+    assert np.abs(inc - ref).max() / scale < REL_TOL
+
+
+def test_hook_sees_every_matmul_input(built):
+    _, path = built("qwen3moe")
+    seen: dict[str, tuple] = {}
+
+    def hook(name, x, ids=None):
+        assert x.dtype == np.float32
+        seen[name] = (x.shape, None if ids is None else ids.shape)
+
+    with load_model(path) as m:
+        m.forward(_tokens(7), hook=hook)
+        hp = m.hp
+    assert seen["blk.0.attn_q.weight"] == ((7, 32), None)
+    assert seen["blk.1.attn_output.weight"] == ((7, 4 * 16), None)
+    assert seen["blk.0.ffn_gate_inp.weight"] == ((7, 32), None)
+    assert seen["blk.0.ffn_up_exps.weight"] == ((7, hp.n_expert_used, 32), (7, hp.n_expert_used))
+    assert seen["blk.1.ffn_down_exps.weight"] == ((7, hp.n_expert_used, 24), (7, hp.n_expert_used))
+    assert seen["token_embd.weight"] == ((7, 32), None)  # tied output
+
+
+def test_cache_overflow_and_bad_tokens_are_errors(built):
+    from llmtk.errors import InputError
+    _, path = built("llama")
+    with load_model(path) as m:
+        cache = m.new_cache(4)
+        with pytest.raises(InputError, match="n_ctx=4"):
+            m.forward(_tokens(5), cache)
+        with pytest.raises(InputError, match="outside the vocabulary"):
+            m.forward(np.array([0, N_VOCAB], dtype=np.int32))

@@ -1,0 +1,351 @@
+"""The transformer forward pass over GGUF weights: tokens in, float32 logits out, with a KV cache.
+
+One decoder loop serves every architecture in `llmtk.model.arch.ARCHS`, following llama.cpp's
+graph builders (`src/models/*.cpp`, `llm_graph_context::build_attn/build_ffn/build_moe_ffn`):
+pre-norm blocks, RoPE in ggml's normal or neox mode, grouped-query attention with a causal
+(optionally sliding-window) mask, gated FFN or top-k softmax-routed experts.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from llmtk.errors import InputError, ShapeError, UnsupportedError
+
+from . import ops
+from .arch import ROPE_NEOX, ArchSpec, HParams, arch_spec
+from .weights import DEFAULT_BUDGET, Weights, open_reader
+
+log = logging.getLogger(__name__)
+
+F32 = np.float32
+# hook(weight_name, x) with x (n, cols) float32 entering a matmul; for expert tensors
+# hook(weight_name, x, ids) with x (n, n_expert_used, cols) and ids (n, n_expert_used) int32.
+Hook = Callable[..., None]
+
+ATTN_Q_CHUNK = 512  # query rows per attention block, bounding the score matrix
+
+
+class KVCache:
+    """Per-layer keys and values of the tokens seen so far, positions 0 .. n_past-1."""
+
+    def __init__(self, hp: HParams, n_ctx: int):
+        if n_ctx <= 0:
+            raise InputError(f"KV cache size must be positive, got n_ctx={n_ctx}")
+        self.n_ctx = int(n_ctx)
+        self.n_past = 0
+        # (n_head_kv, n_ctx, head_dim): each head's keys are contiguous rows for BLAS
+        self.k = [np.zeros((hp.n_head_kv, n_ctx, hp.head_k), dtype=F32) for _ in range(hp.n_layer)]
+        self.v = [np.zeros((hp.n_head_kv, n_ctx, hp.head_v), dtype=F32) for _ in range(hp.n_layer)]
+
+    def clear(self) -> None:
+        """Forget every cached token (the buffers are reused)."""
+        self.n_past = 0
+
+
+@dataclass
+class Layer:
+    """Tensor names of one block; None where the file has no such tensor."""
+
+    attn_norm: str
+    wq: str | None
+    wk: str | None
+    wv: str | None
+    wqkv: str | None
+    wo: str
+    bq: str | None
+    bk: str | None
+    bv: str | None
+    bqkv: str | None
+    bo: str | None
+    q_norm: str | None
+    k_norm: str | None
+    post_attn_norm: str | None
+    ffn_norm: str
+    gate: str | None
+    up: str
+    down: str
+    post_ffn_norm: str | None
+    gate_inp: str | None
+    b_gate: str | None
+    b_up: str | None
+    b_down: str | None
+
+
+def _layer_names(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], il: int) -> Layer:
+    def opt(suffix: str) -> str | None:
+        name = f"blk.{il}.{suffix}"
+        return name if name in tensors else None
+
+    def req(suffix: str) -> str:
+        name = f"blk.{il}.{suffix}"
+        if name not in tensors:
+            raise ShapeError(f"tensor {name!r} is missing from the {spec.name} model")
+        return name
+
+    moe = hp.n_expert > 0
+    ffn = "_exps" if moe else ""
+    return Layer(
+        attn_norm=req("attn_norm.weight"),
+        wq=None if spec.fused_qkv else req("attn_q.weight"),
+        wk=None if spec.fused_qkv else req("attn_k.weight"),
+        wv=None if spec.fused_qkv else req("attn_v.weight"),
+        wqkv=req("attn_qkv.weight") if spec.fused_qkv else None,
+        wo=req("attn_output.weight"),
+        bq=opt("attn_q.bias"), bk=opt("attn_k.bias"), bv=opt("attn_v.bias"), bqkv=opt("attn_qkv.bias"),
+        bo=opt("attn_output.bias"),
+        q_norm=req("attn_q_norm.weight") if spec.qk_norm else None,
+        k_norm=req("attn_k_norm.weight") if spec.qk_norm else None,
+        post_attn_norm=req("post_attention_norm.weight") if spec.post_norms else None,
+        ffn_norm=req("ffn_norm.weight"),
+        gate=None if spec.fused_gate_up else req(f"ffn_gate{ffn}.weight"),
+        up=req(f"ffn_up{ffn}.weight"),
+        down=req(f"ffn_down{ffn}.weight"),
+        post_ffn_norm=req("post_ffw_norm.weight") if spec.post_norms else None,
+        gate_inp=req("ffn_gate_inp.weight") if moe else None,
+        b_gate=opt("ffn_gate.bias"), b_up=opt("ffn_up.bias"), b_down=opt("ffn_down.bias"),
+    )
+
+
+class Model:
+    """A loaded GGUF transformer; `forward` maps token ids to logits."""
+
+    def __init__(self, reader: Any, *, weight_budget: int = DEFAULT_BUDGET, owns_reader: bool = False):
+        self.reader = reader
+        self._owns_reader = owns_reader
+        kv = reader.kv
+        arch = kv.get("general.architecture")
+        if not isinstance(arch, str):
+            raise UnsupportedError("GGUF metadata lacks general.architecture")
+        self.spec = arch_spec(arch)
+        tensors = reader.tensors
+        if "token_embd.weight" not in tensors:
+            raise ShapeError("tensor 'token_embd.weight' is missing from the model")
+        n_vocab = int(tensors["token_embd.weight"].shape[0])
+        self.hp = HParams.from_metadata(kv, n_vocab, self.spec)
+        self.w = Weights(reader, weight_budget)
+        self.layers = [_layer_names(self.spec, self.hp, tensors, il) for il in range(self.hp.n_layer)]
+        self.output = "output.weight" if "output.weight" in tensors else "token_embd.weight"
+        self.output_bias = "output.bias" if "output.bias" in tensors else None
+        self._rope_long = "rope_factors_long.weight" if "rope_factors_long.weight" in tensors else None
+        self._rope_short = "rope_factors_short.weight" if "rope_factors_short.weight" in tensors else None
+        self._rope_freqs = "rope_freqs.weight" if "rope_freqs.weight" in tensors else None
+        hp = self.hp
+        if self.spec.attn_scale is not None:
+            self.kq_scale = self.spec.attn_scale(hp)
+        else:
+            self.kq_scale = 1.0 / math.sqrt(hp.head_k)
+
+    @property
+    def n_vocab(self) -> int:
+        return self.hp.n_vocab
+
+    def new_cache(self, n_ctx: int) -> KVCache:
+        """An empty KV cache holding up to `n_ctx` tokens."""
+        return KVCache(self.hp, n_ctx)
+
+    def close(self) -> None:
+        if self._owns_reader and hasattr(self.reader, "close"):
+            self.reader.close()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- building blocks ----------------------------------------------------------------
+
+    def _mm(self, x: npt.NDArray[np.float32], name: str, hook: Hook | None,
+            bias: str | None = None) -> npt.NDArray[np.float32]:
+        """x (n, cols) @ W.T (+ b): the weight is (rows, cols) like ggml's ne = {cols, rows}."""
+        if hook is not None:
+            hook(name, x)
+        y = x @ self.w.get(name).T
+        if bias is not None:
+            y += self.w.get(bias)
+        return y
+
+    def _norm(self, x: npt.NDArray[np.float32], name: str) -> npt.NDArray[np.float32]:
+        return ops.rms_norm(x, self.w.get(name), self.hp.eps)
+
+    def _rope_factors(self, n_ctx: int) -> npt.NDArray[np.float32] | None:
+        # llama_model::get_rope_factors: rope_freqs, else long/short by the context size
+        if self._rope_freqs:
+            return self.w.get(self._rope_freqs)
+        if self._rope_long and n_ctx > self.hp.n_ctx_orig:
+            return self.w.get(self._rope_long)
+        if self._rope_short:
+            return self.w.get(self._rope_short)
+        return None
+
+    def _attention(self, il: int, x: npt.NDArray[np.float32], cache: KVCache,
+                   rope_tab: dict[bool, tuple[np.ndarray, np.ndarray]], hook: Hook | None) -> npt.NDArray[np.float32]:
+        hp, spec, L = self.hp, self.spec, self.layers[il]
+        n = x.shape[0]
+        n_q, n_kv = hp.n_head * hp.head_k, hp.n_head_kv * hp.head_k
+        if L.wqkv is not None:
+            qkv = self._mm(x, L.wqkv, hook, L.bqkv)
+            q, k, v = qkv[:, :n_q], qkv[:, n_q:n_q + n_kv], qkv[:, n_q + n_kv:]
+        else:
+            q = self._mm(x, L.wq, hook, L.bq)
+            k = self._mm(x, L.wk, hook, L.bk)
+            v = self._mm(x, L.wv, hook, L.bv)
+        q = np.ascontiguousarray(q).reshape(n, hp.n_head, hp.head_k)
+        k = np.ascontiguousarray(k).reshape(n, hp.n_head_kv, hp.head_k)
+        v = v.reshape(n, hp.n_head_kv, hp.head_v)
+        if L.q_norm is not None:
+            q = self._norm(q, L.q_norm)
+            k = self._norm(k, L.k_norm)
+        cos, sin = rope_tab[hp.is_swa[il]]
+        neox = spec.rope_mode == ROPE_NEOX
+        ops.rope(q, cos, sin, hp.n_rot, neox)
+        ops.rope(k, cos, sin, hp.n_rot, neox)
+
+        p0 = cache.n_past
+        T = p0 + n
+        cache.k[il][:, p0:T] = k.transpose(1, 0, 2)
+        cache.v[il][:, p0:T] = v.transpose(1, 0, 2)
+        K = cache.k[il][:, :T]                                   # (n_head_kv, T, head_k)
+        V = cache.v[il][:, :T]                                   # (n_head_kv, T, head_v)
+        g = hp.group
+        # query head h reads kv head h // g: stack each kv head's g query heads as rows
+        Q = q.transpose(1, 0, 2).reshape(hp.n_head_kv, g, n, hp.head_k)
+        out = np.empty((hp.n_head_kv, g, n, hp.head_v), dtype=F32)
+        n_swa = hp.n_swa if hp.is_swa[il] else 0
+        for c0 in range(0, n, ATTN_Q_CHUNK):
+            c1 = min(n, c0 + ATTN_Q_CHUNK)
+            # keys beyond the chunk's last position are all masked: skip them
+            t1 = p0 + c1
+            t0 = max(0, p0 + c0 - n_swa + 1) if n_swa else 0
+            Qc = np.ascontiguousarray(Q[:, :, c0:c1]).reshape(hp.n_head_kv, g * (c1 - c0), hp.head_k)
+            s = np.matmul(Qc, K[:, t0:t1].transpose(0, 2, 1))    # (n_head_kv, g*m, t1-t0)
+            ops.softmax_causal(s, self.kq_scale, c1 - c0, p0 + c0 - t0, n_swa)
+            out[:, :, c0:c1] = np.matmul(s, V[:, t0:t1]).reshape(hp.n_head_kv, g, c1 - c0, hp.head_v)
+        attn = out.reshape(hp.n_head, n, hp.head_v).transpose(1, 0, 2).reshape(n, hp.n_head * hp.head_v)
+        return self._mm(np.ascontiguousarray(attn), L.wo, hook, L.bo)
+
+    def _ffn(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
+        L, spec = self.layers[il], self.spec
+        if L.gate_inp is not None:
+            return self._moe(il, x, hook)
+        if spec.fused_gate_up:
+            gu = self._mm(x, L.up, hook, L.b_up)
+            n_ff = gu.shape[1] // 2
+            h = ops.glu(spec.act, gu[:, :n_ff], gu[:, n_ff:])
+        else:
+            g = self._mm(x, L.gate, hook, L.b_gate)
+            u = self._mm(x, L.up, hook, L.b_up)
+            h = ops.glu(spec.act, g, u)
+        return self._mm(h, L.down, hook, L.b_down)
+
+    def _moe(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
+        # llm_graph_context::build_moe_ffn with softmax gating: probabilities over all experts,
+        # the top n_expert_used kept, renormalised (norm_w) and optionally scaled
+        hp, spec, L = self.hp, self.spec, self.layers[il]
+        n, k = x.shape[0], hp.n_expert_used
+        probs = ops.softmax(self._mm(x, L.gate_inp, hook))               # (n, n_expert)
+        ids = np.argsort(-probs, axis=1, kind="stable")[:, :k].astype(np.int32)
+        wts = np.take_along_axis(probs, ids, axis=1)                     # (n, k)
+        if spec.moe_norm_w:
+            wts = wts / np.maximum(wts.sum(axis=1, keepdims=True), F32(6.103515625e-5))
+        if hp.expert_weights_scale not in (0.0, 1.0):
+            wts = wts * F32(hp.expert_weights_scale)
+        if hook is not None:
+            xb = np.broadcast_to(x[:, None, :], (n, k, x.shape[1]))
+            if L.gate is not None:
+                hook(L.gate, xb, ids)
+            hook(L.up, xb, ids)
+        n_ff = self.w.shape(L.down)[2]
+        act = np.zeros((n, k, n_ff), dtype=F32)
+        routes = []
+        for e in np.unique(ids):
+            tok, slot = np.nonzero(ids == e)
+            xe = x[tok]
+            if L.gate is None:
+                gu = xe @ self.w.expert(L.up, e).T
+                h = ops.glu(spec.act, gu[:, :n_ff], gu[:, n_ff:])
+            else:
+                h = ops.glu(spec.act, xe @ self.w.expert(L.gate, e).T, xe @ self.w.expert(L.up, e).T)
+            act[tok, slot] = h
+            routes.append((e, tok, slot))
+        if hook is not None:
+            hook(L.down, act, ids)
+        out = np.zeros((n, self.w.shape(L.down)[1]), dtype=F32)
+        for e, tok, slot in routes:
+            y = act[tok, slot] @ self.w.expert(L.down, e).T
+            out[tok] += y * wts[tok, slot][:, None]
+        return out
+
+    # --- the forward pass ----------------------------------------------------------------
+
+    def forward(self, tokens: npt.ArrayLike, cache: KVCache | None = None,
+                hook: Hook | None = None) -> npt.NDArray[np.float32]:
+        """Logits (n, n_vocab) float32 for `tokens` (n,) int32, continuing `cache` if given.
+
+        Without a cache the tokens are a fresh sequence at positions 0..n-1. With one they sit
+        at positions cache.n_past.. and are appended to it, so decoding one token at a time
+        gives the same logits as one forward over the whole sequence. `hook(name, x)` sees the
+        float32 activations entering every matmul (for importance matrices).
+        """
+        hp, spec = self.hp, self.spec
+        ids = np.asarray(tokens)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise InputError(f"tokens must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        n = ids.size
+        if n == 0:
+            return np.zeros((0, hp.n_vocab), dtype=F32)
+        if cache is None:
+            cache = self.new_cache(n)
+        if cache.n_past + n > cache.n_ctx:
+            raise InputError(f"{n} tokens after {cache.n_past} cached ones exceed the cache size n_ctx={cache.n_ctx}")
+        if ids.min() < 0 or ids.max() >= hp.n_vocab:
+            bad = int(ids[(ids < 0) | (ids >= hp.n_vocab)][0])
+            raise InputError(f"token id {bad} is outside the vocabulary (n_vocab={hp.n_vocab})")
+
+        x = self.w.rows("token_embd.weight", ids)
+        if spec.embed_scale:
+            x = x * F32(math.sqrt(hp.n_embd))
+        pos = np.arange(cache.n_past, cache.n_past + n, dtype=np.int64)
+        ff = self._rope_factors(cache.n_ctx)
+        attn_factor = hp.rope_attn_factor
+        rope_tab = {False: ops.rope_tables(pos, hp.n_rot, hp.rope_base, hp.freq_scale, attn_factor, ff)}
+        if any(hp.is_swa):
+            # llama_model::get_rope_freq_base/scale: sliding layers have their own base, scale 1
+            rope_tab[True] = ops.rope_tables(pos, hp.n_rot, hp.rope_base_swa, 1.0, attn_factor, ff)
+
+        for il, L in enumerate(self.layers):
+            h = self._attention(il, self._norm(x, L.attn_norm), cache, rope_tab, hook)
+            if L.post_attn_norm is not None:
+                h = self._norm(h, L.post_attn_norm)
+            x = x + h
+            h = self._ffn(il, self._norm(x, L.ffn_norm), hook)
+            if L.post_ffn_norm is not None:
+                h = self._norm(h, L.post_ffn_norm)
+            x = x + h
+        cache.n_past += n
+
+        x = self._norm(x, "output_norm.weight")
+        logits = self._mm(x, self.output, hook, self.output_bias)
+        if hp.softcap:
+            logits = (np.tanh(logits / F32(hp.softcap)) * F32(hp.softcap)).astype(F32)
+        return logits
+
+
+def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET) -> Model:
+    """Open a GGUF model (a path or an open `GGUFReader`) for `Model.forward`.
+
+    `weight_budget` bounds the bytes of float32 weights kept dequantized between calls.
+    """
+    owns = isinstance(path, (str, Path))
+    if owns and not Path(path).is_file():
+        raise InputError(f"model file {str(path)!r} does not exist")
+    reader = open_reader(path)
+    return Model(reader, weight_budget=weight_budget, owns_reader=owns)
