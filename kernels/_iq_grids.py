@@ -1,0 +1,134 @@
+"""Lattice grids of the grid-based i-quants and the lookup tables ggml builds from them at init.
+
+The grids are data: gguf-py's `quants` module stores each one as hex, every coordinate as its
+level index into the type's value map, which is all ggml needs too. From the levels we derive
+
+- the dequantization grids (`iq2xxs_grid`, ... in ggml-common.h): value map applied to levels;
+- the quantizer tables of `iq2xs_init_impl` / `iq3xs_init_impl`: `kmap[u]` for a packed point `u`
+  (`bits` per coordinate, level l stored as is) is its grid index when `u` is on the grid, else
+  `-(offset + 1)` into `neighbours`, where `neighbours[offset]` is a count followed by the grid
+  indices nearest to `u` (squared distance of the odd points 2l+1), all points of the `nwant`
+  smallest distinct distances, ordered by (distance, index) as ggml's qsort leaves them.
+
+Everything is computed once per process on first use (well under a second with numba).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+# ggml's `ksigns_iq2xs`: 7 sign bits plus an 8th that makes the count of set bits even.
+KSIGNS = np.array([i | ((bin(i).count("1") & 1) << 7) for i in range(128)], dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class IQGrid:
+    """One lattice: levels (n, dim) int8, dequant values (n, dim), and the quantizer tables."""
+
+    levels: np.ndarray
+    values: np.ndarray
+    kmap: np.ndarray        # int32 (kmap_size,)
+    neighbours: np.ndarray  # uint16, count-prefixed lists
+
+
+def _gguf_levels(name: str) -> tuple[np.ndarray, tuple]:
+    """(n, dim) level indices of gguf-py's grid `name`, and its value map."""
+    from gguf import quants as gq
+
+    cls = getattr(gq, name)
+    n, dim = cls.grid_shape
+    hexchars = np.frombuffer(cls.grid_hex, dtype=np.uint8).reshape(-1, 2)
+    nib = np.where(hexchars > 0x40, hexchars + 9, hexchars) & 0x0F
+    packed = (nib[:, 0] << 4) | nib[:, 1]  # one byte per pair of hex digits
+    bits = int(np.ceil(np.log2(len(cls.grid_map))))
+    per_byte = 8 // bits
+    shifts = np.arange(0, 8, 8 // per_byte, dtype=np.uint8)
+    levels = ((packed[:, None] >> shifts[None, :]) & ((1 << bits) - 1)).reshape(n, dim)
+    return levels.astype(np.int8), tuple(cls.grid_map)
+
+
+@njit(cache=True)
+def _build_tables(levels, bits, nwant, kmap_size, max_level):
+    """kmap and count-prefixed neighbour lists as `iq2xs_init_impl`/`iq3xs_init_impl` build them.
+
+    Only points whose coordinates are all <= max_level are given neighbours: the quantizers clamp
+    every level to that range, so no other point is ever looked up (their kmap entry stays -1).
+    """
+    n, dim = levels.shape
+    kmap = np.full(kmap_size, -1, dtype=np.int32)
+    for j in range(n):
+        u = 0
+        for k in range(dim):
+            u |= int(levels[j, k]) << (bits * k)
+        kmap[u] = j
+    npts = (max_level + 1) ** dim
+    d2 = np.empty(n, dtype=np.int64)
+    # upper bound: every point lists every grid point once plus a count
+    buf = np.empty(npts * (n + 1), dtype=np.uint16)
+    total = 0
+    for p in range(npts):
+        u = 0
+        rem = p
+        pos = np.empty(dim, dtype=np.int64)
+        for k in range(dim):
+            lv = rem % (max_level + 1)
+            rem //= max_level + 1
+            u |= lv << (bits * k)
+            pos[k] = 2 * lv + 1
+        if kmap[u] >= 0:
+            continue
+        for j in range(n):
+            s = 0
+            for k in range(dim):
+                diff = (2 * int(levels[j, k]) + 1) - pos[k]
+                s += diff * diff
+            d2[j] = s
+        start = total
+        total += 1
+        cnt = 0
+        prev = -1
+        for _ in range(nwant):
+            cur = -1
+            for j in range(n):
+                if d2[j] > prev and (cur < 0 or d2[j] < cur):
+                    cur = d2[j]
+            if cur < 0:
+                break
+            for j in range(n):
+                if d2[j] == cur:
+                    buf[total] = j
+                    total += 1
+                    cnt += 1
+            prev = cur
+        buf[start] = cnt
+        kmap[u] = -(start + 1)
+    return kmap, buf[:total].copy()
+
+
+# name in gguf-py, bits per coordinate in kmap indices, kmap size, nwant, max level the quantizer uses
+_SPECS = {
+    "IQ2_XXS": (2, 43692, 2, 2),
+    "IQ2_XS": (2, 43692, 2, 2),
+    "IQ2_S": (2, 43692, 1, 2),
+    "IQ1_S": (2, 43692, 3, 2),
+    "IQ3_XXS": (3, 4096, 2, 7),
+    "IQ3_S": (3, 4096, 3, 7),
+}
+
+
+@lru_cache(maxsize=None)
+def grid(name: str) -> IQGrid:
+    """The lattice of i-quant `name` (IQ1_M shares IQ1_S's), built on first use."""
+    if name == "IQ1_M":
+        return grid("IQ1_S")
+    bits, kmap_size, nwant, max_level = _SPECS[name]
+    levels, value_map = _gguf_levels(name)
+    if name == "IQ1_S":
+        values = (levels.astype(np.int16) - 1).astype(np.int8)  # value map (-1, 0, 1)
+    else:
+        values = np.asarray(value_map, dtype=np.uint8)[levels]
+    kmap, neighbours = _build_tables(levels, bits, nwant, kmap_size, max_level)
+    return IQGrid(levels, np.ascontiguousarray(values), kmap, neighbours)
