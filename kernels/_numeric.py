@@ -200,3 +200,15 @@ def put_u16(y, off, v):
 def get_u16(b, off):
     """The little-endian uint16 at b[off:off+2], as int64."""
     return np.int64(b[off]) | (np.int64(b[off + 1]) << 8)
+
+
+def q8_K_activations(x: np.ndarray) -> np.ndarray:
+    """Activations quantized to Q8_K (quantize_row_q8_K_ref) by the kernel registered for Q8_K
+    (kernels/kquants.py); raises UnsupportedError while no such kernel is registered."""
+    from ._registry import kernel_for
+
+    k = kernel_for("Q8_K")
+    if k.quantize is None:
+        from llmtk.errors import UnsupportedError
+        raise UnsupportedError("no Q8_K quantizer is registered; dot products against Q8_K need one")
+    return k.quantize(np.ascontiguousarray(x, dtype=np.float32), None)
