@@ -1,6 +1,8 @@
 """`llmtk perplexity`: llama-perplexity's PPL and KL divergence, with JSON/CSV/report output."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ._progress import chunk_progress
@@ -23,7 +25,14 @@ from ._progress import chunk_progress
 @click.option("--json", "json_out", help="Write results as JSON to this file ('-' for stdout).")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), help="Write per-chunk running PPL as CSV.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write report.md, results.json and PNG plots here.")
-def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_base, kld, json_out, csv_out, report_dir):
+@click.option("--hellaswag", is_flag=True, help="Score -f as a HellaSwag file (llama.cpp's 6-lines-per-task format).")
+@click.option("--hellaswag-tasks", type=click.IntRange(min=1), help="Number of HellaSwag tasks (drawn as llama.cpp draws them).")
+@click.option("--winogrande", is_flag=True, help="Score -f as a Winogrande CSV (index,sentence,option1,option2,answer).")
+@click.option("--winogrande-tasks", type=click.IntRange(min=1), help="Number of Winogrande tasks.")
+@click.option("--multiple-choice", is_flag=True, help="Score -f as llama.cpp's binary multiple-choice file.")
+@click.option("--multiple-choice-tasks", type=click.IntRange(min=1), help="Number of multiple-choice tasks.")
+def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_base, kld, json_out, csv_out, report_dir,
+            hellaswag, hellaswag_tasks, winogrande, winogrande_tasks, multiple_choice, multiple_choice_tasks):
     """Perplexity of MODEL on a text, the way llama-perplexity measures it.
 
     The text is tokenized once, cut into --ctx-size chunks (each starting with BOS when the
@@ -46,6 +55,12 @@ def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_bas
     if kld and not kld_base:
         raise InputError("--kl-divergence needs --kl-divergence-base FILE (the base log-probs to compare against)")
     model_path = Path(model_path) if model_path else smollm2_path()
+    if hellaswag or winogrande or multiple_choice:
+        if sum((hellaswag, winogrande, multiple_choice)) > 1 or not text_path:
+            raise InputError("pick one of --hellaswag, --winogrande, --multiple-choice, with its task file as -f FILE")
+        _score_tasks(model_path, Path(text_path), "hellaswag" if hellaswag else "winogrande" if winogrande else
+                     "multiple-choice", hellaswag_tasks or winogrande_tasks or multiple_choice_tasks, json_out)
+        return
     text, text_name = (None, Path(kld_base).name) if kld else read_text(text_path, dataset)
     runner = ModelRunner(model_path)
     with chunk_progress("perplexity") as (on_start, on_chunk):
@@ -72,3 +87,35 @@ def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_bas
     if report_dir:
         md = write_perplexity_report(result, report_dir, meta)
         click.echo(f"report written to {md}", err=True)
+
+
+def _score_tasks(model_path, task_path, kind: str, n_tasks: int | None, json_out: str | None) -> None:
+    """Run one of llama-perplexity's multiple-choice benchmarks and print its running accuracy."""
+    from llmtk.errors import InputError
+    from llmtk.evals import tasks as T
+    from llmtk.evals.report import dumps
+    from llmtk.evals.runner import ModelRunner
+
+    if not task_path.is_file():
+        raise InputError(f"{task_path}: task file not found")
+    runner = ModelRunner(model_path)
+    tokenize = lambda s: runner.tokenizer.encode(s, add_special=True, parse_special=True)  # noqa: E731
+    if kind == "multiple-choice":
+        tasks = T.load_multiple_choice(task_path.read_bytes(), n_tasks)
+    else:
+        text = task_path.read_text(encoding="utf-8")
+        tasks = (T.select_hellaswag(T.load_hellaswag(text), n_tasks) if kind == "hellaswag"
+                 else T.select_winogrande(T.load_winogrande(text), n_tasks))
+    out = click.echo if json_out != "-" else (lambda *a, **k: click.echo(*a, err=True, **k))
+    out(f"task\tacc ({kind}, {len(tasks)} tasks)")
+    step = lambda i, acc: out(f"{i}\t{100 * acc:.8f}")  # noqa: E731
+    if kind == "winogrande":
+        score = T.score_winogrande(tasks, tokenize, runner.logits, progress=step)
+    else:
+        score = T.score_choices(tasks, tokenize, runner.logits, kind, progress=step)
+    lo, hi = score.wilson_interval()
+    out(f"Final {kind} score ({score.n_done} tasks): {100 * score.accuracy:.4f} +/- {100 * score.stderr:.4f} "
+        f"(95% Wilson [{100 * lo:.4f}%, {100 * hi:.4f}%])")
+    if json_out:
+        payload = dumps({"model": str(model_path), "file": str(task_path), **score.to_dict()})
+        click.echo(payload) if json_out == "-" else Path(json_out).write_text(payload + "\n")
