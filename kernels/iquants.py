@@ -214,6 +214,326 @@ def _dequantize_rows(kind, data, cols, ts, grid_v, ksigns):
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# quantization helpers
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _vmax(a, b):
+    return a if a > b else b  # C's MAX(a, b)
+
+
+@njit(cache=True, inline="always")
+def _find_best_neighbour(neigh, u_entry, levels, xval, xo, waux, scale, L, dim):
+    """iq2_find_best_neighbour / iq3_find_best_neighbour: the listed neighbour of an off-grid
+    point with the smallest weighted distance to xval[xo:xo+dim]; writes its levels into L."""
+    off = -u_entry - 1
+    n = np.int64(neigh[off])
+    best_d2 = FLT_MAX
+    grid_index = -1
+    for j in range(1, n + 1):
+        g = np.int64(neigh[off + j])
+        d2 = F32(0.0)
+        for i in range(dim):
+            q = F32(2 * levels[g, i] + 1)
+            diff = scale * q - xval[xo + i]
+            d2 += waux[xo + i] * diff * diff
+        if d2 < best_d2:
+            best_d2 = d2
+            grid_index = g
+    for i in range(dim):
+        L[xo + i] = levels[grid_index, i]
+    return grid_index
+
+
+@njit(cache=True, inline="always")
+def _split_signs(x, xo, weight, xval, k, parity):
+    """|x| into xval for the 8 values of group k, their sign bits returned; with `parity` the
+    sign of the least important value is given up so the count of flipped signs is even."""
+    nflip = 0
+    s = 0
+    for i in range(8):
+        v = x[xo + 8 * k + i]
+        if v >= F32(0.0):
+            xval[8 * k + i] = v
+        else:
+            xval[8 * k + i] = -v
+            nflip += 1
+            s |= 1 << i
+    if parity and nflip % 2 == 1:
+        imin = 0
+        v0 = x[xo + 8 * k]
+        vmin = weight[8 * k] * v0 * v0
+        for i in range(1, 8):
+            v = x[xo + 8 * k + i]
+            ax = weight[8 * k + i] * v * v
+            if ax < vmin:
+                vmin = ax
+                imin = i
+        xval[8 * k + imin] = -xval[8 * k + imin]
+        s ^= 1 << imin
+    return s
+
+
+@njit(cache=True, inline="always")
+def _sum_sq(x, xo):
+    sumx2 = F32(0.0)
+    for i in range(QK_K):
+        sumx2 += x[xo + i] * x[xo + i]
+    return sumx2
+
+
+@njit(cache=True, inline="always")
+def _sumqx_q2(weight, xval, L, n):
+    sumqx = F32(0.0)
+    sumq2 = F32(0.0)
+    for i in range(n):
+        w = weight[i]
+        q = F32(2 * L[i] + 1)
+        sumqx += w * xval[i] * q
+        sumq2 += w * q * q
+    return sumqx, sumq2
+
+
+@njit(cache=True, inline="always")
+def _pack_u(L, o, dim, bits):
+    u = 0
+    for i in range(dim):
+        u |= np.int64(L[o + i]) << (bits * i)
+    return u
+
+
+# ---------------------------------------------------------------------------------------------
+# IQ3_XXS, IQ3_S
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, error_model="numpy")
+def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
+    """quantize_row_iq3_xxs_impl(256, ...) for one row."""
+    kMaxQ = 8
+    nbl = x.shape[0] // QK_K
+    scales = np.zeros(8, dtype=np.float32)
+    weight = np.zeros(32, dtype=np.float32)
+    xval = np.zeros(32, dtype=np.float32)
+    waux = np.zeros(32, dtype=np.float32)
+    L = np.zeros(32, dtype=np.int8)
+    Laux = np.zeros(32, dtype=np.int8)
+    is_on_grid = np.zeros(8, dtype=np.bool_)
+    is_on_grid_aux = np.zeros(8, dtype=np.bool_)
+    block_signs = np.zeros(4, dtype=np.int64)
+    q3 = np.zeros(96, dtype=np.uint8)  # qs:64 scales_and_signs:32
+    for ibl in range(nbl):
+        yo = ibl * 98
+        put_u16(y, yo, 0)
+        q3[:] = 0
+        max_scale = F32(0.0)
+        xo = QK_K * ibl
+        sigma2 = F32(2.0) * _sum_sq(x, xo) / F32(QK_K)
+        for ib in range(8):
+            xb = xo + 32 * ib
+            if has_qw:
+                for i in range(32):
+                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            else:
+                for i in range(32):
+                    weight[i] = x[xb + i] * x[xb + i]
+            for i in range(32):
+                waux[i] = np.sqrt(weight[i])
+            for k in range(4):
+                block_signs[k] = _split_signs(x, xb, weight, xval, k, True) & 127
+            vmax = xval[0]
+            for i in range(1, 32):
+                vmax = _vmax(vmax, xval[i])
+            L[:] = 0
+            if vmax < GROUP_MAX_EPS_IQ3_XXS:
+                scales[ib] = F32(0.0)
+                continue
+            best = F32(0.0)
+            scale = vmax / F32(2 * kMaxQ - 1)
+            is_on_grid[:] = True
+            for is_ in range(-15, 16):
+                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.2)) / vmax
+                this_scale = F32(1.0) / id_
+                for k in range(8):
+                    for i in range(4):
+                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
+                        Laux[4 * k + i] = max(0, min(kMaxQ - 1, l))
+                    u = _pack_u(Laux, 4 * k, 4, 3)
+                    gi = kmap[u]
+                    is_on_grid_aux[k] = True
+                    if gi < 0:
+                        is_on_grid_aux[k] = False
+                        _find_best_neighbour(neigh, gi, levels, xval, 4 * k, waux, this_scale, Laux, 4)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32)
+                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    L[:] = Laux
+                    is_on_grid[:] = is_on_grid_aux
+            n_not_ongrid = 0
+            for k in range(8):
+                if not is_on_grid[k]:
+                    n_not_ongrid += 1
+            if n_not_ongrid > 0 and scale > F32(0.0):
+                id_ = F32(1.0) / scale
+                for k in range(8):
+                    if is_on_grid[k]:
+                        continue
+                    u = 0
+                    for i in range(4):
+                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
+                        l = max(0, min(kMaxQ - 1, l))
+                        u |= l << (3 * i)
+                    gi = kmap[u]
+                    if gi < 0:
+                        gi = _find_best_neighbour(neigh, gi, levels, xval, 4 * k, waux, scale, L, 4)
+                    for i in range(4):
+                        L[4 * k + i] = levels[gi, i]
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32)
+                if sumq2 > F32(0.0):
+                    scale = sumqx / sumq2
+            if scale < F32(0.0):
+                scale = -scale
+                for k in range(4):
+                    block_signs[k] = (~block_signs[k]) & 127
+            for k in range(8):
+                gi = kmap[_pack_u(L, 4 * k, 4, 3)]
+                q3[8 * ib + k] = gi
+            _put_u32(q3, 64 + 4 * ib, block_signs[0] | (block_signs[1] << 7) | (block_signs[2] << 14)
+                     | (block_signs[3] << 21))
+            scales[ib] = scale
+            max_scale = _vmax(max_scale, scale)
+        if max_scale == F32(0.0):
+            y[yo + 2:yo + 98] = 0
+            continue
+        d = max_scale / F32(31.0)
+        put_u16(y, yo, fp32_to_fp16(d * F32(1.0125)))
+        id_ = F32(1.0) / d
+        for ib in range(8):
+            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+            l = max(0, min(15, l))
+            v = _get_u32(q3, 64 + 4 * ib) | (l << 28)
+            _put_u32(q3, 64 + 4 * ib, v)
+        y[yo + 2:yo + 98] = q3
+
+
+@njit(cache=True, error_model="numpy")
+def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh):
+    """quantize_row_iq3_s_impl(32, ...) for one row (block_iq3_s, 110 bytes)."""
+    kMaxQ = 8
+    block_size = 32
+    bs4 = 8
+    bs8 = 4
+    nbl = x.shape[0] // QK_K
+    scales = np.zeros(8, dtype=np.float32)
+    weight = np.zeros(32, dtype=np.float32)
+    xval = np.zeros(32, dtype=np.float32)
+    waux = np.zeros(32, dtype=np.float32)
+    L = np.zeros(32, dtype=np.int8)
+    Laux = np.zeros(32, dtype=np.int8)
+    is_on_grid = np.zeros(8, dtype=np.bool_)
+    is_on_grid_aux = np.zeros(8, dtype=np.bool_)
+    block_signs = np.zeros(4, dtype=np.int64)
+    for ibl in range(nbl):
+        yo = ibl * 110
+        y[yo:yo + 110] = 0
+        qs = yo + 2
+        qh = yo + 66
+        signs = yo + 74
+        max_scale = F32(0.0)
+        xo = QK_K * ibl
+        sigma2 = F32(2.0) * _sum_sq(x, xo) / F32(QK_K)
+        for ib in range(8):
+            xb = xo + block_size * ib
+            if has_qw:
+                for i in range(block_size):
+                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            else:
+                for i in range(block_size):
+                    weight[i] = x[xb + i] * x[xb + i]
+            for i in range(block_size):
+                waux[i] = np.sqrt(weight[i])
+            for k in range(bs8):
+                block_signs[k] = _split_signs(x, xb, weight, xval, k, False)
+            vmax = xval[0]
+            for i in range(1, block_size):
+                vmax = _vmax(vmax, xval[i])
+            L[:] = 0
+            if vmax == F32(0.0):
+                # ggml `continue`s before advancing its qs/signs pointers: later sub-blocks of
+                # this super-block are written one slot earlier, as here
+                scales[ib] = F32(0.0)
+                continue
+            best = F32(0.0)
+            scale = vmax / F32(2 * kMaxQ - 1)
+            is_on_grid[:] = False
+            for is_ in range(-9, 10):
+                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.2)) / vmax
+                this_scale = F32(1.0) / id_
+                for k in range(bs4):
+                    for i in range(4):
+                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
+                        Laux[4 * k + i] = max(0, min(kMaxQ - 1, l))
+                    u = _pack_u(Laux, 4 * k, 4, 3)
+                    gi = kmap[u]
+                    is_on_grid_aux[k] = True
+                    if gi < 0:
+                        is_on_grid_aux[k] = False
+                        _find_best_neighbour(neigh, gi, levels, xval, 4 * k, waux, this_scale, Laux, 4)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, block_size)
+                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    L[:] = Laux
+                    is_on_grid[:] = is_on_grid_aux
+            n_not_ongrid = 0
+            for k in range(bs4):
+                if not is_on_grid[k]:
+                    n_not_ongrid += 1
+            if n_not_ongrid > 0 and scale > F32(0.0):
+                id_ = F32(1.0) / scale
+                for k in range(bs4):  # all groups, on the grid or not (ggml's skip is commented out)
+                    u = 0
+                    for i in range(4):
+                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
+                        l = max(0, min(kMaxQ - 1, l))
+                        u |= l << (3 * i)
+                    gi = kmap[u]
+                    if gi < 0:
+                        gi = _find_best_neighbour(neigh, gi, levels, xval, 4 * k, waux, scale, L, 4)
+                    for i in range(4):
+                        L[4 * k + i] = levels[gi, i]
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, block_size)
+                if sumq2 > F32(0.0):
+                    scale = sumqx / sumq2
+            if scale < F32(0.0):
+                scale = -scale
+                for k in range(bs8):
+                    block_signs[k] = (~block_signs[k]) & 255
+            for k in range(bs4):
+                gi = kmap[_pack_u(L, 4 * k, 4, 3)]
+                y[qs + k] = gi & 255
+                p = ib * bs4 + k
+                y[qh + p // 8] |= (gi >> 8) << (p % 8)
+            qs += bs4
+            for k in range(bs8):
+                y[signs + k] = block_signs[k]
+            signs += bs8
+            scales[ib] = scale
+            max_scale = _vmax(max_scale, scale)
+        if max_scale == F32(0.0):
+            continue
+        d = max_scale / F32(31.0)
+        put_u16(y, yo, fp32_to_fp16(d * F32(1.033)))
+        id_ = F32(1.0) / d
+        for ib in range(0, 8, 2):
+            l1 = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+            l1 = max(0, min(15, l1))
+            l2 = nearest_int(F32(0.5) * (id_ * scales[ib + 1] - F32(1.0)))
+            l2 = max(0, min(15, l2))
+            y[yo + 106 + ib // 2] = l1 | (l2 << 4)
+
+
 _KIND = {"IQ2_XXS": 0, "IQ2_XS": 1, "IQ2_S": 2, "IQ3_XXS": 3, "IQ3_S": 4, "IQ1_S": 5, "IQ1_M": 6}
 
 
@@ -229,5 +549,36 @@ def _dequantizer(name: str):
     return dequantize
 
 
+@njit(cache=True, parallel=True)
+def _quantize_iq3_xxs(x, qw, has_qw, out, levels, kmap, neigh):
+    for r in prange(x.shape[0]):
+        _q_iq3_xxs_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_iq3_s(x, qw, has_qw, out, levels, kmap, neigh):
+    for r in prange(x.shape[0]):
+        _q_iq3_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+
+
+_QUANTIZE_ROWS = {"IQ3_XXS": _quantize_iq3_xxs, "IQ3_S": _quantize_iq3_s}
+
+
+def _quantizer(name: str):
+    rows_fn, ts = _QUANTIZE_ROWS[name], _TS[name]
+
+    def quantize(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        g = grid(name)
+        out = np.empty((x.shape[0], (x.shape[1] // QK_K) * ts), dtype=np.uint8)
+        has_qw = imatrix is not None
+        qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has_qw else np.zeros(x.shape[1], np.float32)
+        rows_fn(np.ascontiguousarray(x, dtype=np.float32), qw, has_qw, out, g.levels, g.kmap, g.neighbours)
+        return out
+
+    quantize.__doc__ = f"quantize_{name.lower()}: (rows, cols) float32, imatrix (cols,) or None -> uint8."
+    return quantize
+
+
 for _name in _KIND:
-    register(GGMLType[_name], dequantize=_dequantizer(_name))
+    register(GGMLType[_name], dequantize=_dequantizer(_name),
+             quantize=_quantizer(_name) if _name in _QUANTIZE_ROWS else None)
