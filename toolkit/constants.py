@@ -254,3 +254,38 @@ GGUF_VALUE_TYPE_NAMES: dict[str, GGUFValueType] = {
     "i64": GGUFValueType.INT64, "int64": GGUFValueType.INT64,
     "f64": GGUFValueType.FLOAT64, "float64": GGUFValueType.FLOAT64,
 }
+
+
+class TokenizerKey:
+    """GGUF metadata keys of the tokenizer (llama.cpp's `LLM_KV_TOKENIZER_*`; "seperator" sic)."""
+
+    MODEL = "tokenizer.ggml.model"
+    PRE = "tokenizer.ggml.pre"
+    TOKENS = "tokenizer.ggml.tokens"
+    TOKEN_TYPE = "tokenizer.ggml.token_type"
+    SCORES = "tokenizer.ggml.scores"
+    MERGES = "tokenizer.ggml.merges"
+    BOS_ID = "tokenizer.ggml.bos_token_id"
+    EOS_ID = "tokenizer.ggml.eos_token_id"
+    EOT_ID = "tokenizer.ggml.eot_token_id"
+    EOM_ID = "tokenizer.ggml.eom_token_id"
+    UNK_ID = "tokenizer.ggml.unknown_token_id"
+    SEP_ID = "tokenizer.ggml.seperator_token_id"
+    PAD_ID = "tokenizer.ggml.padding_token_id"
+    MASK_ID = "tokenizer.ggml.mask_token_id"
+    FIM_PRE_ID = "tokenizer.ggml.fim_pre_token_id"
+    FIM_SUF_ID = "tokenizer.ggml.fim_suf_token_id"
+    FIM_MID_ID = "tokenizer.ggml.fim_mid_token_id"
+    FIM_PAD_ID = "tokenizer.ggml.fim_pad_token_id"
+    FIM_REP_ID = "tokenizer.ggml.fim_rep_token_id"
+    FIM_SEP_ID = "tokenizer.ggml.fim_sep_token_id"
+    PREFIX_ID = "tokenizer.ggml.prefix_token_id"    # deprecated spellings of the FIM ids
+    SUFFIX_ID = "tokenizer.ggml.suffix_token_id"
+    MIDDLE_ID = "tokenizer.ggml.middle_token_id"
+    ADD_BOS = "tokenizer.ggml.add_bos_token"
+    ADD_EOS = "tokenizer.ggml.add_eos_token"
+    ADD_SEP = "tokenizer.ggml.add_sep_token"
+    ADD_PREFIX = "tokenizer.ggml.add_space_prefix"
+    REMOVE_EXTRA_WS = "tokenizer.ggml.remove_extra_whitespaces"
+    NORMALIZER_LOWERCASE = "tokenizer.ggml.normalizer.lowercase"
+    NORMALIZER_STRIP_ACCENTS = "tokenizer.ggml.normalizer.strip_accents"
