@@ -1,0 +1,109 @@
+"""`llmtk quantize IN [OUT] TYPE [NTHREADS]`: llama-quantize's mixes, byte-identical."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import click
+
+_EPILOG = ("Types: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S "
+           "Q5_K_M Q6_K IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ3_XXS IQ3_XS IQ3_S IQ3_M IQ4_NL "
+           "IQ4_XS TQ1_0 TQ2_0 MXFP4_MOE Q1_0 Q2_0 F16 BF16 F32 COPY (aliases Q3_K Q4_K Q5_K).")
+
+
+@contextmanager
+def tensor_progress(label: str, enabled: bool = True):
+    """A rich bar over tensors on stderr (silent when stderr is not a terminal); yields on_tensor."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[name]}"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=not (enabled and console.is_terminal)) as progress:
+        task = progress.add_task(label, total=None, name="")
+
+        def on_tensor(rep, n_total: int) -> None:
+            progress.update(task, total=n_total, completed=rep.index, name=rep.name)
+
+        yield on_tensor
+
+
+@click.command("quantize", epilog=_EPILOG)
+@click.argument("args", nargs=-1, required=True, metavar="IN [OUT] TYPE [NTHREADS]")
+@click.option("--imatrix", type=click.Path(dir_okay=False, exists=True), help="Importance matrix (GGUF or legacy .dat).")
+@click.option("--include-weights", multiple=True, help="Use the imatrix only for tensors whose names contain this.")
+@click.option("--exclude-weights", multiple=True, help="Do not use the imatrix for tensors whose names contain this.")
+@click.option("--output-tensor-type", help="ggml type for output.weight.")
+@click.option("--token-embedding-type", help="ggml type for the token embeddings.")
+@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PATTERN=TYPE",
+              help="Quantize tensors whose names match this regex to TYPE (repeatable).")
+@click.option("--tensor-type-file", type=click.Path(dir_okay=False, exists=True),
+              help="File of PATTERN=TYPE entries separated by spaces or newlines.")
+@click.option("--pure", is_flag=True, help="No mixes: every quantizable tensor gets TYPE's default type.")
+@click.option("--leave-output-tensor", is_flag=True, help="Leave output.weight un(re)quantized.")
+@click.option("--allow-requantize", is_flag=True, help="Allow requantizing tensors that are already quantized.")
+@click.option("--override-kv", multiple=True, metavar="KEY=TYPE:VALUE", help="Set metadata (int, float, bool, str).")
+@click.option("--prune-layers", metavar="L0,L1,...", help="Remove these layers and renumber the rest.")
+@click.option("--keep-split", is_flag=True, help="Write one output per input split.")
+@click.option("--dry-run", is_flag=True, help="Show per-tensor types and sizes without writing.")
+def command(args, imatrix, include_weights, exclude_weights, output_tensor_type, token_embedding_type,
+            tensor_types, tensor_type_file, pure, leave_output_tensor, allow_requantize, override_kv,
+            prune_layers, keep_split, dry_run):
+    """Quantize a GGUF model the way llama-quantize does (same types, same bytes).
+
+    OUT defaults to <IN stem>-<TYPE>.gguf beside IN; NTHREADS to all cores.
+
+    \b
+    Examples:
+      llmtk quantize model-f16.gguf Q4_K_M
+      llmtk quantize --imatrix imatrix.gguf model-f16.gguf model-iq2.gguf IQ2_XS 2
+      llmtk quantize --dry-run model-f16.gguf Q3_K_M
+    """
+    from pathlib import Path
+
+    from llmtk.errors import InputError
+    from llmtk.quant_rules import parse_file_type
+    from llmtk.quantize import quantize_model
+
+    if len(args) < 2:
+        raise InputError("expected IN [OUT] TYPE [NTHREADS]")
+    in_path, rest = args[0], list(args[1:])
+    out_path = None if parse_file_type(rest[0]) else rest.pop(0)
+    if not rest:
+        raise InputError("missing quantization TYPE after OUT")
+    ftype, rest = rest[0], rest[1:]
+    try:
+        nthreads = int(rest[0]) if rest else None
+    except ValueError:
+        raise InputError(f"invalid NTHREADS {rest[0]!r}: expected an integer") from None
+    if len(rest) > 1:
+        raise InputError(f"unexpected arguments after NTHREADS: {' '.join(rest[1:])}")
+    specs = list(tensor_types) + (Path(tensor_type_file).read_text().split() if tensor_type_file else [])
+    pairs = []
+    for s in specs:
+        pat, sep, typ = s.partition("=")
+        if not sep or not pat or not typ:
+            raise InputError(f"malformed tensor type {s!r}: expected PATTERN=TYPE")
+        pairs.append((pat, typ))
+    try:
+        prune = [int(x) for x in prune_layers.split(",")] if prune_layers else []
+    except ValueError:
+        raise InputError(f"invalid layer ids {prune_layers!r}: expected L0,L1,...") from None
+    if any(p < 0 for p in prune):
+        raise InputError(f"invalid layer ids {prune_layers!r}: must be >= 0")
+
+    with tensor_progress("quantize", enabled=not dry_run) as on_tensor:
+        res = quantize_model(in_path, out_path, ftype, imatrix=imatrix, nthreads=nthreads,
+                             allow_requantize=allow_requantize, leave_output_tensor=leave_output_tensor,
+                             pure=pure, output_tensor_type=output_tensor_type,
+                             token_embedding_type=token_embedding_type, tensor_types=pairs,
+                             include_weights=include_weights, exclude_weights=exclude_weights,
+                             override_kv=override_kv, prune_layers=prune, keep_split=keep_split,
+                             dry_run=dry_run, on_tensor=on_tensor)
+    if dry_run:
+        for rep in res.tensors:
+            click.echo(rep.log_line(len(res.tensors)))
+    for line in res.summary_lines():
+        click.echo(line, err=line.startswith("WARNING"))
+    for p in res.out_paths:
+        click.echo(f"wrote {p} ({res.file_type.name}, {len(res.tensors)} tensors, {res.seconds:.2f} s)")
