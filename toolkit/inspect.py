@@ -218,7 +218,7 @@ def render_json(rep: dict[str, Any]) -> str:
 
 def render_markdown(rep: dict[str, Any]) -> str:
     def cell(s: str) -> str:
-        return s.replace("\\", "\\\\").replace("|", "\\|")
+        return s.replace("|", "\\|")
 
     def table(header: list[str], rows: list[list[str]]) -> list[str]:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -1,0 +1,40 @@
+"""`llmtk edit IN [OUT]`: set, delete or rename GGUF metadata and tensors; tensor bytes copied as is."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("edit")
+@click.argument("in_file", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("out_file", metavar="[OUT]", required=False, type=click.Path(path_type=Path))
+@click.option("--set", "set_kv", multiple=True, metavar="KEY=[TYPE:]VALUE",
+              help="Set a metadata key; the type of an existing key is kept unless TYPE is given "
+                   "(str, bool, int32, uint32, float32, ...; arrays as TYPE[]:JSON-list). Repeatable.")
+@click.option("--delete", multiple=True, metavar="KEY", help="Delete a metadata key. Repeatable.")
+@click.option("--chat-template-file", type=click.Path(path_type=Path),
+              help="Store this file's text as tokenizer.chat_template.")
+@click.option("--rename-tensor", multiple=True, metavar="OLD=NEW", help="Rename a tensor. Repeatable.")
+@click.option("--in-place", is_flag=True, help="Allow overwriting IN (atomically, via a temporary file).")
+def command(in_file: Path, out_file: Path | None, set_kv: tuple[str, ...], delete: tuple[str, ...],
+            chat_template_file: Path | None, rename_tensor: tuple[str, ...], in_place: bool) -> None:
+    """Write IN to OUT (or over IN with --in-place) with metadata and tensor names changed.
+
+    Untouched keys and tensors are kept byte for byte; tensor data is streamed, not loaded.
+
+    \b
+    Examples:
+      llmtk edit model.gguf out.gguf --set general.name="My model"
+      llmtk edit model.gguf out.gguf --set my.flag=bool:true --delete general.url
+      llmtk edit model.gguf --in-place --chat-template-file template.jinja
+      llmtk edit model.gguf out.gguf --rename-tensor output.weight=lm_head.weight
+    """
+    from llmtk.edit import edit_gguf, read_chat_template
+
+    template = read_chat_template(chat_template_file) if chat_template_file else None
+    res = edit_gguf(in_file, out_file, set_kv=set_kv, delete=delete, chat_template=template,
+                    rename=rename_tensor, in_place=in_place)
+    click.echo(f"wrote {res.path}: {len(res.set_keys)} keys changed, {len(res.added_keys)} added, "
+               f"{len(res.deleted_keys)} deleted, {len(res.renamed)} tensors renamed, "
+               f"{res.n_tensors} tensors copied")
