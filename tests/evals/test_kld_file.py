@@ -119,3 +119,19 @@ def test_bad_base_files_are_clear_errors(tmp_path, content, problem):
 def test_too_short_text_is_a_clear_error():
     with pytest.raises(InputError, match="at least 1024 tokens"):
         run_perplexity(lambda t: np.zeros((len(t), 4), np.float32), np.zeros(100, np.int32), n_ctx=512)
+
+
+def test_smollm2_forward_agrees_with_llamacpp_base(llamacpp_base, smollm2_path):
+    """Our forward pass of SmolLM2 against llama-perplexity's F16 log-probs (2 chunks of 128).
+
+    The base is llama.cpp's F16 made from the same Q4_1 weights, so only float rounding separates
+    them: mean KLD must stay below 1e-4 nats, every top token agree, PPL within 0.1%.
+    """
+    from llmtk.model import load_model
+
+    with load_model(smollm2_path) as model:
+        res = run_kl_divergence(model.forward, llamacpp_base, bos_id=None)
+    k = res.kld
+    assert k.mean < 1e-4
+    assert k.same_top_p == 1.0
+    assert k.ppl == pytest.approx(23.652841, rel=1e-3)
