@@ -534,6 +534,227 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh):
             y[yo + 106 + ib // 2] = l1 | (l2 << 4)
 
 
+# ---------------------------------------------------------------------------------------------
+# IQ2_XXS, IQ2_XS, IQ2_S
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, error_model="numpy")
+def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
+    """quantize_row_iq2_xxs_impl for one row (imatrix required)."""
+    kMaxQ = 3
+    nbl = x.shape[0] // QK_K
+    scales = np.zeros(8, dtype=np.float32)
+    weight = np.zeros(32, dtype=np.float32)
+    xval = np.zeros(32, dtype=np.float32)
+    waux = np.zeros(32, dtype=np.float32)
+    L = np.zeros(32, dtype=np.int8)
+    Lqp = np.zeros(32, dtype=np.uint8)
+    Laux = np.zeros(32, dtype=np.int8)
+    block_signs = np.zeros(4, dtype=np.int64)
+    q2 = np.zeros(16, dtype=np.int64)  # uint32 words
+    for ibl in range(nbl):
+        yo = ibl * 66
+        put_u16(y, yo, 0)
+        q2[:] = 0
+        max_scale = F32(0.0)
+        xo = QK_K * ibl
+        sigma2 = _sum_sq(x, xo) / F32(QK_K)
+        for ib in range(8):
+            xb = xo + 32 * ib
+            for i in range(32):
+                weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            for i in range(32):
+                waux[i] = np.sqrt(weight[i])
+            for k in range(4):
+                block_signs[k] = _split_signs(x, xb, weight, xval, k, True) & 127
+            vmax = xval[0]
+            for i in range(1, 32):
+                vmax = _vmax(vmax, xval[i])
+            if vmax < GROUP_MAX_EPS:
+                scales[ib] = F32(0.0)
+                L[:] = 0
+                continue
+            scale = make_qp_quants(32, kMaxQ + 1, xval, Lqp, weight)
+            eff_max = scale * F32(kMaxQ)
+            if eff_max <= F32(0.0):
+                scales[ib] = F32(0.0)
+                L[:] = 0
+                continue
+            best = F32(0.0)
+            for is_ in range(-6, 7):
+                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.1)) / eff_max
+                this_scale = F32(1.0) / id_
+                for k in range(4):
+                    for i in range(8):
+                        l = nearest_int(F32(0.5) * (id_ * xval[8 * k + i] - F32(1.0)))
+                        Laux[8 * k + i] = max(0, min(kMaxQ - 1, l))
+                    gi = kmap[_pack_u(Laux, 8 * k, 8, 2)]
+                    if gi < 0:
+                        _find_best_neighbour(neigh, gi, levels, xval, 8 * k, waux, this_scale, Laux, 8)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32)
+                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    L[:] = Laux
+            if scale > F32(0.0):
+                id_ = F32(1.0) / scale
+                for k in range(4):
+                    u = 0
+                    for i in range(8):
+                        l = nearest_int(F32(0.5) * (id_ * xval[8 * k + i] - F32(1.0)))
+                        l = max(0, min(kMaxQ - 1, l))
+                        u |= l << (2 * i)
+                    gi = kmap[u]
+                    if gi < 0:
+                        gi = _find_best_neighbour(neigh, gi, levels, xval, 8 * k, waux, scale, L, 8)
+                    for i in range(8):
+                        L[8 * k + i] = levels[gi, i]
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32)
+                if sumq2 > F32(0.0):
+                    scale = sumqx / sumq2
+            if scale < F32(0.0):
+                scale = -scale
+                for k in range(4):
+                    block_signs[k] = (~block_signs[k]) & 127
+            for k in range(4):
+                gi = kmap[_pack_u(L, 8 * k, 8, 2)]
+                q2[2 * ib] |= gi << (8 * k)
+                q2[2 * ib + 1] |= block_signs[k] << (7 * k)
+            scales[ib] = scale
+            max_scale = _vmax(max_scale, scale)
+        if max_scale == F32(0.0):
+            y[yo + 2:yo + 66] = 0
+            continue
+        d = max_scale / F32(31.0)
+        put_u16(y, yo, fp32_to_fp16(d))
+        id_ = F32(1.0) / d
+        for ib in range(8):
+            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+            l = max(0, min(15, l))
+            q2[2 * ib + 1] |= l << 28
+        for w in range(16):
+            _put_u32(y, yo + 2 + 4 * w, q2[w])
+
+
+@njit(cache=True, error_model="numpy")
+def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, is_s):
+    """quantize_row_iq2_xs_impl (is_s False, imatrix required) and quantize_row_iq2_s_impl
+    (is_s True): 16 sub-blocks of 16, the same search with ggml's small differences."""
+    kMaxQ = 3
+    ts = 82 if is_s else 74
+    nbl = x.shape[0] // QK_K
+    scales = np.zeros(16, dtype=np.float32)
+    weight = np.zeros(16, dtype=np.float32)
+    xval = np.zeros(16, dtype=np.float32)
+    waux = np.zeros(16, dtype=np.float32)
+    L = np.zeros(16, dtype=np.int8)
+    Laux = np.zeros(16, dtype=np.int8)
+    is_on_grid = np.zeros(2, dtype=np.bool_)
+    is_on_grid_aux = np.zeros(2, dtype=np.bool_)
+    block_signs = np.zeros(2, dtype=np.int64)
+    eps = GROUP_MAX_EPS_IQ2_S if is_s else GROUP_MAX_EPS
+    for ibl in range(nbl):
+        yo = ibl * ts
+        y[yo:yo + ts] = 0
+        max_scale = F32(0.0)
+        xo = QK_K * ibl
+        sumx2 = _sum_sq(x, xo)
+        sigma2 = (F32(2.0) * sumx2 if is_s else sumx2) / F32(QK_K)
+        for ib in range(16):
+            xb = xo + 16 * ib
+            if has_qw:
+                for i in range(16):
+                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            else:
+                for i in range(16):
+                    weight[i] = F32(0.25) * sigma2 + x[xb + i] * x[xb + i]
+            for i in range(16):
+                waux[i] = np.sqrt(weight[i])
+            for k in range(2):
+                s = _split_signs(x, xb, weight, xval, k, not is_s)
+                block_signs[k] = s if is_s else s & 127
+            vmax = xval[0]
+            for i in range(1, 16):
+                vmax = _vmax(vmax, xval[i])
+            L[:] = 0
+            if vmax < eps:
+                scales[ib] = F32(0.0)
+                continue
+            best = F32(0.0)
+            scale = vmax / F32(2 * kMaxQ - 1)
+            is_on_grid[0] = True
+            is_on_grid[1] = True
+            for is_ in range(-9, 10):
+                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.1)) / vmax
+                this_scale = F32(1.0) / id_
+                for k in range(2):
+                    for i in range(8):
+                        l = nearest_int(F32(0.5) * (id_ * xval[8 * k + i] - F32(1.0)))
+                        Laux[8 * k + i] = max(0, min(kMaxQ - 1, l))
+                    gi = kmap[_pack_u(Laux, 8 * k, 8, 2)]
+                    is_on_grid_aux[k] = True
+                    if gi < 0:
+                        is_on_grid_aux[k] = False
+                        _find_best_neighbour(neigh, gi, levels, xval, 8 * k, waux, this_scale, Laux, 8)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 16)
+                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    L[:] = Laux
+                    is_on_grid[:] = is_on_grid_aux
+            n_not_ongrid = 0
+            for k in range(2):
+                if not is_on_grid[k]:
+                    n_not_ongrid += 1
+            if n_not_ongrid > 0 and scale > F32(0.0):
+                id_ = F32(1.0) / scale
+                for k in range(2):
+                    if is_on_grid[k]:
+                        continue
+                    u = 0
+                    for i in range(8):
+                        l = nearest_int(F32(0.5) * (id_ * xval[8 * k + i] - F32(1.0)))
+                        l = max(0, min(kMaxQ - 1, l))
+                        u |= l << (2 * i)
+                        L[8 * k + i] = l
+                    gi = kmap[u]
+                    if gi < 0:
+                        _find_best_neighbour(neigh, gi, levels, xval, 8 * k, waux, scale, L, 8)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 16)
+                if sumq2 > F32(0.0):
+                    scale = sumqx / sumq2
+            if scale < F32(0.0):
+                scale = -scale
+                for k in range(2):
+                    block_signs[k] = (~block_signs[k]) & (255 if is_s else 127)
+            for k in range(2):
+                gi = kmap[_pack_u(L, 8 * k, 8, 2)]
+                if is_s:
+                    i8 = 2 * ib + k
+                    y[yo + 2 + i8] = gi & 255
+                    y[yo + 66 + i8 // 4] |= (gi >> 8) << (2 * (i8 % 4))
+                    y[yo + 2 + 32 + i8] = block_signs[k]
+                else:
+                    put_u16(y, yo + 2 + 2 * (2 * ib + k), gi | (block_signs[k] << 9))
+            scales[ib] = scale
+            max_scale = _vmax(max_scale, scale)
+        if max_scale == F32(0.0):
+            if not is_s:
+                y[yo + 2:yo + 66] = 0
+            continue
+        d = max_scale / F32(31.0)
+        put_u16(y, yo, fp32_to_fp16(d * F32(0.9875) if is_s else d))
+        id_ = F32(1.0) / d
+        so = yo + (74 if is_s else 66)
+        for ib in range(16):
+            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+            l = max(0, min(15, l))
+            if ib % 2 == 0:
+                y[so + ib // 2] = l
+            else:
+                y[so + ib // 2] |= l << 4
+
+
 _KIND = {"IQ2_XXS": 0, "IQ2_XS": 1, "IQ2_S": 2, "IQ3_XXS": 3, "IQ3_S": 4, "IQ1_S": 5, "IQ1_M": 6}
 
 
@@ -561,7 +782,25 @@ def _quantize_iq3_s(x, qw, has_qw, out, levels, kmap, neigh):
         _q_iq3_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
 
 
-_QUANTIZE_ROWS = {"IQ3_XXS": _quantize_iq3_xxs, "IQ3_S": _quantize_iq3_s}
+@njit(cache=True, parallel=True)
+def _quantize_iq2_xxs(x, qw, has_qw, out, levels, kmap, neigh):
+    for r in prange(x.shape[0]):
+        _q_iq2_xxs_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_iq2_xs(x, qw, has_qw, out, levels, kmap, neigh):
+    for r in prange(x.shape[0]):
+        _q_iq2_xs_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, False)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_iq2_s(x, qw, has_qw, out, levels, kmap, neigh):
+    for r in prange(x.shape[0]):
+        _q_iq2_xs_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, True)
+
+
+_QUANTIZE_ROWS = {"IQ2_XXS": _quantize_iq2_xxs, "IQ2_XS": _quantize_iq2_xs, "IQ2_S": _quantize_iq2_s, "IQ3_XXS": _quantize_iq3_xxs, "IQ3_S": _quantize_iq3_s}
 
 
 def _quantizer(name: str):
