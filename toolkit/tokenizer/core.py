@@ -1,0 +1,463 @@
+"""The `Tokenizer`: a GGUF vocabulary that encodes and decodes like llama.cpp's `llama_vocab`.
+
+Built from the `tokenizer.ggml.*` metadata alone. Encoding follows `llama_vocab::tokenize`:
+special tokens (control, user-defined, unknown) are cut out of the raw text first, longest first
+(`tokenizer_st_partition`), then each remaining text fragment goes through the vocabulary's model:
+byte-level BPE with the pre-tokenizer of `tokenizer.ggml.pre` (`gpt2`), SentencePiece-style merging
+by score (`llama`) or WordPiece (`bert`). BOS/EOS/SEP follow the vocabulary's add_* flags.
+"""
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from ..constants import TokenizerKey as K
+from ..errors import InputError, UnsupportedError
+from .bpe import BPEModel
+from .pretokenize import PreTokenizer, get_pre_tokenizer, regex_split
+from .spm import SPMModel
+from .unicode import CHAR_TO_BYTE, byte_encode
+from .wpm import wpm_encode
+
+
+class TokenAttr(enum.IntFlag):
+    """llama.cpp's `llama_token_attr` bits."""
+
+    UNDEFINED = 0
+    UNKNOWN = 1 << 0
+    UNUSED = 1 << 1
+    NORMAL = 1 << 2
+    CONTROL = 1 << 3
+    USER_DEFINED = 1 << 4
+    BYTE = 1 << 5
+    NORMALIZED = 1 << 6
+    LSTRIP = 1 << 7
+    RSTRIP = 1 << 8
+    SINGLE_WORD = 1 << 9
+
+
+# GGUF token_type values (llama.cpp's `llama_token_type`) -> attributes.
+TOKEN_TYPE_ATTR = {
+    0: TokenAttr.UNDEFINED, 1: TokenAttr.NORMAL, 2: TokenAttr.UNKNOWN, 3: TokenAttr.CONTROL,
+    4: TokenAttr.USER_DEFINED, 5: TokenAttr.UNUSED, 6: TokenAttr.BYTE,
+}
+
+_SPECIAL = TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN
+_C_SPACES = " \t\n\v\f\r"   # C isspace(): what LSTRIP/RSTRIP remove around a special token
+
+
+@dataclass(frozen=True)
+class _ModelDefaults:
+    """Per `tokenizer.ggml.model`: llama.cpp's default special ids and flags before the metadata."""
+
+    kind: str                       # "bpe" | "spm" | "wpm"
+    bos: int | None
+    eos: int | None
+    unk: int | None
+    sep: int | None = None
+    pad: int | None = None
+    mask: int | None = None
+    add_bos: bool = False
+    add_eos: bool = False
+    add_sep: bool = False
+    add_space_prefix: bool = False
+    clean_spaces: bool = True
+
+
+TOKENIZER_MODELS: dict[str, _ModelDefaults] = {
+    "gpt2": _ModelDefaults("bpe", bos=11, eos=11, unk=None),
+    "llama": _ModelDefaults("spm", bos=1, eos=2, unk=0, add_bos=True, add_space_prefix=True,
+                            clean_spaces=False),
+    "bert": _ModelDefaults("wpm", bos=101, eos=None, unk=100, sep=102, pad=0, mask=103,
+                           add_bos=True, add_sep=True),
+}
+
+# Token texts llama.cpp always treats as end-of-generation, forcing them to CONTROL.
+_EOG_TEXTS = frozenset([
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+    "<｜end▁of▁sentence｜>", "[e~[",
+])
+# Fill-in-the-middle spellings: the first one found becomes CONTROL when the metadata names no id.
+_FIM_TEXTS = {
+    K.FIM_PRE_ID: ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>",
+                   "▁<PRE>", "<|code_prefix|>", "<|prefix|>"),
+    K.FIM_SUF_ID: ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>",
+                   "▁<SUF>", "<|code_suffix|>", "<|suffix|>"),
+    K.FIM_MID_ID: ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
+                   "▁<MID>", "<|code_middle|>", "<|middle|>"),
+    K.FIM_PAD_ID: ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    K.FIM_REP_ID: ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    K.FIM_SEP_ID: ("<|file_sep|>",),
+}
+_FIM_ALIASES = {K.FIM_PRE_ID: K.PREFIX_ID, K.FIM_SUF_ID: K.SUFFIX_ID, K.FIM_MID_ID: K.MIDDLE_ID}
+# gpt-oss: always rendered, never control.
+_FORCED_USER_DEFINED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")
+
+
+class Tokenizer:
+    """A GGUF vocabulary that tokenizes exactly like llama.cpp (`llama-tokenize`).
+
+    `tokens[i]` is token i's text as stored in the GGUF, `attrs[i]` its `TokenAttr`,
+    `token_to_piece(i)` the bytes it stands for.
+    """
+
+    def __init__(self, kv: Mapping[str, Any]) -> None:
+        model = kv.get(K.MODEL)
+        if model not in TOKENIZER_MODELS:
+            raise UnsupportedError(f"{K.MODEL} {model!r} is not supported; llmtk tokenizes "
+                                   f"{', '.join(sorted(TOKENIZER_MODELS))}")
+        defaults = TOKENIZER_MODELS[model]
+        self.model = model
+        self.kind = defaults.kind
+        tokens = kv.get(K.TOKENS)
+        if not isinstance(tokens, list) or not tokens:
+            raise InputError(f"{K.TOKENS} is missing or empty: the file has no vocabulary")
+        n = len(tokens)
+        self.tokens: list[str] = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+        self.token_to_id: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}  # last wins
+        self.scores: list[float] = self._per_token(kv, K.SCORES, n, 0.0, float)
+        types = self._per_token(kv, K.TOKEN_TYPE, n, 1, int)
+        self.attrs: list[TokenAttr] = [TOKEN_TYPE_ATTR.get(t, TokenAttr.UNDEFINED) for t in types]
+
+        self.pre_name: str = kv.get(K.PRE, "") or ""
+        self.pre: PreTokenizer | None = get_pre_tokenizer(self.pre_name) if self.kind == "bpe" else None
+        self.add_bos = defaults.add_bos if self.pre is None or self.pre.add_bos is None else self.pre.add_bos
+        self.add_eos = defaults.add_eos
+        self.add_sep = defaults.add_sep
+        self.add_space_prefix = bool(kv.get(K.ADD_PREFIX, defaults.add_space_prefix))
+        self.clean_spaces = defaults.clean_spaces if self.pre is None else self.pre.clean_spaces
+        self.escape_whitespaces = self.kind == "spm" or bool(self.pre and self.pre.escape_whitespaces)
+        self.lowercase = bool(kv.get(K.NORMALIZER_LOWERCASE, False))
+        self.strip_accents = bool(kv.get(K.NORMALIZER_STRIP_ACCENTS, self.lowercase))
+
+        ids = {"bos": defaults.bos, "eos": defaults.eos, "unk": defaults.unk, "sep": defaults.sep,
+               "pad": defaults.pad, "mask": defaults.mask}
+        keys = {"bos": K.BOS_ID, "eos": K.EOS_ID, "unk": K.UNK_ID, "sep": K.SEP_ID, "pad": K.PAD_ID,
+                "mask": K.MASK_ID, "eot": K.EOT_ID, "eom": K.EOM_ID}
+        ids.update(eot=None, eom=None)
+        for name, key in keys.items():
+            if ids[name] is not None and ids[name] >= n:
+                ids[name] = None
+            value = kv.get(key)
+            if isinstance(value, int) and 0 <= value < n:
+                ids[name] = value
+        if self.pre_name in ("chatglm-bpe", "glm4", "glm5") and kv.get(K.BOS_ID) is None:
+            ids["bos"] = None
+        self.bos_id: int | None = ids["bos"]
+        self.eos_id: int | None = ids["eos"]
+        self.unk_id: int | None = ids["unk"]
+        self.sep_id: int | None = ids["sep"]
+        self.pad_id: int | None = ids["pad"]
+        self.eot_id: int | None = ids["eot"]
+        for key, attr in ((K.ADD_BOS, "add_bos"), (K.ADD_EOS, "add_eos"), (K.ADD_SEP, "add_sep")):
+            if isinstance(kv.get(key), bool):
+                setattr(self, attr, kv[key])
+        if self.pre_name == "gemma4":
+            self.add_bos = True
+
+        self._fix_special_attrs(kv)
+        self._set_strip_attrs(kv)
+        # Special tokens are cut out longest first; ties keep id order.
+        special = [i for i, a in enumerate(self.attrs) if a & _SPECIAL]
+        self._special: list[tuple[str, int, TokenAttr]] = [
+            (self.tokens[i], i, self.attrs[i]) for i in sorted(special, key=lambda i: -len(self.tokens[i]))]
+
+        if self.kind == "bpe":
+            merges = kv.get(K.MERGES)
+            if not isinstance(merges, list):
+                raise InputError(f"{K.MERGES} is missing: a BPE vocabulary needs its merges")
+            self._bpe = BPEModel(self.token_to_id, merges, ignore_merges=self.pre.ignore_merges,
+                                 byte_fallback_hex=not self.pre.byte_encode,
+                                 newline_runs_whole=self.pre_name == "gemma4")
+        elif self.kind == "spm":
+            self._spm = SPMModel(self.token_to_id, self.scores)
+        self._max_token_len = max(len(t) for t in self.tokens)
+        self._pieces: list[bytes | None] = [None] * n
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_metadata(cls, kv: Mapping[str, Any]) -> "Tokenizer":
+        """From GGUF metadata as `GGUFReader.kv` holds it (arrays as lists or NumPy arrays)."""
+        return cls(kv)
+
+    @classmethod
+    def from_gguf(cls, source: "str | os.PathLike | Any") -> "Tokenizer":
+        """From a GGUF file path or an open `llmtk.gguf_file.GGUFReader`."""
+        if hasattr(source, "kv"):
+            return cls(source.kv)
+        from ..gguf_file import GGUFReader
+
+        with GGUFReader(source) as reader:
+            return cls(reader.kv)
+
+    @staticmethod
+    def _per_token(kv: Mapping[str, Any], key: str, n: int, default: Any, conv: type) -> list:
+        values = kv.get(key)
+        if values is None:
+            return [default] * n
+        if len(values) < n:
+            raise InputError(f"{key} has {len(values)} entries for {n} tokens")
+        return [conv(v) for v in (values.tolist() if hasattr(values, "tolist") else values)][:n]
+
+    def _fix_special_attrs(self, kv: Mapping[str, Any]) -> None:
+        """llama.cpp's load-time fix-ups that turn known end-of-turn/FIM texts into CONTROL tokens."""
+        t2i = self.token_to_id
+        control = []
+        for key, texts in _FIM_TEXTS.items():
+            if any(isinstance(kv.get(k), int) for k in (key, _FIM_ALIASES.get(key))):
+                continue
+            found = [t2i[t] for t in texts if t in t2i]
+            if found:
+                control.append(min(found))
+        control += [t2i[t] for t in _EOG_TEXTS if t in t2i]
+        for tid in control:
+            self.attrs[tid] |= TokenAttr.CONTROL
+        for i, a in enumerate(self.attrs):
+            if a & TokenAttr.CONTROL and "unused" in self.tokens[i]:
+                self.attrs[i] = a | TokenAttr.UNUSED
+        for t in _FORCED_USER_DEFINED:
+            if t in t2i:
+                self.attrs[t2i[t]] = TokenAttr.USER_DEFINED
+        present = {t for t in ("<|return|>", "<|call|>", "<|calls|>", "<|flush|>", "<|end|>",
+                               "<|tool_response>", "<|plamo:eos|>", "</s>") if t in t2i}
+        has_call = "<|call|>" in present or "<|calls|>" in present
+        if "<|end|>" in present and has_call and ("<|return|>" in present or "<|flush|>" in present):
+            self.attrs[t2i["<|end|>"]] = TokenAttr.USER_DEFINED
+        if "</s>" in present and ("<|tool_response>" in present or "<|plamo:eos|>" in present):
+            self.attrs[t2i["</s>"]] = TokenAttr.NORMAL
+
+    def _set_strip_attrs(self, kv: Mapping[str, Any]) -> None:
+        """Per-model LSTRIP/RSTRIP around special tokens (phi-3, jina-v2, modern-bert)."""
+        name = str(kv.get("general.name", "")).lower()
+        arch = str(kv.get("general.architecture", ""))
+        t2i = self.token_to_id
+        if (any(p in self.pre_name for p in ("jina-v2-de", "jina-v2-es", "jina-v2-code"))
+                or any(a in arch for a in ("nomic-bert-moe", "jina-bert-v3"))):
+            if "<mask>" in t2i:
+                self.attrs[t2i["<mask>"]] |= TokenAttr.LSTRIP
+        elif "phi-3" in name or "phi3" in name:
+            for i, a in enumerate(self.attrs):
+                if a & _SPECIAL:
+                    self.attrs[i] = a | TokenAttr.RSTRIP
+            if "</s>" in t2i:
+                self.attrs[t2i["</s>"]] |= TokenAttr.RSTRIP
+            for t in ("<unk>", "<s>", "<|endoftext|>"):
+                if t in t2i:
+                    self.attrs[t2i[t]] &= ~TokenAttr.RSTRIP
+        elif "modern-bert" in name and "[MASK]" in t2i:
+            self.attrs[t2i["[MASK]"]] |= TokenAttr.LSTRIP
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.tokens)
+
+    def __repr__(self) -> str:
+        return (f"Tokenizer(model={self.model!r}, pre={self.pre_name!r}, n_vocab={self.n_vocab}, "
+                f"bos_id={self.bos_id}, eos_id={self.eos_id}, add_bos={self.add_bos})")
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    def encode(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """Token ids of `text`, as `llama_tokenize(vocab, text, add_special, parse_special)`.
+
+        add_special adds BOS/EOS (and SEP for WordPiece) where the vocabulary asks for them;
+        parse_special lets control tokens written in the text (`<|im_start|>`) become their ids
+        (user-defined tokens are always cut out, as in llama.cpp).
+        """
+        if not isinstance(text, str):
+            raise InputError(f"text to tokenize must be str, got {type(text).__name__}")
+        out: list[int] = []
+        fragments = self._partition(text, parse_special) if text else []
+        if self.kind == "bpe":
+            if add_special and self.add_bos:
+                out.append(self._required(self.bos_id, "BOS"))
+            for frag in fragments:
+                if isinstance(frag, int):
+                    out.append(frag)
+                else:
+                    self._encode_bpe(frag, out)
+            if add_special and self.add_eos:
+                out.append(self._required(self.eos_id, "EOS"))
+        elif self.kind == "spm":
+            if add_special and self.add_bos:
+                out.append(self._required(self.bos_id, "BOS"))
+            prev_special = True
+            for frag in fragments:
+                if isinstance(frag, int):
+                    out.append(frag)
+                    prev_special = True
+                    continue
+                if self.add_space_prefix and prev_special:
+                    frag = " " + frag
+                try:
+                    self._spm.encode(frag.replace(" ", "\u2581"), out)
+                except KeyError as e:
+                    raise UnsupportedError(f"SentencePiece vocabulary lacks a byte token: {e.args[0]}") from None
+                prev_special = False
+            if add_special and self.add_eos:
+                out.append(self._required(self.eos_id, "EOS"))
+        else:
+            if add_special:
+                out.append(self._required(self.bos_id, "BOS"))
+            for frag in fragments:
+                if isinstance(frag, int):
+                    out.append(frag)
+                else:
+                    wpm_encode(frag, self.token_to_id, self._max_token_len, self._required(self.unk_id, "UNK"),
+                               out, lowercase=self.lowercase, strip_accents=self.strip_accents)
+            if add_special:
+                out.append(self._required(self.sep_id, "SEP"))
+        return out
+
+    def _required(self, tid: int | None, what: str) -> int:
+        if tid is None:
+            raise InputError(f"the vocabulary asks for a {what} token but defines none")
+        return tid
+
+    def _encode_bpe(self, text: str, out: list[int]) -> None:
+        if self.pre.escape_whitespaces:
+            text = text.replace(" ", "\u2581")
+        encode_word = self._bpe.encode_word
+        byte_level = self.pre.byte_encode
+        for word in regex_split(text, list(self.pre.regexes)):
+            out.extend(encode_word(byte_encode(word) if byte_level else word))
+
+    def _partition(self, text: str, parse_special: bool) -> list[str | int]:
+        """Cut special tokens out of `text`: each one in turn, longest first, over every fragment
+        still raw (llama.cpp's `tokenizer_st_partition`). Returns raw strings and token ids."""
+        frags: list[tuple[int, int] | int] = [(0, len(text))]
+        for tok, tid, attr in self._special:
+            if not parse_special and attr & (TokenAttr.CONTROL | TokenAttr.UNKNOWN):
+                continue
+            if tok not in text:
+                continue
+            new: list[tuple[int, int] | int] = []
+            for frag in frags:
+                if isinstance(frag, int):
+                    new.append(frag)
+                    continue
+                lo, hi = frag
+                hit = text.find(tok, lo, hi)
+                if hit < 0:
+                    new.append(frag)
+                    continue
+                while hit >= 0:
+                    left_end = hit
+                    if attr & TokenAttr.LSTRIP:
+                        while left_end > lo and text[left_end - 1] in _C_SPACES:
+                            left_end -= 1
+                    if left_end > lo:
+                        new.append((lo, left_end))
+                    new.append(tid)
+                    lo = hit + len(tok)
+                    if attr & TokenAttr.RSTRIP:
+                        while lo < hi and text[lo] in _C_SPACES:
+                            lo += 1
+                    hit = text.find(tok, lo, hi)
+                if lo < hi:
+                    new.append((lo, hi))
+            frags = new
+        return [f if isinstance(f, int) else text[f[0]:f[1]] for f in frags]
+
+    # -- decoding -----------------------------------------------------------------------------
+
+    def token_to_piece(self, tid: int, special: bool = True) -> bytes:
+        """The bytes token `tid` stands for (`llama_token_to_piece`); control and unknown tokens
+        render as their text only with `special`."""
+        if not 0 <= tid < len(self.tokens):
+            raise InputError(f"token id {tid} is outside the vocabulary (0..{len(self.tokens) - 1})")
+        if not special and self.attrs[tid] & (TokenAttr.CONTROL | TokenAttr.UNKNOWN):
+            return b""
+        piece = self._pieces[tid]
+        if piece is None:
+            piece = self._pieces[tid] = self._piece(tid)
+        return piece
+
+    def _piece(self, tid: int) -> bytes:
+        text = self.tokens[tid]
+        attr = self.attrs[tid]
+        if attr & (_SPECIAL):
+            return text.encode("utf-8")
+        if attr & TokenAttr.NORMAL:
+            if self.kind == "bpe" and not self.escape_whitespaces:
+                return _gpt2_decode(text)
+            return text.replace("\u2581", " ").encode("utf-8")
+        if attr & TokenAttr.BYTE:
+            return bytes([int(text[3:5], 16)])
+        return b""
+
+    def decode(self, ids: Iterable[int], *, special: bool = True, remove_special: bool = False) -> str:
+        """Text of a token sequence (`llama_detokenize`); invalid UTF-8 becomes U+FFFD.
+
+        special renders control tokens as their text; remove_special drops the BOS/EOS that
+        `encode(add_special=True)` added.
+        """
+        ids = list(ids)
+        strip_space = self.add_space_prefix
+        if remove_special and self.add_bos and ids and ids[0] == self.bos_id:
+            strip_space = False
+            ids = ids[1:]
+        if remove_special and self.add_eos and ids and ids[-1] == self.eos_id:
+            ids = ids[:-1]
+        parts = []
+        for k, tid in enumerate(ids):
+            piece = self.token_to_piece(tid, special)
+            if k == 0 and strip_space and piece.startswith(b" "):
+                piece = piece[1:]
+            parts.append(piece)
+        data = b"".join(parts)
+        if self.clean_spaces:
+            data = _clean_spaces(data)
+        return data.decode("utf-8", "replace")
+
+
+def _gpt2_decode(text: str) -> bytes:
+    out = bytearray()
+    for ch in text:
+        b = CHAR_TO_BYTE.get(ch)
+        if b is None:
+            out += b"[UNK_BYTE_0x" + ch.encode("utf-8").hex().encode() + text.encode("utf-8") + b"]"
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+def _clean_spaces(data: bytes) -> bytes:
+    """llama.cpp's `clean_up_tokenization_spaces`: no space before ? ! . , ; " ' " loses both
+    spaces; " 's", " 'm", " 're", " 've" lose the space."""
+    out = bytearray()
+    for i, x in enumerate(data):
+        if i > 0 and out and out[-1] == 0x20 and x in b"?!.,":
+            out.pop()
+        out.append(x)
+    buf = bytearray(out)       # pass 2 blanks the space it skips, as llama.cpp does in place
+    out = bytearray(buf[:1])
+    i = 1
+    n = len(buf)
+    while i < n:
+        x = buf[i]
+        if x == 0x27 and i + 1 < n and buf[i - 1] == 0x20 and buf[i + 1] == 0x20:
+            out.pop()
+            buf[i + 1] = 0
+            out.append(x)
+            i += 2
+            continue
+        out.append(x)
+        i += 1
+    data = bytes(out)
+    out = bytearray()
+    n = len(data)
+    for i, x in enumerate(data):
+        if i > 0 and data[i - 1] == 0x20 and x == 0x27 and i + 1 < n:
+            x1 = data[i + 1]
+            if x1 in b"sm" or (i + 2 < n and data[i + 1:i + 3] in (b"re", b"ve")):
+                out.pop()
+        out.append(x)
+    return bytes(out)
