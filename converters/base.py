@@ -1,0 +1,255 @@
+"""The converter base class: hooks an architecture overrides, and the shared conversion pipeline.
+
+An architecture module subclasses `ModelConverter`, sets `model_arch` (the GGUF name), its
+tensor-name table `tensor_map` (one HF spelling per row, `{bid}` for the block) and the config
+defaults transformers would fill in, and overrides a few hooks as llama.cpp's converter does:
+`set_gguf_parameters(kv)`, `set_vocab(kv)`, `modify_tensors(t, name, bid)` (a generator over
+lazy tensors) and `generate_extra_tensors()`.
+
+The pipeline plans every output tensor from the checkpoint headers alone (names, shapes, types,
+byte sizes), writes the GGUF header, then computes and writes one tensor at a time.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator
+
+import gguf
+import numpy as np
+
+from llmtk.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
+from llmtk.errors import InputError, ShapeError, UnsupportedError
+
+from . import vocab as V
+from .kv import KVStore
+from .source import Checkpoint, LazyTensor
+
+logger = logging.getLogger(__name__)
+KL = gguf.Keys.LLM
+KA = gguf.Keys.Attention
+KR = gguf.Keys.Rope
+
+# GGUF base names (without .weight) that stay F32 whatever the outtype (llama.cpp's list of
+# routing, positional and recurrent tensors)
+ALWAYS_F32 = ("blk.{bid}.ffn_gate_inp", "blk.{bid}.ffn_gate_inp_shexp", "position_embd", "token_types",
+              "blk.{bid}.ssm_conv1d", "blk.{bid}.shortconv.conv", "blk.{bid}.time_mix_first",
+              "blk.{bid}.time_mix_w1", "blk.{bid}.time_mix_w2", "blk.{bid}.time_mix_decay_w1",
+              "blk.{bid}.time_mix_decay_w2", "blk.{bid}.time_mix_lerp_fused")
+
+# tensors llama.cpp drops by name suffix (attention masks, rotary caches)
+SKIPPED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
+
+
+@dataclass
+class PlannedTensor:
+    """One output tensor: its GGUF name, lazy data, the type it is written as."""
+
+    name: str
+    data: LazyTensor
+    qtype: GGMLType
+    src_name: str
+    bid: int | None
+
+    @property
+    def n_bytes(self) -> int:
+        shape = self.data.shape
+        rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+        return rows * row_size(self.qtype, shape[-1]) if shape else GGML_TYPE_TRAITS[self.qtype].type_size
+
+
+class ModelConverter:
+    """Base of all architecture converters (llama.cpp's `TextModel`)."""
+
+    model_arch: ClassVar[str]
+    # HF tensor name without .weight/.bias -> GGUF name without suffix; `{bid}` marks the block
+    tensor_map: ClassVar[dict[str, str]] = {}
+    # config values transformers' config class would supply when config.json omits them
+    hparam_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, hf_dir: Path, hparams: dict[str, Any], hf_arch: str):
+        self.hf_dir = hf_dir
+        self.hf_arch = hf_arch
+        self.hparams = hparams
+        self.ftype = LlamaFileType.MOSTLY_F16
+        self.block_count = int(self.find_hparam(["n_layers", "num_hidden_layers", "n_layer", "num_layers"]))
+        self._names = self._expand_tensor_map()
+        rp = self.hparams.get("rope_parameters", self.hparams.get("rope_scaling")) or {}
+        self.rope_parameters: dict[str, Any] = dict(rp)
+        theta = self.find_hparam(["global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta",
+                                  "rotary_emb_base"], optional=True)
+        local = self.find_hparam(["local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta",
+                                  "rope_local_base_freq"], optional=True)
+        partial = self.find_hparam(["partial_rotary_factor", "rope_pct", "rope_percent"], optional=True)
+        orig_ctx = self.find_hparam(["original_max_position_embeddings"], optional=True)
+        r = self.rope_parameters
+        if "full_attention" not in r and "sliding_attention" not in r:
+            if local is not None:
+                r["sliding_attention"] = {"rope_theta": local}
+            if "rope_theta" not in r and theta is not None:
+                r["rope_theta"] = theta
+            if "rope_type" not in r and r.get("type") is not None:
+                r["rope_type"] = r["type"]
+            if "partial_rotary_factor" not in r and partial is not None:
+                r["partial_rotary_factor"] = partial
+            if "original_max_position_embeddings" not in r and orig_ctx is not None:
+                r["original_max_position_embeddings"] = orig_ctx
+
+    # -- config ---------------------------------------------------------------------------------
+
+    @classmethod
+    def complete_hparams(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """config.json with transformers' defaults for what it omits (llama.cpp reads
+        `AutoConfig.to_dict()`); subclasses add derived values."""
+        hp = {**cls.hparam_defaults, **config}
+        if isinstance(hp.get("text_config"), dict):
+            hp = {**hp, **hp["text_config"]}
+        if hp.get("num_key_value_heads") is None and hp.get("num_attention_heads") is not None:
+            hp["num_key_value_heads"] = hp["num_attention_heads"]
+        return hp
+
+    def find_hparam(self, keys: Iterable[str], optional: bool = False) -> Any:
+        for k in keys:
+            if k in self.hparams:
+                return self.hparams[k]
+        if optional:
+            return None
+        raise InputError(f"{self.hf_dir / 'config.json'}: none of {list(keys)} is set")
+
+    # -- names ------------------------------------------------------------------------------------
+
+    def _expand_tensor_map(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for hf, gg in self.tensor_map.items():
+            if "{bid}" in hf:
+                for bid in range(self.block_count):
+                    out[hf.format(bid=bid)] = gg.format(bid=bid)
+            else:
+                out[hf] = gg
+        return out
+
+    def map_tensor_name(self, name: str, suffixes: tuple[str, ...] = (".weight", ".bias")) -> str:
+        """GGUF name of an HF tensor; an unmappable tensor is an error, never dropped."""
+        if name in self._names:
+            return self._names[name]
+        for suffix in suffixes:
+            if name.endswith(suffix) and (base := name[: -len(suffix)]) in self._names:
+                return self._names[base] + suffix
+        raise UnsupportedError(f"{self.hf_dir}: cannot map tensor {name!r} of {self.hf_arch} to a GGUF name "
+                               f"(the {self.model_arch} converter knows "
+                               f"{', '.join(sorted({h.replace('{bid}', 'N') for h in self.tensor_map}))})")
+
+    def gguf_name(self, template: str, bid: int | None = None, suffix: str = ".weight") -> str:
+        return template.format(bid=bid) + suffix
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    def filter_tensors(self, name: str) -> str | None:
+        """Rename or drop (None) a checkpoint tensor before conversion; text models skip
+        multimodal towers as llama.cpp does."""
+        if name.startswith(("mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger.", "resampler.")) or any(
+                s in name for s in ("visual.", "vision.", "audio.", "vision_", "audio_", "projector.",
+                                    "multi_modal_projector", "patch_embed")):
+            return None
+        if name.endswith("e_score_correction_bias"):
+            name = name.replace("e_score_correction_bias", "e_score_correction.bias")
+        return name.replace("language_model.", "")
+
+    def modify_tensors(self, t: LazyTensor, name: str, bid: int | None) -> Iterator[tuple[str, LazyTensor]]:
+        yield self.map_tensor_name(name), t
+
+    def generate_extra_tensors(self) -> Iterable[tuple[str, LazyTensor]]:
+        return ()
+
+    def finish_tensors(self) -> None:
+        """Called after the last tensor: buffered (expert) tensors left over are an error."""
+
+    def set_early_parameters(self, kv: KVStore) -> None:
+        """Keys llama.cpp adds while preparing tensors, so they land right after the architecture."""
+
+    def set_gguf_parameters(self, kv: KVStore) -> None:
+        """The generic `<arch>.*` hyperparameters (llama.cpp's `TextModel.set_gguf_parameters`)."""
+        kv.u32(KL.BLOCK_COUNT, self.block_count)
+        if (n_ctx := self.find_hparam(["max_position_embeddings", "n_ctx", "n_positions", "max_length",
+                                       "max_sequence_length", "model_max_length"], optional=True)) is not None:
+            kv.u32(KL.CONTEXT_LENGTH, n_ctx)
+        if (n_embd := self.find_hparam(["hidden_size", "n_embd", "dim"], optional=True)) is not None:
+            kv.u32(KL.EMBEDDING_LENGTH, n_embd)
+        if (n_ff := self.find_hparam(["prefix_dense_intermediate_size", "dense_intermediate_size",
+                                      "intermediate_size", "n_inner", "hidden_dim"], optional=True)) is not None:
+            kv.u32(KL.FEED_FORWARD_LENGTH, n_ff)
+        if (n_head := self.find_hparam(["num_attention_heads", "n_head", "n_heads"], optional=True)) is not None:
+            kv.u32(KA.HEAD_COUNT, n_head)
+        if (n_head_kv := self.find_hparam(["num_key_value_heads", "n_kv_heads"], optional=True)) is not None:
+            kv.u32(KA.HEAD_COUNT_KV, n_head_kv)
+        if self.hparams.get("is_causal") is False:
+            kv.bool(KA.CAUSAL, False)
+        rope = self.rope_parameters.get("full_attention", self.rope_parameters)
+        if (rope_type := rope.get("rope_type")) is not None:
+            factor = rope.get("factor")
+            if rope_type == "linear" and factor is not None:
+                kv.str(KR.SCALING_TYPE, "linear")
+                kv.f32(KR.SCALING_FACTOR, factor)
+            elif rope_type == "yarn" and factor is not None:
+                kv.str(KR.SCALING_TYPE, "yarn")
+                kv.f32(KR.SCALING_FACTOR, factor)
+                kv.u32(KR.SCALING_ORIG_CTX_LEN, rope["original_max_position_embeddings"])
+                for key, names in ((KR.SCALING_YARN_EXT_FACTOR, ("extrapolation_factor",)),
+                                   (KR.SCALING_YARN_ATTN_FACTOR, ("attention_factor", "attn_factor")),
+                                   (KR.SCALING_YARN_BETA_FAST, ("beta_fast",)),
+                                   (KR.SCALING_YARN_BETA_SLOW, ("beta_slow",))):
+                    v = next((rope[n] for n in names if rope.get(n) is not None), None)
+                    if v is not None:
+                        kv.f32(key, v)
+            elif rope_type in ("su", "longrope"):
+                kv.str(KR.SCALING_TYPE, "longrope")
+            elif rope_type not in ("dynamic", "default") and rope_type.lower() != "llama3":
+                logger.warning("unknown RoPE type %r ignored", rope_type)
+        if (theta := rope.get("rope_theta")) is not None:
+            kv.f32(KR.FREQ_BASE, theta)
+        if (local := self.rope_parameters.get("sliding_attention", {}).get("rope_theta")) is not None:
+            kv.f32(KR.FREQ_BASE_SWA, local)
+        if (eps := self.find_hparam(["rms_norm_eps", "norm_eps"], optional=True)) is not None:
+            kv.f32(KA.LAYERNORM_RMS_EPS, eps)
+        if (eps := self.find_hparam(["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"],
+                                    optional=True)) is not None:
+            kv.f32(KA.LAYERNORM_EPS, eps)
+        if (n := self.find_hparam(["num_local_experts", "num_experts", "n_routed_experts"],
+                                  optional=True)) is not None:
+            kv.u32(KL.EXPERT_COUNT, n)
+        if (n := self.find_hparam(["num_experts_per_tok", "num_experts_per_token", "top_k_experts"],
+                                  optional=True)) is not None:
+            kv.u32(KL.EXPERT_USED_COUNT, n)
+        if (score := self.find_hparam(["score_function", "scoring_func", "score_func"], optional=True)) is not None:
+            funcs = {"softmax": 1, "sigmoid": 2}
+            if score not in funcs:
+                raise UnsupportedError(f"{self.hf_dir}: expert gating function {score!r}; supported: softmax, sigmoid")
+            kv.u32(KL.EXPERT_GATING_FUNC, funcs[score])
+        if (head_dim := self.hparams.get("head_dim")) is not None:
+            kv.u32(KA.KEY_LENGTH, head_dim)
+            kv.u32(KA.VALUE_LENGTH, head_dim)
+        kv.u32(gguf.Keys.General.FILE_TYPE, self.ftype)
+
+    def set_vocab(self, kv: KVStore) -> None:
+        V.write_gpt2_vocab(kv, self.hf_dir, self.hparams.get("vocab_size"))
+
+    # -- helpers for subclasses -----------------------------------------------------------------
+
+    def stack_experts(self, buffers: dict[int, dict[str, LazyTensor]], bid: int, name: str, t: LazyTensor,
+                      n_experts: int, names: Iterable[tuple[str, str]]) -> Iterator[tuple[str, LazyTensor]]:
+        """Buffer per-expert tensors of block `bid`; once all `len(names) * n_experts` arrived,
+        yield one stacked tensor per (HF template with {xid}, merged HF name) in `names` order."""
+        names = list(names)
+        layer = buffers.setdefault(bid, {})
+        layer[name] = t
+        if len(layer) < n_experts * len(names):
+            return
+        for template, merged in names:
+            parts = [layer.pop(template.format(bid=bid, xid=x)) for x in range(n_experts)]
+            yield self.map_tensor_name(merged.format(bid=bid)), LazyTensor.stack(parts)
+
+    def check_buffers_empty(self, buffers: dict[int, dict[str, LazyTensor]]) -> None:
+        left = [k for d in buffers.values() for k in d]
+        if left:
+            raise InputError(f"{self.hf_dir}: expert tensors left unmerged (an expert is missing?): {left[:6]}")

@@ -1,0 +1,366 @@
+"""`convert()`: plan the output from headers, write the GGUF header, stream the tensors.
+
+Output types:
+- `f32`, `f16`, `bf16`, `q8_0`, `auto`: llama.cpp converter's `--outtype` (norms, 1-D tensors,
+  biases and routers stay F32; `auto` picks bf16/f16 from the first 2-D checkpoint tensor);
+- any llama-quantize type (`Q4_K_M`, `IQ4_XS`, `Q6_K`, ...): converted and quantized in one pass
+  with llama-quantize's per-tensor rules (`llmtk.quant_rules`), as if converting to `auto` and
+  then running llama-quantize on the result.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import gguf
+import numpy as np
+
+from llmtk.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType
+from llmtk.errors import InputError, LlmtkError, ShapeError, UnsupportedError
+
+from .base import ALWAYS_F32, SKIPPED_SUFFIXES, ModelConverter, PlannedTensor
+from .kv import KVStore
+from .metadata import default_file_name, load_metadata
+from .source import Checkpoint, LazyTensor, open_checkpoint
+
+logger = logging.getLogger(__name__)
+
+# llama.cpp converter's --outtype -> (file type, tensor type of the weights)
+CONVERT_OUTTYPES: dict[str, tuple[LlamaFileType, GGMLType | None]] = {
+    "f32": (LlamaFileType.ALL_F32, GGMLType.F32),
+    "f16": (LlamaFileType.MOSTLY_F16, GGMLType.F16),
+    "bf16": (LlamaFileType.MOSTLY_BF16, GGMLType.BF16),
+    "q8_0": (LlamaFileType.MOSTLY_Q8_0, GGMLType.Q8_0),
+    "auto": (LlamaFileType.GUESSED, None),
+}
+
+
+@dataclass
+class OutType:
+    """A resolved --outtype: the file type, and either one weight type or a quantize mix."""
+
+    name: str
+    ftype: LlamaFileType
+    weight_type: GGMLType | None
+    mix: Any = None  # llmtk.quant_rules.FileType for llama-quantize types
+
+    @property
+    def label(self) -> str:
+        """The encoding part of llama.cpp's default file name ('F16', 'Q8_0', 'Q4_K_M')."""
+        if self.mix is not None:
+            return self.mix.name
+        return self.ftype.name.partition("_")[2]
+
+
+def parse_outtype(outtype: str) -> OutType:
+    low = outtype.lower()
+    if low in CONVERT_OUTTYPES:
+        ftype, wt = CONVERT_OUTTYPES[low]
+        return OutType(low, ftype, wt)
+    from llmtk.quant_rules import FILE_TYPES, parse_file_type
+
+    ft = parse_file_type(outtype)
+    if ft is None or ft.name == "COPY" or outtype.isdigit():
+        raise InputError(f"unknown --outtype {outtype!r}; valid: {', '.join(CONVERT_OUTTYPES)} or a quantize "
+                         f"type ({', '.join(n for n in FILE_TYPES if n != 'COPY')})")
+    return OutType(ft.name, ft.ftype, None, ft)
+
+
+def supported_architectures() -> list[str]:
+    from . import ARCHITECTURES
+    return sorted(ARCHITECTURES)
+
+
+def converter_class(hf_arch: str) -> type[ModelConverter]:
+    """The converter registered for an HF architecture name, importing its module lazily."""
+    import importlib
+
+    from . import ARCHITECTURES
+    if hf_arch not in ARCHITECTURES:
+        raise UnsupportedError(f"architecture {hf_arch!r} is not supported; llmtk converts "
+                               + ", ".join(sorted(ARCHITECTURES)))
+    module = importlib.import_module(f"llmtk.converters.{ARCHITECTURES[hf_arch]}")
+    return module.CONVERTERS[hf_arch]
+
+
+def load_config(hf_dir: Path) -> tuple[dict[str, Any], str]:
+    path = hf_dir / "config.json"
+    if not path.is_file():
+        raise InputError(f"{hf_dir}: no config.json (is this a Hugging Face model folder?)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    archs = config.get("architectures") or (config.get("text_config") or {}).get("architectures")
+    if not archs or not isinstance(archs, list):
+        raise InputError(f"{path}: has no 'architectures' list naming the model class")
+    return config, archs[0]
+
+
+def _bid(name: str) -> int | None:
+    return next((int(p) for p in name.split(".") if p.isdecimal()), None)
+
+
+def _match_always_f32(name: str, bid: int | None) -> bool:
+    for tpl in ALWAYS_F32:
+        if "{bid}" in tpl:
+            if bid is not None and name == tpl.format(bid=bid) + ".weight":
+                return True
+        elif bid is None and name == tpl + ".weight":
+            return True
+    return False
+
+
+def _auto_ftype(conv: ModelConverter, ckpt: Checkpoint) -> LlamaFileType:
+    """llama.cpp's heuristic: the dtype of the first checkpoint tensor with 2+ dimensions."""
+    for name, t in ckpt.tensors.items():
+        if conv.filter_tensors(name) is None or t.ndim < 2:
+            continue
+        if t.dtype == "BF16":
+            return LlamaFileType.MOSTLY_BF16
+        if t.dtype == "F16":
+            return LlamaFileType.MOSTLY_F16
+    return LlamaFileType.MOSTLY_F16
+
+
+def _convert_type(name: str, shape: tuple[int, ...], bid: int | None, ftype: LlamaFileType) -> GGMLType:
+    """llama.cpp converter's choice for one tensor (prepare_tensors)."""
+    if len(shape) <= 1 or name.endswith("_norm.weight"):
+        return GGMLType.F32
+    if _match_always_f32(name, bid) or name[-7:] not in (".weight", ".lora_a", ".lora_b"):
+        return GGMLType.F32
+    wt = {LlamaFileType.ALL_F32: GGMLType.F32, LlamaFileType.MOSTLY_F16: GGMLType.F16,
+          LlamaFileType.MOSTLY_BF16: GGMLType.BF16, LlamaFileType.MOSTLY_Q8_0: GGMLType.Q8_0}[ftype]
+    if shape[-1] % GGML_TYPE_TRAITS[wt].block_size:
+        logger.warning("%s: row of %d is not a multiple of %s block size %d, falling back to F16", name,
+                       shape[-1], wt.name, GGML_TYPE_TRAITS[wt].block_size)
+        return GGMLType.F16
+    return wt
+
+
+def plan_tensors(conv: ModelConverter, ckpt: Checkpoint) -> list[PlannedTensor]:
+    """Every output tensor with its lazy data, from the headers alone; types are set later."""
+    items: list[tuple[str, LazyTensor]] = list(conv.generate_extra_tensors())
+    for name, t in ckpt.tensors.items():
+        new = conv.filter_tensors(name)
+        if new is not None:
+            items.append((new, t))
+    planned: list[PlannedTensor] = []
+    seen: set[str] = set()
+    for name, t in items:
+        if name.endswith(SKIPPED_SUFFIXES):
+            continue
+        bid = _bid(name)
+        for new_name, data in conv.modify_tensors(t, name, bid):
+            if new_name in seen:
+                raise InputError(f"{conv.hf_dir}: two checkpoint tensors map to GGUF tensor {new_name!r}")
+            seen.add(new_name)
+            planned.append(PlannedTensor(new_name, data, GGMLType.F32, name, bid))
+    conv.finish_tensors()
+    return planned
+
+
+def parameter_counts(planned: Sequence[PlannedTensor]) -> tuple[int, int, int, int]:
+    """(total, shared, per-expert, n_expert) as gguf-py's `get_total_parameter_count` counts."""
+    total = shared = expert = expert_sum = n_expert_tensors = 0
+    for p in planned:
+        shape = p.data.shape
+        size = int(np.prod(shape, dtype=np.int64))
+        if "_exps." in p.name and len(shape) >= 3:
+            n = shape[-2 if ".bias" in p.name else -3]
+            expert += size // n
+            expert_sum += n
+            n_expert_tensors += 1
+        else:
+            shared += size
+        total += size
+    return total, shared, expert, (expert_sum // n_expert_tensors if n_expert_tensors else 0)
+
+
+def _apply_mix(planned: list[PlannedTensor], kv: KVStore, out: OutType, base: LlamaFileType,
+               has_imatrix: bool) -> None:
+    """Choose each tensor's type with llama-quantize's rules, as if quantizing the `auto` output."""
+    from llmtk.quant_rules import ModelInfo, llama_order, plan_types
+
+    src = {p.name: _convert_type(p.name, p.data.shape, p.bid, base) for p in planned}
+    by_name = {p.name: p for p in planned}
+    order = llama_order(by_name)
+    kv_values = {k: v[0] for k, v in kv}
+    plan = plan_types([(n, tuple(reversed(by_name[n].data.shape)), src[n]) for n in order],
+                      ModelInfo.from_kv(kv_values), out.mix, has_imatrix=has_imatrix)
+    for choice in plan:
+        if choice.requires_imatrix and not has_imatrix:
+            raise InputError(f"--outtype {out.name}: tensor {choice.name} becomes {choice.dst_type.name}, which "
+                             "needs an importance matrix (--imatrix)")
+        if choice.fallback:
+            logger.warning(choice.fallback)
+        by_name[choice.name].qtype = choice.dst_type
+
+
+def _bf16_bits(x: np.ndarray) -> np.ndarray:
+    """ggml_compute_fp32_to_bf16: round to nearest even on the bits, NaNs made quiet."""
+    n = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    n = np.where((n & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000),
+                 (n & np.uint32(0xFFFF0000)) | np.uint32(0x400000), n)
+    return ((n + (np.uint32(0x7FFF) + ((n >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)).astype(np.uint16)
+
+
+def encode(x: np.ndarray, qtype: GGMLType, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """A tensor's bytes in `qtype`: floats by NumPy as llama.cpp's converter rounds them, every
+    quantized type through `llmtk.kernels.quantize` (per expert for 3-D tensors)."""
+    if qtype == GGMLType.F32:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if qtype == GGMLType.F16:
+        return np.ascontiguousarray(x.astype(np.float16, copy=False))
+    if qtype == GGMLType.BF16:
+        return _bf16_bits(x)
+    from llmtk.kernels import quantize
+
+    cols = x.shape[-1]
+    if x.ndim == 3 and imatrix is not None and imatrix.size == x.shape[0] * cols:
+        return np.concatenate([quantize(x[e].reshape(-1, cols), qtype, imatrix[e * cols:(e + 1) * cols])
+                               for e in range(x.shape[0])])
+    if imatrix is not None and imatrix.size != cols:
+        imatrix = imatrix[:cols] if imatrix.size % cols == 0 else None
+    return quantize(x.reshape(-1, cols), qtype, imatrix)
+
+
+def _load_imatrix(imatrix: Any) -> tuple[dict[str, np.ndarray] | None, Any]:
+    if imatrix is None:
+        return None, None
+    if isinstance(imatrix, dict):
+        return {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in imatrix.items()}, None
+    from llmtk.imatrix_file import read_imatrix
+
+    im = read_imatrix(imatrix) if isinstance(imatrix, (str, os.PathLike)) else imatrix
+    return im.means(), im
+
+
+def _progress(total_bytes: int, n_tensors: int, enabled: bool):
+    """A rich progress bar over bytes with a tensor counter, on stderr (or a no-op)."""
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("[bold]convert[/]"), BarColumn(), DownloadColumn(),
+                    TextColumn("{task.fields[tensors]}/" + str(n_tensors) + " tensors"), TimeRemainingColumn(),
+                    TextColumn("{task.fields[name]}"), console=Console(stderr=True), transient=True)
+    prog.start()
+    task = prog.add_task("convert", total=total_bytes, tensors=0, name="")
+    return prog, task
+
+
+def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None, outtype: str = "f16", *,
+            vocab_only: bool = False, imatrix: Any = None, progress: bool = True,
+            model_name: str | None = None) -> Path:
+    """Convert a Hugging Face checkpoint folder to GGUF, tensor-identical to llama.cpp's converter.
+
+    `out_path` may be a file, a folder (llama.cpp's default name is used inside it) or None (the
+    default name inside `hf_dir`, as llama.cpp does); a `{ftype}` in the name is filled in.
+    Returns the path written. Nothing is left behind on failure.
+    """
+    hf_dir = Path(hf_dir)
+    if not hf_dir.is_dir():
+        raise InputError(f"{hf_dir}: not a directory (expected a Hugging Face model folder)")
+    config, hf_arch = load_config(hf_dir)
+    cls = converter_class(hf_arch)
+    out = parse_outtype(outtype)
+    conv = cls(hf_dir, cls.complete_hparams(config), hf_arch)
+    imat, imat_obj = _load_imatrix(imatrix)
+    if imat is not None and out.mix is None and out.weight_type in (GGMLType.F32, GGMLType.F16, GGMLType.BF16):
+        logger.warning("--imatrix has no effect on float output types")
+
+    ckpt = None
+    planned: list[PlannedTensor] = []
+    try:
+        if not vocab_only or out.ftype == LlamaFileType.GUESSED:
+            ckpt = open_checkpoint(hf_dir)
+        base = out.ftype
+        if out.mix is not None or out.ftype == LlamaFileType.GUESSED:
+            base = _auto_ftype(conv, ckpt) if ckpt is not None else LlamaFileType.MOSTLY_F16
+        conv.ftype = base if out.mix is None else out.ftype
+        if not vocab_only:
+            planned = plan_tensors(conv, ckpt)
+
+        total, shared, expert, n_expert = parameter_counts(planned)
+        md = load_metadata(hf_dir, total, shared, expert, n_expert, model_name)
+        kv = KVStore(conv.model_arch)
+        kv.str(gguf.Keys.General.ARCHITECTURE, conv.model_arch)
+        conv.set_early_parameters(kv)
+        kv.str(gguf.Keys.General.TYPE, "model")
+        md.write(kv)
+        conv.set_gguf_parameters(kv)
+        kv.u32(gguf.Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION)
+        conv.set_vocab(kv)
+
+        if out.mix is not None:
+            _apply_mix(planned, kv, out, base, imat is not None)
+            if imat_obj is not None:
+                kv.str("quantize.imatrix.file", str(imatrix))
+                if getattr(imat_obj, "datasets", None):
+                    kv.str("quantize.imatrix.dataset", imat_obj.datasets[0])
+                kv.i32("quantize.imatrix.entries_count", len(imat))
+                if getattr(imat_obj, "chunk_count", 0):
+                    kv.i32("quantize.imatrix.chunks_count", imat_obj.chunk_count)
+        else:
+            for p in planned:
+                p.qtype = _convert_type(p.name, p.data.shape, p.bid, base)
+
+        dest = _output_path(out_path, hf_dir, md, out.label if out.ftype != LlamaFileType.GUESSED
+                            else OutType("", base, None).label, vocab_only)
+        return _write(dest, kv, planned, imat, progress)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+
+
+def _output_path(out_path: str | os.PathLike | None, hf_dir: Path, md, label: str, vocab_only: bool) -> Path:
+    target = Path(out_path) if out_path is not None else hf_dir
+    if target.is_dir():
+        return target / default_file_name(md, label, vocab_only)
+    name = target.name
+    if "{" in name:
+        low, up = label.lower(), label.upper()
+        try:
+            name = name.format(low, outtype=low, ftype=low, OUTTYPE=up, FTYPE=up)
+        except (IndexError, KeyError) as e:
+            raise InputError(f"{target}: bad template field {e} in the output name") from None
+    return target.with_name(name)
+
+
+def _write(dest: Path, kv: KVStore, planned: list[PlannedTensor], imat: dict[str, np.ndarray] | None,
+           progress: bool) -> Path:
+    from llmtk.gguf_file import GGUFWriter
+
+    inputs = []
+    with GGUFWriter(dest, inputs=inputs) as w:
+        for key, (value, vtype, item) in kv:
+            w.add_kv(key, value, vtype, item)
+        for p in planned:
+            w.add_tensor_info(p.name, p.data.shape, p.qtype, p.n_bytes)
+        total = sum(p.n_bytes for p in planned)
+        bar = _progress(total, len(planned), progress and total > 0)
+        try:
+            for i, p in enumerate(planned):
+                x = p.data.numpy()
+                im = imat.get(p.name) if imat is not None and GGML_TYPE_TRAITS[p.qtype].is_quantized else None
+                try:
+                    data = encode(x, p.qtype, im)
+                except LlmtkError as e:
+                    raise type(e)(f"tensor {p.name}: {e}") from None
+                del x
+                w.write_tensor(p.name, data)
+                del data
+                if bar is not None:
+                    bar[0].update(bar[1], advance=p.n_bytes, tensors=i + 1, name=p.name)
+                logger.info("%-32s %s -> %s, shape = {%s}", p.name + ",", p.data.dtype, p.qtype.name,
+                            ", ".join(str(d) for d in reversed(p.data.shape)))
+        finally:
+            if bar is not None:
+                bar[0].stop()
+    return dest
