@@ -755,6 +755,378 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, is_s):
                 y[so + ib // 2] |= l << 4
 
 
+# ---------------------------------------------------------------------------------------------
+# IQ1_S, IQ1_M
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _stable_argsort(x, xo, n, idx):
+    """Indices of x[xo:xo+n] in ascending order, equal values (also -0.0 and 0.0) kept in index
+    order: what glibc's qsort (a merge sort for arrays this small) gives ggml's iq1_sort_helper."""
+    for j in range(n):
+        idx[j] = j
+    for j in range(1, n):
+        key = idx[j]
+        v = x[xo + key]
+        i = j - 1
+        while i >= 0 and x[xo + idx[i]] > v:
+            idx[i + 1] = idx[i]
+            i -= 1
+        idx[i + 1] = key
+
+
+@njit(cache=True, inline="always")
+def _find_best_neighbour2(neigh, u_entry, levels, x, xo, weight, wo, scale, xg, L, lo):
+    """iq1_find_best_neighbour2: nearest listed neighbour, distances weighted by `weight`, grid
+    levels mapped through the shifted values `xg`; writes its levels into L[lo:lo+8]."""
+    off = -u_entry - 1
+    n = np.int64(neigh[off])
+    best_score = FLT_MAX
+    grid_index = -1
+    for j in range(1, n + 1):
+        g = np.int64(neigh[off + j])
+        d2 = F32(0.0)
+        for i in range(8):
+            q = xg[levels[g, i]]
+            w = weight[wo + i]
+            diff = scale * q - x[xo + i]
+            d2 += w * diff * diff
+        if d2 < best_score:
+            best_score = d2
+            grid_index = g
+    if grid_index < 0:
+        # only when every distance is NaN or overflows; ggml then scans the whole grid, reading
+        # xval[i] with the grid index i (past the group of 8: further along the input row)
+        for gi in range(levels.shape[0]):
+            d2 = F32(0.0)
+            xi = xo + gi
+            xv = x[xi] if xi < x.shape[0] else F32(0.0)
+            for j in range(8):
+                w = weight[wo + j]
+                q = xg[levels[gi, j]]
+                diff = scale * q - xv
+                d2 += w * diff * diff
+            if d2 < best_score:
+                best_score = d2
+                grid_index = gi
+        if grid_index < 0:
+            grid_index = 0
+    for i in range(8):
+        L[lo + i] = levels[grid_index, i]
+    return grid_index
+
+
+@njit(cache=True, error_model="numpy")
+def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh):
+    """quantize_row_iq1_s_impl for one row (imatrix required)."""
+    block_size = 32
+    x_p = np.array([F32(-1.0) + IQ1S_DELTA, IQ1S_DELTA, F32(1.0) + IQ1S_DELTA], dtype=np.float32)
+    x_m = np.array([F32(-1.0) - IQ1S_DELTA, -IQ1S_DELTA, F32(1.0) - IQ1S_DELTA], dtype=np.float32)
+    nbl = x.shape[0] // QK_K
+    scales = np.zeros(8, dtype=np.float32)
+    weight = np.zeros(32, dtype=np.float32)
+    sumx = np.zeros(33, dtype=np.float32)
+    sumw = np.zeros(33, dtype=np.float32)
+    idx = np.zeros(32, dtype=np.int64)
+    L = np.zeros(32, dtype=np.int8)
+    index = np.zeros(4, dtype=np.int64)
+    shifts = np.zeros(8, dtype=np.int64)
+    for ibl in range(nbl):
+        yo = ibl * 50
+        y[yo:yo + 50] = 0
+        max_scale = F32(0.0)
+        xo = QK_K * ibl
+        sigma2 = F32(2.0) * _sum_sq(x, xo) / F32(QK_K)
+        for ib in range(8):
+            xb = xo + block_size * ib
+            for i in range(block_size):
+                weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            vmax = abs(x[xb])
+            for i in range(1, block_size):
+                vmax = _vmax(vmax, abs(x[xb + i]))
+            if vmax < GROUP_MAX_EPS_IQ1_S:
+                scales[ib] = F32(0.0)
+                shifts[ib] = 1
+                L[:] = 1
+                continue
+            _stable_argsort(x, xb, block_size, idx)
+            sumx[0] = F32(0.0)
+            sumw[0] = F32(0.0)
+            for j in range(block_size):
+                i = idx[j]
+                sumx[j + 1] = sumx[j] + weight[i] * x[xb + i]
+                sumw[j + 1] = sumw[j] + weight[i]
+            best_score = -FLT_MAX
+            scale = vmax
+            besti1 = -1
+            besti2 = -1
+            best_shift = 0
+            for i1 in range(block_size + 1):
+                for i2 in range(i1, block_size + 1):
+                    sumqx = ((sumx[i1] - sumx[0]) * x_p[0] + (sumx[i2] - sumx[i1]) * x_p[1]
+                             + (sumx[block_size] - sumx[i2]) * x_p[2])
+                    sumq2 = ((sumw[i1] - sumw[0]) * x_p[0] * x_p[0] + (sumw[i2] - sumw[i1]) * x_p[1] * x_p[1]
+                             + (sumw[block_size] - sumw[i2]) * x_p[2] * x_p[2])
+                    if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
+                        scale = sumqx / sumq2
+                        best_score = scale * sumqx
+                        besti1 = i1
+                        besti2 = i2
+                        best_shift = 1
+                    sumqx = ((sumx[i1] - sumx[0]) * x_m[0] + (sumx[i2] - sumx[i1]) * x_m[1]
+                             + (sumx[block_size] - sumx[i2]) * x_m[2])
+                    sumq2 = ((sumw[i1] - sumw[0]) * x_m[0] * x_m[0] + (sumw[i2] - sumw[i1]) * x_m[1] * x_m[1]
+                             + (sumw[block_size] - sumw[i2]) * x_m[2] * x_m[2])
+                    if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
+                        scale = sumqx / sumq2
+                        best_score = scale * sumqx
+                        besti1 = i1
+                        besti2 = i2
+                        best_shift = -1
+            if besti1 < 0 or besti2 < 0 or best_shift == 0:
+                scales[ib] = F32(0.0)
+                shifts[ib] = 1
+                L[:] = 1
+                continue
+            for j in range(besti1):
+                L[idx[j]] = 0
+            for j in range(besti1, besti2):
+                L[idx[j]] = 1
+            for j in range(besti2, block_size):
+                L[idx[j]] = 2
+            if scale < F32(0.0):
+                for j in range(block_size):
+                    L[j] = 2 - L[j]
+                scale = -scale
+                best_shift = -best_shift
+            all_on_grid = True
+            xx = x_p if best_shift == 1 else x_m
+            for k in range(4):
+                gi = kmap[_pack_u(L, 8 * k, 8, 2)]
+                if gi < 0:
+                    all_on_grid = False
+                    gi = _find_best_neighbour2(neigh, gi, levels, x, xb + 8 * k, weight, 8 * k, scale, xx, L, 8 * k)
+                index[k] = gi
+            if not all_on_grid:
+                sumqx = F32(0.0)
+                sumq2 = F32(0.0)
+                for k in range(4):
+                    for j in range(8):
+                        w = weight[8 * k + j]
+                        q = xx[levels[index[k], j]]
+                        sumqx += w * q * x[xb + 8 * k + j]
+                        sumq2 += w * q * q
+                if sumqx > F32(0.0) and sumq2 > F32(0.0):
+                    scale = sumqx / sumq2
+            h = 0
+            for k in range(4):
+                y[yo + 2 + 4 * ib + k] = index[k] & 255
+                h |= (index[k] >> 8) << (3 * k)
+            put_u16(y, yo + 34 + 2 * ib, h)
+            scales[ib] = scale
+            shifts[ib] = best_shift
+            max_scale = _vmax(max_scale, scale)
+        if max_scale == F32(0.0):
+            continue
+        d = max_scale / F32(15.0)
+        put_u16(y, yo, fp32_to_fp16(d * F32(1.125)))
+        id_ = F32(1.0) / d
+        for ib in range(8):
+            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+            l = max(0, min(7, l))
+            if shifts[ib] == -1:
+                l |= 8
+            put_u16(y, yo + 34 + 2 * ib, get_u16(y, yo + 34 + 2 * ib) | (l << 12))
+
+
+@njit(cache=True, error_model="numpy")
+def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh):
+    """quantize_row_iq1_m_impl for one row (block_iq1_m, 56 bytes: qs:32 qh:16 scales:8)."""
+    block_size = 16
+    x_p = np.array([F32(-1.0) + IQ1M_DELTA, IQ1M_DELTA, F32(1.0) + IQ1M_DELTA], dtype=np.float32)
+    x_m = np.array([F32(-1.0) - IQ1M_DELTA, -IQ1M_DELTA, F32(1.0) - IQ1M_DELTA], dtype=np.float32)
+    masks = np.array([0x00, 0x80, 0x08, 0x88], dtype=np.int64)
+    nbl = x.shape[0] // QK_K
+    scales = np.zeros(16, dtype=np.float32)
+    weight = np.zeros(16, dtype=np.float32)
+    idx = np.zeros(16, dtype=np.int64)
+    L = np.zeros(16, dtype=np.int8)
+    index = np.zeros(2, dtype=np.int64)
+    shifts = np.zeros(16, dtype=np.int64)
+    px = np.zeros((2, 17), dtype=np.float32)
+    pw = np.zeros((2, 17), dtype=np.float32)
+    sumqx = np.zeros(4, dtype=np.float32)
+    sumq2 = np.zeros(4, dtype=np.float32)
+    qx_p = np.zeros(2, dtype=np.float32)
+    qx_m = np.zeros(2, dtype=np.float32)
+    q2_p = np.zeros(2, dtype=np.float32)
+    q2_m = np.zeros(2, dtype=np.float32)
+    sc = np.zeros(4, dtype=np.int64)
+    p2 = x_p[2]
+    m2 = x_m[2]
+    cp1 = x_p[0] * x_p[0] - x_p[1] * x_p[1]
+    cp2 = x_p[1] * x_p[1] - x_p[2] * x_p[2]
+    cm1 = x_m[0] * x_m[0] - x_m[1] * x_m[1]
+    cm2 = x_m[1] * x_m[1] - x_m[2] * x_m[2]
+    for ibl in range(nbl):
+        yo = ibl * 56
+        y[yo:yo + 56] = 0
+        max_scale = F32(0.0)
+        xo = QK_K * ibl
+        sigma2 = F32(2.0) * _sum_sq(x, xo) / F32(QK_K)
+        for ib in range(16):
+            xb = xo + block_size * ib
+            if has_qw:
+                for i in range(block_size):
+                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            else:
+                for i in range(block_size):
+                    weight[i] = x[xb + i] * x[xb + i]
+            vmax = abs(x[xb])
+            for i in range(1, block_size):
+                vmax = _vmax(vmax, abs(x[xb + i]))
+            if vmax < GROUP_MAX_EPS_IQ1_M:
+                scales[ib] = F32(0.0)
+                shifts[ib] = 0
+                L[:] = 1
+                continue
+            _stable_argsort(x, xb, block_size, idx)
+            best_score = -FLT_MAX
+            scale = vmax
+            besti1 = -1
+            besti2 = -1
+            best_k = -1
+            # prefix sums per half of the block: each half may use its own shift (x_p or x_m)
+            px[0, 0] = F32(0.0)
+            px[1, 0] = F32(0.0)
+            pw[0, 0] = F32(0.0)
+            pw[1, 0] = F32(0.0)
+            for j in range(block_size):
+                i = idx[j]
+                h = 0 if i < block_size // 2 else 1
+                px[h, j + 1] = px[h, j] + weight[i] * x[xb + i]
+                px[1 - h, j + 1] = px[1 - h, j]
+                pw[h, j + 1] = pw[h, j] + weight[i]
+                pw[1 - h, j + 1] = pw[1 - h, j]
+            txs0 = px[0, block_size]
+            txs1 = px[1, block_size]
+            tws0 = pw[0, block_size]
+            tws1 = pw[1, block_size]
+            for i1 in range(block_size + 1):
+                for i2 in range(i1, block_size + 1):
+                    for h in range(2):
+                        txs = txs0 if h == 0 else txs1
+                        tws = tws0 if h == 0 else tws1
+                        sx = px[h, i1] + px[h, i2]
+                        qx_p[h] = txs * p2 - sx
+                        qx_m[h] = txs * m2 - sx
+                        q2_p[h] = tws * p2 * p2 + pw[h, i1] * cp1 + pw[h, i2] * cp2
+                        q2_m[h] = tws * m2 * m2 + pw[h, i1] * cm1 + pw[h, i2] * cm2
+                    sumqx[0] = qx_p[0] + qx_p[1]
+                    sumqx[1] = qx_p[0] + qx_m[1]
+                    sumqx[2] = qx_m[0] + qx_p[1]
+                    sumqx[3] = qx_m[0] + qx_m[1]
+                    sumq2[0] = q2_p[0] + q2_p[1]
+                    sumq2[1] = q2_p[0] + q2_m[1]
+                    sumq2[2] = q2_m[0] + q2_p[1]
+                    sumq2[3] = q2_m[0] + q2_m[1]
+                    for k in range(4):
+                        if sumq2[k] > F32(0.0) and sumqx[k] * sumqx[k] > best_score * sumq2[k]:
+                            scale = sumqx[k] / sumq2[k]
+                            best_score = scale * sumqx[k]
+                            besti1 = i1
+                            besti2 = i2
+                            best_k = k
+            if besti1 < 0 or besti2 < 0 or best_k < 0:
+                scales[ib] = F32(0.0)
+                shifts[ib] = 0
+                L[:] = 1
+                continue
+            for j in range(besti1):
+                L[idx[j]] = 0
+            for j in range(besti1, besti2):
+                L[idx[j]] = 1
+            for j in range(besti2, block_size):
+                L[idx[j]] = 2
+            if scale < F32(0.0):
+                for j in range(block_size):
+                    L[j] = 2 - L[j]
+                scale = -scale
+                best_k = 3 - best_k
+            all_on_grid = True
+            for k in range(2):
+                if k == 0:
+                    xx = x_p if best_k < 2 else x_m
+                else:
+                    xx = x_p if best_k % 2 == 0 else x_m
+                gi = kmap[_pack_u(L, 8 * k, 8, 2)]
+                if gi < 0:
+                    all_on_grid = False
+                    gi = _find_best_neighbour2(neigh, gi, levels, x, xb + 8 * k, weight, 8 * k, scale, xx, L, 8 * k)
+                index[k] = gi
+            if not all_on_grid:
+                sumqx_f = F32(0.0)
+                sumq2_f = F32(0.0)
+                for k in range(2):
+                    if k == 0:
+                        xx = x_p if best_k < 2 else x_m
+                    else:
+                        xx = x_p if best_k % 2 == 0 else x_m
+                    for j in range(8):
+                        w = weight[8 * k + j]
+                        q = xx[levels[index[k], j]]
+                        sumqx_f += w * q * x[xb + 8 * k + j]
+                        sumq2_f += w * q * q
+                if sumqx_f > F32(0.0) and sumq2_f > F32(0.0):
+                    scale = sumqx_f / sumq2_f
+            y[yo + 2 * ib] = index[0] & 255
+            y[yo + 2 * ib + 1] = index[1] & 255
+            y[yo + 32 + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4)
+            scales[ib] = scale
+            shifts[ib] = best_k
+            max_scale = _vmax(max_scale, scale)
+        if max_scale == F32(0.0):
+            continue
+        sc[:] = 0
+        d = max_scale / F32(15.0)
+        id_ = F32(1.0) / d
+        sumqx_f = F32(0.0)
+        sumq2_f = F32(0.0)
+        for ib in range(16):
+            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+            l = max(0, min(7, l))
+            sc[ib // 4] |= l << (3 * (ib % 4))
+            y[yo + 32 + ib] |= masks[shifts[ib]]
+            xb = xo + block_size * ib
+            if has_qw:
+                for i in range(block_size):
+                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            else:
+                for i in range(block_size):
+                    weight[i] = x[xb + i] * x[xb + i]
+            qh = np.int64(y[yo + 32 + ib])
+            for k in range(2):
+                if k == 0:
+                    xx = x_p if shifts[ib] < 2 else x_m
+                else:
+                    xx = x_p if shifts[ib] % 2 == 0 else x_m
+                g = np.int64(y[yo + 2 * ib + k]) + ((qh << (8 - 4 * k)) & 0x700)
+                for j in range(8):
+                    w = weight[8 * k + j]
+                    q = xx[levels[g, j]] * F32(2 * l + 1)
+                    sumqx_f += w * q * x[xb + 8 * k + j]
+                    sumq2_f += w * q * q
+        if sumq2_f > F32(0.0):
+            d = sumqx_f / sumq2_f
+        s = fp32_to_fp16(d * F32(1.1125))
+        sc[0] |= (s & 0x000F) << 12
+        sc[1] |= (s & 0x00F0) << 8
+        sc[2] |= (s & 0x0F00) << 4
+        sc[3] |= s & 0xF000
+        for i in range(4):
+            put_u16(y, yo + 48 + 2 * i, sc[i])
+
+
 _KIND = {"IQ2_XXS": 0, "IQ2_XS": 1, "IQ2_S": 2, "IQ3_XXS": 3, "IQ3_S": 4, "IQ1_S": 5, "IQ1_M": 6}
 
 
@@ -800,7 +1172,19 @@ def _quantize_iq2_s(x, qw, has_qw, out, levels, kmap, neigh):
         _q_iq2_xs_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, True)
 
 
-_QUANTIZE_ROWS = {"IQ2_XXS": _quantize_iq2_xxs, "IQ2_XS": _quantize_iq2_xs, "IQ2_S": _quantize_iq2_s, "IQ3_XXS": _quantize_iq3_xxs, "IQ3_S": _quantize_iq3_s}
+@njit(cache=True, parallel=True)
+def _quantize_iq1_s(x, qw, has_qw, out, levels, kmap, neigh):
+    for r in prange(x.shape[0]):
+        _q_iq1_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_iq1_m(x, qw, has_qw, out, levels, kmap, neigh):
+    for r in prange(x.shape[0]):
+        _q_iq1_m_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+
+
+_QUANTIZE_ROWS = {"IQ1_S": _quantize_iq1_s, "IQ1_M": _quantize_iq1_m, "IQ2_XXS": _quantize_iq2_xxs, "IQ2_XS": _quantize_iq2_xs, "IQ2_S": _quantize_iq2_s, "IQ3_XXS": _quantize_iq3_xxs, "IQ3_S": _quantize_iq3_s}
 
 
 def _quantizer(name: str):

@@ -13,6 +13,6 @@ def test_dequantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
     check_dequantize(ggml_quants, qtype, mode, case, cols)
 
 
-@parametrize_reference(["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"])
+@parametrize_reference(IQ_TYPES)
 def test_quantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
     check_quantize(ggml_quants, qtype, mode, case, cols)
