@@ -76,11 +76,15 @@ def _pretokenizer_regexes(pre: dict | None) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-def detect_pre(tokenizer_json: Path, hf_dir: Path) -> str:
-    """`tokenizer.ggml.pre`: llama.cpp's hash of the probe text's ids, else the regex fallback."""
+def _hf_tokenizer(tokenizer_json: Path):
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(tokenizer_json))
+    return Tokenizer.from_file(str(tokenizer_json))
+
+
+def detect_pre(tokenizer_json: Path, hf_dir: Path, tok=None) -> str:
+    """`tokenizer.ggml.pre`: llama.cpp's hash of the probe text's ids, else the regex fallback."""
+    tok = tok or _hf_tokenizer(tokenizer_json)
     ids = tok.encode(PROBE_TEXT, add_special_tokens=True).ids
     chkhsh = hashlib.sha256(str(ids).encode()).hexdigest()
     if chkhsh in PRE_BY_HASH:
@@ -156,10 +160,10 @@ def bpe_vocab(hf_dir: Path, vocab_size: int | None) -> tuple[list[str], list[int
     if vocab and max(vocab.values()) >= vocab_size:
         raise InputError(f"{tj_path}: token id {max(vocab.values())} is not below vocab_size {vocab_size} of "
                          "config.json")
-    pre = detect_pre(tj_path, hf_dir)
+    hf_tok = _hf_tokenizer(tj_path)
+    pre = detect_pre(tj_path, hf_dir, hf_tok)
     reverse = {i: t for t, i in vocab.items()}
     by_id = {a.id: a for a in added.values()}
-    roundtrip = None
     tokens: list[str] = []
     types: list[int] = []
     for i in range(vocab_size):
@@ -172,11 +176,8 @@ def bpe_vocab(hf_dir: Path, vocab_size: int | None) -> tuple[list[str], list[int
             a = by_id.get(i, added[token])
             if not a.normalized:
                 # llama.cpp expects control/user-defined tokens pre-normalized: encode + decode them
-                if roundtrip is None:
-                    from tokenizers import Tokenizer
-                    roundtrip = Tokenizer.from_file(str(tj_path))
-                token = roundtrip.decode(roundtrip.encode(token, add_special_tokens=False).ids,
-                                         skip_special_tokens=False)
+                token = hf_tok.decode(hf_tok.encode(token, add_special_tokens=False).ids,
+                                      skip_special_tokens=False)
             if a.special or does_token_look_special(token):
                 types.append(CONTROL)
             else:
@@ -376,8 +377,9 @@ class SpecialVocab:
                     self.merges = list(merges)
                 elif isinstance(merges[0], list) and len(merges[0]) == 2:
                     # pair form (transformers >= 4.45): spaces inside a part become U+0120 as in GPT-2
-                    self.merges = [" ".join("".join(chr(ord(c) + 256) if c == " " else c for c in part)
-                                            for part in pair) for pair in merges]
+                    self.merges = [f"{a} {b}" if " " not in a and " " not in b
+                                   else f"{a.replace(' ', chr(0x120))} {b.replace(' ', chr(0x120))}"
+                                   for a, b in merges]
                 else:
                     raise UnsupportedError(f"{tj_path}: unknown merges format")
             if norm := tj.get("normalizer"):
