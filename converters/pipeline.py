@@ -182,13 +182,14 @@ def parameter_counts(planned: Sequence[PlannedTensor]) -> tuple[int, int, int, i
 
 
 def _apply_mix(planned: list[PlannedTensor], kv: KVStore, out: OutType, base: LlamaFileType,
-               has_imatrix: bool) -> None:
-    """Choose each tensor's type with llama-quantize's rules, as if quantizing the `auto` output."""
+               has_imatrix: bool) -> list[PlannedTensor]:
+    """Choose each tensor's type with llama-quantize's rules, as if quantizing the `auto` output,
+    and return the tensors in llama-quantize's order."""
     from llmtk.quant_rules import ModelInfo, llama_order, plan_types
 
-    src = {p.name: _convert_type(p.name, p.data.shape, p.bid, base) for p in planned}
     by_name = {p.name: p for p in planned}
     order = llama_order(by_name)
+    src = {n: _convert_type(n, by_name[n].data.shape, by_name[n].bid, base) for n in order}
     kv_values = {k: v[0] for k, v in kv}
     plan = plan_types([(n, tuple(reversed(by_name[n].data.shape)), src[n]) for n in order],
                       ModelInfo.from_kv(kv_values), out.mix, has_imatrix=has_imatrix)
@@ -197,8 +198,20 @@ def _apply_mix(planned: list[PlannedTensor], kv: KVStore, out: OutType, base: Ll
             raise InputError(f"--outtype {out.name}: tensor {choice.name} becomes {choice.dst_type.name}, which "
                              "needs an importance matrix (--imatrix)")
         if choice.fallback:
-            logger.warning(choice.fallback)
-        by_name[choice.name].qtype = choice.dst_type
+            logger.info(choice.fallback)
+        p = by_name[choice.name]
+        p.qtype = choice.dst_type
+        if GGML_TYPE_TRAITS[p.qtype].is_quantized and src[p.name] in (GGMLType.F16, GGMLType.BF16):
+            # round through the `auto` file's type first, exactly as convert + quantize would
+            p.data = p.data.map(lambda x, t=src[p.name]: _through(x, t))
+    return [by_name[n] for n in order]
+
+
+def _through(x: np.ndarray, qtype: GGMLType) -> np.ndarray:
+    """`x` rounded to F16 or BF16 and back to f32."""
+    if qtype == GGMLType.F16:
+        return x.astype(np.float16).astype(np.float32)
+    return (_bf16_bits(x).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 def _bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -221,11 +234,13 @@ def encode(x: np.ndarray, qtype: GGMLType, imatrix: np.ndarray | None = None) ->
     from llmtk.kernels import quantize
 
     cols = x.shape[-1]
-    if x.ndim == 3 and imatrix is not None and imatrix.size == x.shape[0] * cols:
-        return np.concatenate([quantize(x[e].reshape(-1, cols), qtype, imatrix[e * cols:(e + 1) * cols])
-                               for e in range(x.shape[0])])
-    if imatrix is not None and imatrix.size != cols:
-        imatrix = imatrix[:cols] if imatrix.size % cols == 0 else None
+    n_mat = x.shape[0] if x.ndim == 3 else 1
+    if imatrix is not None and imatrix.size != cols * n_mat:
+        raise ShapeError(f"imatrix has {imatrix.size} values for a tensor of {n_mat} x {cols} columns")
+    if n_mat > 1:
+        return np.concatenate([quantize(x[e].reshape(-1, cols), qtype,
+                                        None if imatrix is None else imatrix[e * cols:(e + 1) * cols])
+                               for e in range(n_mat)])
     return quantize(x.reshape(-1, cols), qtype, imatrix)
 
 
@@ -241,15 +256,18 @@ def _load_imatrix(imatrix: Any) -> tuple[dict[str, np.ndarray] | None, Any]:
 
 
 def _progress(total_bytes: int, n_tensors: int, enabled: bool):
-    """A rich progress bar over bytes with a tensor counter, on stderr (or a no-op)."""
+    """A rich bar over bytes with a tensor counter on stderr; None when off or not a terminal."""
     if not enabled:
         return None
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return None
     prog = Progress(TextColumn("[bold]convert[/]"), BarColumn(), DownloadColumn(),
                     TextColumn("{task.fields[tensors]}/" + str(n_tensors) + " tensors"), TimeRemainingColumn(),
-                    TextColumn("{task.fields[name]}"), console=Console(stderr=True), transient=True)
+                    TextColumn("{task.fields[name]}"), console=console, transient=True)
     prog.start()
     task = prog.add_task("convert", total=total_bytes, tensors=0, name="")
     return prog, task
@@ -299,14 +317,19 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
         conv.set_vocab(kv)
 
         if out.mix is not None:
-            _apply_mix(planned, kv, out, base, imat is not None)
-            if imat_obj is not None:
-                kv.str("quantize.imatrix.file", str(imatrix))
+            planned = _apply_mix(planned, kv, out, base, imat is not None)
+            # as llama-quantize sets them on the `auto` output: removed and appended at the end
+            for key, value in ((gguf.Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION),
+                               (gguf.Keys.General.FILE_TYPE, int(out.ftype))):
+                kv.remove(key)
+                kv.u32(key, value)
+            if imat_obj is not None and imat:
+                kv.str("quantize.imatrix.file", str(imatrix)[:127])
                 if getattr(imat_obj, "datasets", None):
-                    kv.str("quantize.imatrix.dataset", imat_obj.datasets[0])
-                kv.i32("quantize.imatrix.entries_count", len(imat))
-                if getattr(imat_obj, "chunk_count", 0):
-                    kv.i32("quantize.imatrix.chunks_count", imat_obj.chunk_count)
+                    kv.str("quantize.imatrix.dataset", imat_obj.datasets[0][:127])
+                kv.u32("quantize.imatrix.entries_count", len(imat))
+                if getattr(imat_obj, "chunk_count", 0) > 0:
+                    kv.u32("quantize.imatrix.chunks_count", imat_obj.chunk_count)
         else:
             for p in planned:
                 p.qtype = _convert_type(p.name, p.data.shape, p.bid, base)
@@ -349,6 +372,12 @@ def _write(dest: Path, kv: KVStore, planned: list[PlannedTensor], imat: dict[str
             for i, p in enumerate(planned):
                 x = p.data.numpy()
                 im = imat.get(p.name) if imat is not None and GGML_TYPE_TRAITS[p.qtype].is_quantized else None
+                if im is not None and im.size != p.data.shape[-1] * (p.data.shape[0] if p.data.ndim == 3 else 1):
+                    if p.name not in ("token_embd.weight", "per_layer_token_embd.weight"):
+                        raise ShapeError(f"imatrix entry of {im.size} values does not fit tensor {p.name} "
+                                         f"{list(reversed(p.data.shape))}")
+                    logger.warning("imatrix size mismatch for %s, quantized without it", p.name)
+                    im = None
                 try:
                     data = encode(x, p.qtype, im)
                 except LlmtkError as e:

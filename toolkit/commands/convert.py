@@ -1,0 +1,43 @@
+"""`llmtk convert HF_DIR [-o OUT] [--outtype T]`: Hugging Face checkpoint -> GGUF like llama.cpp."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_EPILOG = ("OUTTYPE: f32 f16 bf16 q8_0 auto (llama.cpp's converter), or any llama-quantize type "
+           "(Q4_K_M, Q6_K, IQ4_XS, ...) to convert and quantize in one pass.")
+
+
+@click.command("convert", epilog=_EPILOG)
+@click.argument("hf_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("-o", "--outfile", type=click.Path(path_type=Path), default=None,
+              help="Output file or folder; default: llama.cpp's name (e.g. Model-1.6M-F16.gguf) inside "
+                   "HF_DIR. '{ftype}' in the name is replaced by the output type.")
+@click.option("--outtype", default="f16", show_default=True, metavar="OUTTYPE", help="Output tensor type.")
+@click.option("--vocab-only", is_flag=True, help="Write only the metadata and tokenizer, no tensors.")
+@click.option("--imatrix", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Importance matrix (GGUF or legacy .dat) for quantized OUTTYPEs.")
+@click.option("--model-name", default=None, help="general.name (default: from the model card or folder name).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on stderr (only when it is a terminal).")
+def command(hf_dir: Path, outfile: Path | None, outtype: str, vocab_only: bool, imatrix: Path | None,
+            model_name: str | None, progress: bool) -> None:
+    """Convert the Hugging Face model folder HF_DIR (config.json + safetensors + tokenizer) to GGUF.
+
+    Tensors and metadata match llama.cpp's convert_hf_to_gguf.py; no torch is needed for
+    safetensors checkpoints. Supported: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM,
+    Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Phi3ForCausalLM, Gemma3ForCausalLM.
+
+    \b
+    Examples:
+      llmtk convert ./SmolLM2-135M-Instruct
+      llmtk convert ./Qwen3-0.6B -o qwen3-{ftype}.gguf --outtype bf16
+      llmtk convert ./Mistral-7B --outtype Q4_K_M --imatrix imatrix.gguf
+      llmtk convert ./gemma-3-270m --vocab-only -o vocab.gguf
+    """
+    from llmtk.converters import convert
+
+    path = convert(hf_dir, outfile, outtype, vocab_only=vocab_only, imatrix=imatrix, progress=progress,
+                   model_name=model_name)
+    click.echo(str(path))
