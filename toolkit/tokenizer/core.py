@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -46,6 +47,7 @@ TOKEN_TYPE_ATTR = {
 
 _SPECIAL = TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN
 _C_SPACES = " \t\n\v\f\r"   # C isspace(): what LSTRIP/RSTRIP remove around a special token
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,9 @@ class Tokenizer:
     def _encode_bpe(self, text: str, out: list[int]) -> None:
         if self.pre.escape_whitespaces:
             text = text.replace(" ", "\u2581")
+        if _ESCAPED_BYTE.search(text):
+            # invalid UTF-8 read with surrogateescape: llama.cpp decodes each bad byte as U+FFFD
+            text = _ESCAPED_BYTE.sub("\ufffd", text)
         encode_word = self._bpe.encode_word
         byte_level = self.pre.byte_encode
         for word in regex_split(text, list(self.pre.regexes)):

@@ -71,9 +71,17 @@ class SPMModel:
             if tid is not None:
                 out.append(tid)
             else:
-                for b in piece.encode("utf-8", "surrogatepass"):
+                for b in _utf8(piece):
                     bid = self._byte_ids[b]
                     if bid is None:
                         raise KeyError(f"byte 0x{b:02X} has no token")
                     out.append(bid)
             i = nxt[i]
+
+
+def _utf8(piece: str) -> bytes:
+    """UTF-8 bytes of a symbol; bytes of a text read with surrogateescape come back unchanged."""
+    try:
+        return piece.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return piece.encode("utf-8", "surrogatepass")
