@@ -17,6 +17,8 @@ Byte layouts (ggml-common.h), per super-block of 256 values:
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numba import njit, prange
 
@@ -1127,16 +1129,173 @@ def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh):
             put_u16(y, yo + 48 + 2 * i, sc[i])
 
 
+# ---------------------------------------------------------------------------------------------
+# dot products against Q8_K activations (ggml_vec_dot_<type>_q8_K_generic)
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _sgn(v, negative):
+    return -v if negative else v
+
+
+@njit(cache=True, error_model="numpy")
+def _vec_dot(kind, ts, w, d8, q8, bsums8, grid_v, ksigns):
+    """One weight row `w` against one Q8_K row (d8 (nb,), q8 (cols,) int8, bsums8 (nb*16,)):
+    integer sums per sub-block, float per block, as the generic C kernels order them."""
+    nb = d8.shape[0]
+    sumf = F32(0.0)
+    for i in range(nb):
+        b = w[i * ts:(i + 1) * ts]
+        o8 = i * QK_K
+        if kind == 5:  # IQ1_S
+            sumi = 0
+            sumi1 = 0
+            for ib in range(8):
+                qh = get_u16(b, 34 + 2 * ib)
+                ls = 2 * ((qh >> 12) & 7) + 1
+                delta = -1 if qh & 0x8000 else 1
+                lsum = 0
+                for l in range(4):
+                    g = np.int64(b[2 + 4 * ib + l]) | (((qh >> (3 * l)) & 7) << 8)
+                    for j in range(8):
+                        lsum += np.int64(q8[o8 + 32 * ib + 8 * l + j]) * np.int64(grid_v[g, j])
+                sumi += ls * lsum
+                sumi1 += ls * delta * (np.int64(bsums8[16 * i + 2 * ib]) + np.int64(bsums8[16 * i + 2 * ib + 1]))
+            sumf += fp16_to_fp32(get_u16(b, 0)) * d8[i] * (F32(sumi) + IQ1S_DELTA * F32(sumi1))
+            continue
+        if kind == 6:  # IQ1_M
+            sc0 = get_u16(b, 48)
+            sc1 = get_u16(b, 50)
+            sc2 = get_u16(b, 52)
+            sc3 = get_u16(b, 54)
+            u16 = (sc0 >> 12) | ((sc1 >> 8) & 0x00F0) | ((sc2 >> 4) & 0x0F00) | (sc3 & 0xF000)
+            sumi1 = 0
+            sumi2 = 0
+            for ib in range(8):
+                sum1_0 = 0
+                sum1_1 = 0
+                sum2_0 = 0
+                sum2_1 = 0
+                for l in range(4):
+                    qh = np.int64(b[32 + 2 * ib + l // 2])
+                    g = np.int64(b[4 * ib + l]) | ((qh << (8 - 4 * (l % 2))) & 0x700)
+                    delta = -1 if qh & (0x08 if l % 2 == 0 else 0x80) else 1
+                    lsum1 = 0
+                    lsum2 = 0
+                    for j in range(8):
+                        v = np.int64(q8[o8 + 32 * ib + 8 * l + j])
+                        lsum1 += v * np.int64(grid_v[g, j])
+                        lsum2 += v
+                    if l < 2:
+                        sum1_0 += lsum1
+                        sum2_0 += lsum2 * delta
+                    else:
+                        sum1_1 += lsum1
+                        sum2_1 += lsum2 * delta
+                sc = get_u16(b, 48 + 2 * (ib // 2))
+                ls1 = 2 * ((sc >> (6 * (ib % 2))) & 0x7) + 1
+                ls2 = 2 * ((sc >> (6 * (ib % 2) + 3)) & 0x7) + 1
+                sumi1 += sum1_0 * ls1 + sum1_1 * ls2
+                sumi2 += sum2_0 * ls1 + sum2_1 * ls2
+            sumf += fp16_to_fp32(u16) * d8[i] * (F32(sumi1) + IQ1M_DELTA * F32(sumi2))
+            continue
+        d = fp16_to_fp32(get_u16(b, 0)) * d8[i]
+        bsum = 0
+        for ib32 in range(8):
+            oq = o8 + 32 * ib32
+            if kind == 0:  # IQ2_XXS
+                aux1 = _get_u32(b, 2 + 8 * ib32 + 4)
+                ls = 2 * (aux1 >> 28) + 1
+                sumi = 0
+                for l in range(4):
+                    g = np.int64(b[2 + 8 * ib32 + l])
+                    signs = np.int64(ksigns[(aux1 >> (7 * l)) & 127])
+                    for j in range(8):
+                        sumi += _sgn(np.int64(grid_v[g, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                bsum += sumi * ls
+            elif kind == 1:  # IQ2_XS
+                sc = np.int64(b[66 + ib32])
+                for h in range(2):
+                    ls = 2 * ((sc >> (4 * h)) & 0xF) + 1
+                    sumi = 0
+                    for l in range(2 * h, 2 * h + 2):
+                        q = get_u16(b, 2 + 2 * (4 * ib32 + l))
+                        g = q & 511
+                        signs = np.int64(ksigns[q >> 9])
+                        for j in range(8):
+                            sumi += _sgn(np.int64(grid_v[g, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                    bsum += sumi * ls
+            elif kind == 2:  # IQ2_S
+                sc = np.int64(b[74 + ib32])
+                qh = np.int64(b[66 + ib32])
+                sumi1 = 0
+                sumi2 = 0
+                for l in range(4):
+                    g = np.int64(b[2 + 4 * ib32 + l]) | ((qh << (8 - 2 * l)) & 0x300)
+                    signs = np.int64(b[34 + 4 * ib32 + l])
+                    t = 0
+                    for j in range(8):
+                        t += _sgn(np.int64(q8[oq + 8 * l + j]) * np.int64(grid_v[g, j]), (signs >> j) & 1)
+                    if l < 2:
+                        sumi1 += t
+                    else:
+                        sumi2 += t
+                bsum += (1 + 2 * (sc & 0xF)) * sumi1 + (1 + 2 * (sc >> 4)) * sumi2
+            elif kind == 3:  # IQ3_XXS
+                aux32 = _get_u32(b, 66 + 4 * ib32)
+                ls = 2 * (aux32 >> 28) + 1
+                sumi = 0
+                for l in range(4):
+                    g1 = np.int64(b[2 + 8 * ib32 + 2 * l])
+                    g2 = np.int64(b[2 + 8 * ib32 + 2 * l + 1])
+                    signs = np.int64(ksigns[(aux32 >> (7 * l)) & 127])
+                    for j in range(4):
+                        sumi += _sgn(np.int64(grid_v[g1, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                        sumi += _sgn(np.int64(grid_v[g2, j]) * np.int64(q8[oq + 8 * l + j + 4]), (signs >> (j + 4)) & 1)
+                bsum += sumi * ls
+            else:  # IQ3_S
+                sc = np.int64(b[106 + ib32 // 2])
+                ls = 2 * ((sc >> (4 * (ib32 % 2))) & 0xF) + 1
+                qh = np.int64(b[66 + ib32])
+                sumi = 0
+                for l in range(4):
+                    g1 = np.int64(b[2 + 8 * ib32 + 2 * l]) | ((qh << (8 - 2 * l)) & 256)
+                    g2 = np.int64(b[2 + 8 * ib32 + 2 * l + 1]) | ((qh << (7 - 2 * l)) & 256)
+                    signs = np.int64(b[74 + 4 * ib32 + l])
+                    for j in range(4):
+                        sumi += _sgn(np.int64(grid_v[g1, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                        sumi += _sgn(np.int64(grid_v[g2, j]) * np.int64(q8[oq + 8 * l + j + 4]), (signs >> (j + 4)) & 1)
+                bsum += sumi * ls
+        sumf += d * F32(bsum)
+    if kind == 0 or kind == 1 or kind == 2:
+        return F32(0.125) * sumf
+    if kind == 3:
+        return F32(0.25) * sumf
+    return sumf
+
+
+@njit(cache=True, parallel=True)
+def _matvec_rows(kind, ts, w, d8, qs8, bsums8, grid_v, ksigns, out):
+    # out[t, r] = dot(weight row r, activation row t); each weight row owned by one thread
+    for r in prange(w.shape[0]):
+        for t in range(d8.shape[0]):
+            out[t, r] = _vec_dot(kind, ts, w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
+
+
 _KIND = {"IQ2_XXS": 0, "IQ2_XS": 1, "IQ2_S": 2, "IQ3_XXS": 3, "IQ3_S": 4, "IQ1_S": 5, "IQ1_M": 6}
+
+
+@lru_cache(maxsize=None)
+def _grid_values(name: str) -> np.ndarray:
+    # int16 so that the uint8 (IQ2/IQ3) and int8 (IQ1) grids share one compiled signature
+    return grid(name).values.astype(np.int16)
 
 
 def _dequantizer(name: str):
     kind, ts = _KIND[name], _TS[name]
 
     def dequantize(data: np.ndarray, cols: int) -> np.ndarray:
-        g = grid(name).values
-        gv = g.astype(np.int16)  # uint8 and int8 grids share one compiled signature
-        return _dequantize_rows(kind, np.ascontiguousarray(data), cols, ts, gv, KSIGNS)
+        return _dequantize_rows(kind, np.ascontiguousarray(data), cols, ts, _grid_values(name), KSIGNS)
 
     dequantize.__doc__ = f"dequantize_row_{name.lower()}: (rows, row_bytes) uint8 -> (rows, cols) float32."
     return dequantize
@@ -1202,6 +1361,21 @@ def _quantizer(name: str):
     return quantize
 
 
+def _matvec(name: str):
+    kind, ts = _KIND[name], _TS[name]
+
+    def matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+        from .kquants import quantize_q8_K
+
+        d8, qs8, bsums8 = quantize_q8_K(np.ascontiguousarray(x, dtype=np.float32))
+        out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+        _matvec_rows(kind, ts, np.ascontiguousarray(w), d8, qs8, bsums8, _grid_values(name), KSIGNS, out)
+        return out
+
+    matvec.__doc__ = f"x @ W.T via Q8_K activations and ggml_vec_dot_{name.lower()}_q8_K_generic."
+    return matvec
+
+
 for _name in _KIND:
     register(GGMLType[_name], dequantize=_dequantizer(_name),
-             quantize=_quantizer(_name) if _name in _QUANTIZE_ROWS else None)
+             quantize=_quantizer(_name), matvec=_matvec(_name), vec_dot_type="Q8_K")

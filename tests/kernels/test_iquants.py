@@ -16,3 +16,28 @@ def test_dequantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
 @parametrize_reference(IQ_TYPES)
 def test_quantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
     check_quantize(ggml_quants, qtype, mode, case, cols)
+
+
+@pytest.mark.parametrize("qtype", IQ_TYPES)
+def test_matvec_matches_dequantized_dot(qtype):
+    """Q8_K dot products equal the float64 dot of the dequantized weights with the dequantized
+    Q8_K activations up to float32 accumulation (1e-5 of sum |w x|), and stay within Q8_K's
+    rounding of the plain float product (2% of sum |w x|)."""
+    from llmtk import kernels
+    from llmtk.kernels.kquants import quantize_q8_K
+
+    rng = np.random.default_rng(5)
+    cols, rows, n = 768, 9, 4
+    w = rng.standard_normal((rows, cols)).astype(np.float32)
+    imatrix = rng.uniform(0.5, 2.0, cols).astype(np.float32)
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    data = kernels.quantize(w, qtype, imatrix=imatrix)
+    wd = kernels.dequantize(data, qtype, (rows, cols)).astype(np.float64)
+    d8, qs8, _ = quantize_q8_K(x)
+    x8 = (np.repeat(d8, 256, axis=1).astype(np.float64) * qs8)
+    ours = kernels.matvec(data, qtype, x)
+    assert ours.shape == (n, rows) and ours.dtype == np.float32
+    ref = x8 @ wd.T
+    scale = np.abs(x8) @ np.abs(wd).T
+    np.testing.assert_array_less(np.abs(ours - ref), 1e-5 * scale)
+    np.testing.assert_array_less(np.abs(ours - x.astype(np.float64) @ wd.T), 0.02 * scale)
