@@ -679,8 +679,8 @@ class GGUFWriter:
             raise InputError(f"{self.path}: tensor '{escape_control(name)}' written out of order; "
                              f"expected '{escape_control(expected)}'")
         t = self._tensors[name]
-        if isinstance(data, np.ndarray):
-            mv = memoryview(np.ascontiguousarray(data)).cast("B")
+        if isinstance(data, np.ndarray):  # any dtype or byte order: its bytes as they are
+            mv = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
         else:
             mv = memoryview(data).cast("B")
         if mv.nbytes != t.n_bytes:

@@ -78,6 +78,15 @@ def test_valid_small_file_reads(tmp_path):
         assert r.tensors["b"].shape == (2, 4)
 
 
+def test_version_2_reads(tmp_path):
+    path = tmp_path / "v2.gguf"
+    data = bytearray(valid_small())
+    data[4:8] = struct.pack("<I", 2)
+    path.write_bytes(bytes(data))
+    with GGUFReader(path) as r:
+        assert r.version == 2 and r.array("a").tolist() == [1, 2, 3, 4]
+
+
 def test_every_truncation_is_a_format_error(tmp_path):
     data = valid_small()
     path = tmp_path / "t.gguf"

@@ -172,6 +172,17 @@ def test_custom_alignment(tmp_path):
         GGUFWriter(tmp_path / "x.gguf", alignment=64).add_kv("general.alignment", 32)
 
 
+def test_writes_big_endian_and_bytes_data_as_given(tmp_path):
+    with GGUFWriter(tmp_path / "o.gguf") as w:
+        w.add_tensor_info("be", (2,), "I32")
+        w.add_tensor_info("raw", (2,), "F16")
+        w.write_tensor("be", np.array([1, 2], dtype=">i4"))
+        w.write_tensor("raw", b"\x00\x3c\x00\xc0")
+    with GGUFReader(tmp_path / "o.gguf") as r:
+        assert bytes(r.raw("be")) == b"\x00\x00\x00\x01\x00\x00\x00\x02"
+        assert r.array("raw").tolist() == [1.0, -2.0]
+
+
 def test_empty_file_has_no_tensors(tmp_path):
     with GGUFWriter(tmp_path / "o.gguf") as w:
         w.add_kv("general.architecture", "llama")
