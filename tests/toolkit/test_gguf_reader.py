@@ -30,6 +30,13 @@ def test_rewrite_without_changes_is_byte_identical(shared_dir, tmp_path, rel):
     assert filecmp.cmp(src, tmp_path / "out.gguf", shallow=False)
 
 
+@pytest.mark.parametrize("model", ["smollm2_path", pytest.param("gemma3_path", marks=pytest.mark.slow)])
+def test_rewrite_real_model_is_byte_identical(request, tmp_path, model):
+    src = request.getfixturevalue(model)
+    rewrite(src, tmp_path / "out.gguf")
+    assert filecmp.cmp(src, tmp_path / "out.gguf", shallow=False)
+
+
 def gguf_contents(path):
     """kv (key -> (value, types)) and tensors (name -> (type id, NumPy-order shape, bytes)) by `gguf`."""
     r = gguf.GGUFReader(path)
