@@ -8,11 +8,15 @@ by score (`llama`) or WordPiece (`bert`). BOS/EOS/SEP follow the vocabulary's ad
 """
 from __future__ import annotations
 
+import bisect
 import enum
+import operator
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
+
+import numpy as np
 
 from ..constants import TokenizerKey as K
 from ..errors import InputError, UnsupportedError
@@ -45,7 +49,11 @@ TOKEN_TYPE_ATTR = {
     4: TokenAttr.USER_DEFINED, 5: TokenAttr.UNUSED, 6: TokenAttr.BYTE,
 }
 
-_SPECIAL = TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN
+# Plain-int copies of the bits used in loops over the whole vocabulary (IntFlag arithmetic is slow).
+_UNKNOWN, _UNUSED, _NORMAL, _CONTROL, _USER_DEFINED, _BYTE, _LSTRIP, _RSTRIP = (
+    int(a) for a in (TokenAttr.UNKNOWN, TokenAttr.UNUSED, TokenAttr.NORMAL, TokenAttr.CONTROL,
+                     TokenAttr.USER_DEFINED, TokenAttr.BYTE, TokenAttr.LSTRIP, TokenAttr.RSTRIP))
+_SPECIAL = _CONTROL | _USER_DEFINED | _UNKNOWN
 _C_SPACES = " \t\n\v\f\r"   # C isspace(): what LSTRIP/RSTRIP remove around a special token
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
 
@@ -103,7 +111,7 @@ _FORCED_USER_DEFINED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|
 class Tokenizer:
     """A GGUF vocabulary that tokenizes exactly like llama.cpp (`llama-tokenize`).
 
-    `tokens[i]` is token i's text as stored in the GGUF, `attrs[i]` its `TokenAttr`,
+    `tokens[i]` is token i's text as stored in the GGUF, `attrs[i]` its `TokenAttr` bits (an int),
     `token_to_piece(i)` the bytes it stands for.
     """
 
@@ -122,8 +130,11 @@ class Tokenizer:
         self.tokens: list[str] = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         self.token_to_id: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}  # last wins
         self.scores: list[float] = self._per_token(kv, K.SCORES, n, 0.0, float)
-        types = self._per_token(kv, K.TOKEN_TYPE, n, 1, int)
-        self.attrs: list[TokenAttr] = [TOKEN_TYPE_ATTR.get(t, TokenAttr.UNDEFINED) for t in types]
+        types = np.array(self._per_token(kv, K.TOKEN_TYPE, n, 1, int), dtype=np.int64)
+        type_attr = np.zeros(max(7, int(types.max()) + 1), dtype=np.int64)
+        for t, a in TOKEN_TYPE_ATTR.items():
+            type_attr[t] = a
+        self.attrs: list[int] = type_attr[np.clip(types, 0, None)].tolist()   # unknown types: UNDEFINED
 
         self.pre_name: str = kv.get(K.PRE, "") or ""
         self.pre: PreTokenizer | None = get_pre_tokenizer(self.pre_name) if self.kind == "bpe" else None
@@ -165,8 +176,12 @@ class Tokenizer:
         self._set_strip_attrs(kv)
         # Special tokens are cut out longest first; ties keep id order.
         special = [i for i, a in enumerate(self.attrs) if a & _SPECIAL]
-        self._special: list[tuple[str, int, TokenAttr]] = [
+        self._special: list[tuple[str, int, int]] = [
             (self.tokens[i], i, self.attrs[i]) for i in sorted(special, key=lambda i: -len(self.tokens[i]))]
+        # first two characters -> positions in `_special`, to skip tokens the text cannot hold
+        self._special_by_prefix: dict[str, list[int]] = {}
+        for k, (tok, _, _) in enumerate(self._special):
+            self._special_by_prefix.setdefault(tok[:2], []).append(k)
 
         if self.kind == "bpe":
             merges = kv.get(K.MERGES)
@@ -204,7 +219,10 @@ class Tokenizer:
             return [default] * n
         if len(values) < n:
             raise InputError(f"{key} has {len(values)} entries for {n} tokens")
-        return [conv(v) for v in (values.tolist() if hasattr(values, "tolist") else values)][:n]
+        try:
+            return np.asarray(values[:n], dtype=np.float64 if conv is float else np.int64).tolist()
+        except (TypeError, ValueError):
+            raise InputError(f"{key} must hold numbers") from None
 
     def _fix_special_attrs(self, kv: Mapping[str, Any]) -> None:
         """llama.cpp's load-time fix-ups that turn known end-of-turn/FIM texts into CONTROL tokens."""
@@ -218,20 +236,20 @@ class Tokenizer:
                 control.append(min(found))
         control += [t2i[t] for t in _EOG_TEXTS if t in t2i]
         for tid in control:
-            self.attrs[tid] |= TokenAttr.CONTROL
+            self.attrs[tid] |= _CONTROL
         for i, a in enumerate(self.attrs):
-            if a & TokenAttr.CONTROL and "unused" in self.tokens[i]:
-                self.attrs[i] = a | TokenAttr.UNUSED
+            if a & _CONTROL and "unused" in self.tokens[i]:
+                self.attrs[i] = a | _UNUSED
         for t in _FORCED_USER_DEFINED:
             if t in t2i:
-                self.attrs[t2i[t]] = TokenAttr.USER_DEFINED
+                self.attrs[t2i[t]] = _USER_DEFINED
         present = {t for t in ("<|return|>", "<|call|>", "<|calls|>", "<|flush|>", "<|end|>",
                                "<|tool_response>", "<|plamo:eos|>", "</s>") if t in t2i}
         has_call = "<|call|>" in present or "<|calls|>" in present
         if "<|end|>" in present and has_call and ("<|return|>" in present or "<|flush|>" in present):
-            self.attrs[t2i["<|end|>"]] = TokenAttr.USER_DEFINED
+            self.attrs[t2i["<|end|>"]] = _USER_DEFINED
         if "</s>" in present and ("<|tool_response>" in present or "<|plamo:eos|>" in present):
-            self.attrs[t2i["</s>"]] = TokenAttr.NORMAL
+            self.attrs[t2i["</s>"]] = _NORMAL
 
     def _set_strip_attrs(self, kv: Mapping[str, Any]) -> None:
         """Per-model LSTRIP/RSTRIP around special tokens (phi-3, jina-v2, modern-bert)."""
@@ -241,18 +259,18 @@ class Tokenizer:
         if (any(p in self.pre_name for p in ("jina-v2-de", "jina-v2-es", "jina-v2-code"))
                 or any(a in arch for a in ("nomic-bert-moe", "jina-bert-v3"))):
             if "<mask>" in t2i:
-                self.attrs[t2i["<mask>"]] |= TokenAttr.LSTRIP
+                self.attrs[t2i["<mask>"]] |= _LSTRIP
         elif "phi-3" in name or "phi3" in name:
             for i, a in enumerate(self.attrs):
                 if a & _SPECIAL:
-                    self.attrs[i] = a | TokenAttr.RSTRIP
+                    self.attrs[i] = a | _RSTRIP
             if "</s>" in t2i:
-                self.attrs[t2i["</s>"]] |= TokenAttr.RSTRIP
+                self.attrs[t2i["</s>"]] |= _RSTRIP
             for t in ("<unk>", "<s>", "<|endoftext|>"):
                 if t in t2i:
-                    self.attrs[t2i[t]] &= ~TokenAttr.RSTRIP
+                    self.attrs[t2i[t]] &= ~_RSTRIP
         elif "modern-bert" in name and "[MASK]" in t2i:
-            self.attrs[t2i["[MASK]"]] |= TokenAttr.LSTRIP
+            self.attrs[t2i["[MASK]"]] |= _LSTRIP
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -337,39 +355,36 @@ class Tokenizer:
     def _partition(self, text: str, parse_special: bool) -> list[str | int]:
         """Cut special tokens out of `text`: each one in turn, longest first, over every fragment
         still raw (llama.cpp's `tokenizer_st_partition`). Returns raw strings and token ids."""
-        frags: list[tuple[int, int] | int] = [(0, len(text))]
-        for tok, tid, attr in self._special:
-            if not parse_special and attr & (TokenAttr.CONTROL | TokenAttr.UNKNOWN):
+        # fragments (lo, hi, id) in text order; id -1 is raw text[lo:hi]
+        frags: list[tuple[int, int, int]] = [(0, len(text), -1)]
+        grams = set(text) | set(map(operator.add, text, text[1:]))
+        candidates = sorted(k for g in grams.intersection(self._special_by_prefix) for k in self._special_by_prefix[g])
+        for k in candidates:
+            tok, tid, attr = self._special[k]
+            if not parse_special and attr & (_CONTROL | _UNKNOWN):
                 continue
-            if tok not in text:
+            hit = text.find(tok)
+            if hit < 0:
                 continue
-            new: list[tuple[int, int] | int] = []
-            for frag in frags:
-                if isinstance(frag, int):
-                    new.append(frag)
-                    continue
-                lo, hi = frag
-                hit = text.find(tok, lo, hi)
-                if hit < 0:
-                    new.append(frag)
-                    continue
-                while hit >= 0:
-                    left_end = hit
-                    if attr & TokenAttr.LSTRIP:
-                        while left_end > lo and text[left_end - 1] in _C_SPACES:
-                            left_end -= 1
-                    if left_end > lo:
-                        new.append((lo, left_end))
-                    new.append(tid)
-                    lo = hit + len(tok)
-                    if attr & TokenAttr.RSTRIP:
-                        while lo < hi and text[lo] in _C_SPACES:
-                            lo += 1
-                    hit = text.find(tok, lo, hi)
-                if lo < hi:
-                    new.append((lo, hi))
+            starts = [f[0] for f in frags]
+            touched: list[int] = []      # raw fragments holding a whole occurrence
+            while hit >= 0:
+                i = bisect.bisect_right(starts, hit) - 1
+                lo, hi, ftid = frags[i]
+                if ftid < 0 and hit + len(tok) <= hi:
+                    touched.append(i)
+                hit = text.find(tok, max(hit + 1, hi))
+            if not touched:
+                continue
+            new: list[tuple[int, int, int]] = []
+            done = 0
+            for i in touched:
+                new += frags[done:i]
+                new += _cut(text, frags[i], tok, tid, attr)
+                done = i + 1
+            new += frags[done:]
             frags = new
-        return [f if isinstance(f, int) else text[f[0]:f[1]] for f in frags]
+        return [text[lo:hi] if tid < 0 else tid for lo, hi, tid in frags]
 
     # -- decoding -----------------------------------------------------------------------------
 
@@ -378,7 +393,7 @@ class Tokenizer:
         render as their text only with `special`."""
         if not 0 <= tid < len(self.tokens):
             raise InputError(f"token id {tid} is outside the vocabulary (0..{len(self.tokens) - 1})")
-        if not special and self.attrs[tid] & (TokenAttr.CONTROL | TokenAttr.UNKNOWN):
+        if not special and self.attrs[tid] & (_CONTROL | _UNKNOWN):
             return b""
         piece = self._pieces[tid]
         if piece is None:
@@ -388,13 +403,13 @@ class Tokenizer:
     def _piece(self, tid: int) -> bytes:
         text = self.tokens[tid]
         attr = self.attrs[tid]
-        if attr & (_SPECIAL):
+        if attr & _SPECIAL:
             return text.encode("utf-8")
-        if attr & TokenAttr.NORMAL:
+        if attr & _NORMAL:
             if self.kind == "bpe" and not self.escape_whitespaces:
                 return _gpt2_decode(text)
             return text.replace("\u2581", " ").encode("utf-8")
-        if attr & TokenAttr.BYTE:
+        if attr & _BYTE:
             return bytes([int(text[3:5], 16)])
         return b""
 
@@ -421,6 +436,29 @@ class Tokenizer:
         if self.clean_spaces:
             data = _clean_spaces(data)
         return data.decode("utf-8", "replace")
+
+
+def _cut(text: str, frag: tuple[int, int, int], tok: str, tid: int, attr: int) -> list[tuple[int, int, int]]:
+    """One raw fragment with every occurrence of a special token cut out, left to right."""
+    lo, hi, _ = frag
+    out = []
+    hit = text.find(tok, lo, hi)
+    while hit >= 0:
+        left_end = hit
+        if attr & _LSTRIP:
+            while left_end > lo and text[left_end - 1] in _C_SPACES:
+                left_end -= 1
+        if left_end > lo:
+            out.append((lo, left_end, -1))
+        lo = hit + len(tok)
+        out.append((hit, lo, tid))
+        if attr & _RSTRIP:
+            while lo < hi and text[lo] in _C_SPACES:
+                lo += 1
+        hit = text.find(tok, lo, hi)
+    if lo < hi:
+        out.append((lo, hi, -1))
+    return out
 
 
 def _gpt2_decode(text: str) -> bytes:
