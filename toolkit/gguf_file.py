@@ -217,6 +217,7 @@ class _Parser:
         self.buf = memoryview(reader._mm)  # type: ignore[arg-type]
         self.size = reader.file_size
         self.pos = 0
+        self.tensor_names: set[str] = set()
 
     def fail(self, msg: str) -> GGUFFormatError:
         return GGUFFormatError(f"{self.r.path}: {msg}")
@@ -356,7 +357,7 @@ class _Parser:
         if len(name.encode()) >= GGML_MAX_NAME:
             raise self.fail(f"tensor name '{shown}' is {len(name.encode())} bytes long, "
                             f"the limit is {GGML_MAX_NAME - 1}")
-        if name in r.tensors:
+        if name in self.tensor_names:
             raise self.fail(f"duplicate tensor name '{shown}'")
         n_dims = self.u32(f"n_dims of tensor '{shown}'")
         if n_dims > GGML_MAX_DIMS:
@@ -383,7 +384,7 @@ class _Parser:
                             f"{qtype.name} block size {bs}")
         offset = self.u64(f"offset of tensor '{shown}'")
         shape = tuple(reversed(ne))
-        r.tensors[name] = None  # type: ignore[assignment]  # reserve the name (duplicates)
+        self.tensor_names.add(name)
         return name, qtype, shape, offset
 
     def parse_data(self, infos: list[tuple[str, GGMLType, tuple[int, ...], int]]) -> None:
