@@ -43,7 +43,7 @@ from .constants import (
     GGUFValueType,
     parse_ggml_type,
 )
-from .errors import GGUFFormatError, InputError, LlmtkError, ShapeError
+from .errors import GGUFFormatError, InputError, ShapeError
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,6 @@ class _Parser:
         r.alignment = a
 
     def parse_tensor_info(self, i: int) -> tuple[str, GGMLType, tuple[int, ...], int]:
-        r = self.r
         name = self.string(f"name of tensor {i}")
         shown = escape_control(name)
         if len(name.encode()) >= GGML_MAX_NAME:
