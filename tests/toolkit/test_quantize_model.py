@@ -1,0 +1,176 @@
+"""`llmtk quantize` against llama-quantize's outputs: tensor types, bytes (sha256) and metadata.
+
+Fast: every tiny-qwen2-w256 manifest (widths are multiples of 256, so the direct K-quant and
+i-quant paths), skipped per type while its kernel is missing. Slow: SmolLM2-135M, the F16 base
+made from the packaged Q4_1 and all 39 manifests made from it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from quant_manifest import load_manifest, manifest_differences, manifest_tensors
+
+from llmtk.cli import main
+from llmtk.constants import GGMLType
+from llmtk.errors import LlmtkError
+from llmtk.gguf_file import GGUFReader, GGUFWriter
+from llmtk.quant_rules import FILE_TYPES, ModelInfo, llama_order, plan_types
+from llmtk.quantize import quantize_model
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "llamacpp"
+TINY = SHARED / "tiny-qwen2-w256"
+SMOL = SHARED / "smollm2"
+
+
+def _stems(model_dir: Path) -> list[str]:
+    return [p.stem for p in sorted((model_dir / "quantize").glob("*.json")) if p.stem != "base"] or ["none"]
+
+
+def _skip_without_kernels(base_dir: Path, stem: str) -> None:
+    """Skip while a type of this mix has no quantize kernel yet (kernels land type by type)."""
+    from llmtk.kernels import kernel_for
+
+    man = load_manifest(base_dir / "quantize" / f"{stem}.json")
+    for t in {t for _, _, t in manifest_tensors(man)}:
+        try:
+            k = kernel_for(t)
+        except (LlmtkError, ModuleNotFoundError):
+            pytest.skip(f"no kernels for {t.name} yet")
+        if k.quantize is None:
+            pytest.skip(f"no quantize kernel for {t.name} yet")
+
+
+def _check(src: Path, model_dir: Path, stem: str, tmp_path: Path, imatrix: Path) -> None:
+    _skip_without_kernels(model_dir, stem)
+    out = tmp_path / f"{stem}.gguf"
+    quantize_model(src, out, stem.removesuffix("-imatrix"), imatrix=imatrix if stem.endswith("-imatrix") else None)
+    assert manifest_differences(out, load_manifest(model_dir / "quantize" / f"{stem}.json")) == []
+
+
+@pytest.mark.parametrize("stem", _stems(TINY))
+def test_tiny_qwen2_matches_llama_quantize(shared_dir, tmp_path, stem):
+    _check(TINY / "tiny-qwen2-f16.gguf", TINY, stem, tmp_path, TINY / "imatrix.gguf")
+
+
+@pytest.fixture(scope="module")
+def smollm2_f16(shared_dir, smollm2_path, tmp_path_factory) -> Path:
+    """smollm2-f16.gguf as llama-quantize made it: --allow-requantize Q4_1 -> F16 (base.json)."""
+    out = tmp_path_factory.mktemp("smollm2") / "smollm2-f16.gguf"
+    quantize_model(smollm2_path, out, "F16", allow_requantize=True)
+    assert manifest_differences(out, load_manifest(SMOL / "quantize" / "base.json")) == []
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", _stems(SMOL))
+def test_smollm2_matches_llama_quantize(smollm2_f16, tmp_path, stem):
+    _check(smollm2_f16, SMOL, stem, tmp_path, SMOL / "imatrix.gguf")
+
+
+@pytest.mark.slow
+def test_smollm2_legacy_dat_imatrix_gives_the_same_bytes(smollm2_f16, tmp_path):
+    _skip_without_kernels(SMOL, "Q4_K_M-imatrix")
+    out = tmp_path / "q.gguf"
+    quantize_model(smollm2_f16, out, "Q4_K_M", imatrix=SMOL / "imatrix.dat")
+    diffs = manifest_differences(out, load_manifest(SMOL / "quantize" / "Q4_K_M-imatrix.json"))
+    assert diffs == []
+
+
+# -- refusals and options, on small files -------------------------------------------------------
+
+def _fake_llama(path: Path, width: int = 576, n_layer: int = 2) -> Path:
+    """A minimal llama-shaped GGUF with F16 weights `width` wide (for shape-fallback refusals)."""
+    rng = np.random.default_rng(0)
+    with GGUFWriter(path) as w:
+        w.add_kv("general.architecture", "llama")
+        w.add_kv("llama.block_count", n_layer)
+        w.add_kv("llama.attention.head_count", 4)
+        tensors = {"token_embd.weight": (64, width), "output_norm.weight": (width,)}
+        for i in range(n_layer):
+            tensors[f"blk.{i}.attn_v.weight"] = (64, width)
+            tensors[f"blk.{i}.ffn_down.weight"] = (width, 128)
+        for name, shape in tensors.items():
+            w.add_tensor_info(name, shape, "F32" if len(shape) == 1 else "F16")
+        for name, shape in tensors.items():
+            a = rng.normal(0, 0.02, shape).astype(np.float32)
+            w.write_tensor(name, a if len(shape) == 1 else a.astype(np.float16))
+    return path
+
+
+def test_refuses_q1_0_on_576_wide_rows(tmp_path):
+    src = _fake_llama(tmp_path / "m.gguf")
+    res = CliRunner().invoke(main, ["quantize", str(src), str(tmp_path / "o.gguf"), "Q1_0"])
+    assert res.exit_code == 2 and "no tensor type fallback is defined for type Q1_0" in res.output
+    assert not (tmp_path / "o.gguf").exists()
+
+
+def test_refuses_plain_q2_k_s(shared_dir, tmp_path):
+    res = CliRunner().invoke(main, ["quantize", str(TINY / "tiny-qwen2-f16.gguf"), str(tmp_path / "o.gguf"), "Q2_K_S"])
+    assert res.exit_code == 2 and "requires an importance matrix" in res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_requantize_needs_allow_requantize(shared_dir, tmp_path):
+    q8 = tmp_path / "q8.gguf"
+    quantize_model(TINY / "tiny-qwen2-f16.gguf", q8, "Q8_0")
+    res = CliRunner().invoke(main, ["quantize", str(q8), str(tmp_path / "o.gguf"), "Q4_0"])
+    assert res.exit_code == 2 and "requantizing from type Q8_0 is disabled" in res.output
+    res = CliRunner().invoke(main, ["quantize", "--allow-requantize", str(q8), str(tmp_path / "o.gguf"), "F16"])
+    assert res.exit_code == 0, res.output
+    with GGUFReader(tmp_path / "o.gguf") as r:
+        assert {t.qtype for t in r.tensors.values()} == {GGMLType.F16, GGMLType.F32}
+
+
+def test_dry_run_writes_nothing_and_default_output_name(shared_dir, tmp_path):
+    import shutil
+
+    src = tmp_path / "tiny.gguf"
+    shutil.copy(TINY / "tiny-qwen2-f16.gguf", src)
+    res = CliRunner().invoke(main, ["quantize", "--dry-run", str(src), "Q4_K_M"])
+    assert res.exit_code == 0, res.output
+    assert "converting to q6_K" in res.output and "quant size  =     1.50 MiB (5.65 BPW)" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.gguf"]
+    res = CliRunner().invoke(main, ["quantize", str(src), "Q8_0", "1"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "tiny-Q8_0.gguf").is_file()
+
+
+def test_override_kv_prune_layers_and_tensor_type(shared_dir, tmp_path):
+    out = tmp_path / "o.gguf"
+    quantize_model(TINY / "tiny-qwen2-f16.gguf", out, "Q8_0", override_kv=["general.name=str:Pruned", "x.n=int:-7"],
+                   prune_layers=[0], tensor_types=[("ffn_up", "F16")])
+    with GGUFReader(out) as r:
+        assert r.kv["general.name"] == "Pruned" and r.kv["x.n"] == 7   # llama.cpp stores |int| as u32
+        assert r.kv["qwen2.block_count"] == 1
+        assert list(r.kv)[-3:] == ["general.name", "x.n", "qwen2.block_count"]
+        names = list(r.tensors)
+        assert "blk.0.ffn_up.weight" in names and not any(n.startswith("blk.1.") for n in names)
+        assert r.tensors["blk.0.ffn_up.weight"].qtype == GGMLType.F16
+        assert r.tensors["blk.0.ffn_gate.weight"].qtype == GGMLType.Q8_0
+    with GGUFReader(TINY / "tiny-qwen2-f16.gguf") as src, GGUFReader(out) as r:
+        # pruned layer 0: the old blk.1 is the new blk.0, bytes unchanged for a copied tensor
+        assert bytes(r.raw("blk.0.attn_norm.weight")) == bytes(src.raw("blk.1.attn_norm.weight"))
+
+
+def test_include_weights_limits_the_imatrix(shared_dir, tmp_path):
+    out = tmp_path / "o.gguf"
+    res = quantize_model(TINY / "tiny-qwen2-f16.gguf", out, "Q4_0", imatrix=TINY / "imatrix.gguf",
+                         include_weights=["ffn_down"])
+    assert res.imatrix_entries == 2
+    with GGUFReader(out) as r:
+        assert r.kv["quantize.imatrix.entries_count"] == 2
+    with pytest.raises(LlmtkError, match="cannot be used together"):
+        quantize_model(TINY / "tiny-qwen2-f16.gguf", out, "Q4_0", imatrix=TINY / "imatrix.gguf",
+                       include_weights=["a"], exclude_weights=["b"])
+
+
+def test_copy_keeps_types_and_file_type(shared_dir, tmp_path):
+    out = tmp_path / "o.gguf"
+    quantize_model(TINY / "tiny-qwen2-f16.gguf", out, "COPY")
+    with GGUFReader(TINY / "tiny-qwen2-f16.gguf") as src, GGUFReader(out) as r:
+        assert r.kv["general.file_type"] == src.kv["general.file_type"]
+        assert {n: t.qtype for n, t in r.tensors.items()} == {n: t.qtype for n, t in src.tensors.items()}
