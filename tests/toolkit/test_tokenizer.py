@@ -73,6 +73,12 @@ def test_vocabulary_properties(smollm2, gemma3):
     assert gemma3.attrs[108] == TokenAttr.USER_DEFINED and gemma3.attrs[2] == TokenAttr.CONTROL
 
 
+def test_end_of_generation_ids(smollm2, gemma3):
+    assert smollm2.eot_id == 2 and {0, 2} <= smollm2.eog_ids          # <|endoftext|>, <|im_end|>
+    assert gemma3.eot_id == 106 and {1, 106} <= gemma3.eog_ids         # <eos>, <end_of_turn>
+    assert gemma3.attrs[gemma3.token_to_id["</s>"]] & TokenAttr.CONTROL  # made control at load
+
+
 def test_bos_follows_the_vocabulary(smollm2, gemma3):
     assert gemma3.encode("Hello world") == [2, 9259, 1902]
     assert gemma3.encode("Hello world", add_special=False) == [9259, 1902]

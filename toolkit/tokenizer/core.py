@@ -91,6 +91,9 @@ _EOG_TEXTS = frozenset([
     "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
     "<｜end▁of▁sentence｜>", "[e~[",
 ])
+# End-of-turn spellings: the first one present is the EOT token when the metadata names none.
+_EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
+              "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>")
 # Fill-in-the-middle spellings: the first one found becomes CONTROL when the metadata names no id.
 _FIM_TEXTS = {
     K.FIM_PRE_ID: ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>",
@@ -112,7 +115,7 @@ class Tokenizer:
     """A GGUF vocabulary that tokenizes exactly like llama.cpp (`llama-tokenize`).
 
     `tokens[i]` is token i's text as stored in the GGUF, `attrs[i]` its `TokenAttr` bits (an int),
-    `token_to_piece(i)` the bytes it stands for.
+    `token_to_piece(i)` the bytes it stands for; `eog_ids` the ids that end generation.
     """
 
     def __init__(self, kv: Mapping[str, Any]) -> None:
@@ -228,15 +231,25 @@ class Tokenizer:
         """llama.cpp's load-time fix-ups that turn known end-of-turn/FIM texts into CONTROL tokens."""
         t2i = self.token_to_id
         control = []
+        fim_eog = []    # llama.cpp ends generation at the FIM pad, repo and file-separator tokens
         for key, texts in _FIM_TEXTS.items():
-            if any(isinstance(kv.get(k), int) for k in (key, _FIM_ALIASES.get(key))):
-                continue
-            found = [t2i[t] for t in texts if t in t2i]
-            if found:
-                control.append(min(found))
+            given = [kv[k] for k in (key, _FIM_ALIASES.get(key)) if isinstance(kv.get(k), int)]
+            if given:
+                fim = given[0] if 0 <= given[0] < len(self.tokens) else None
+            else:
+                found = [t2i[t] for t in texts if t in t2i]
+                fim = min(found) if found else None
+                if fim is not None:
+                    control.append(fim)
+            if fim is not None and key in (K.FIM_PAD_ID, K.FIM_REP_ID, K.FIM_SEP_ID):
+                fim_eog.append(fim)
         control += [t2i[t] for t in _EOG_TEXTS if t in t2i]
+        eog = [t2i[t] for t in _EOG_TEXTS if t in t2i]
         for tid in control:
             self.attrs[tid] |= _CONTROL
+        if self.eot_id is None:
+            self.eot_id = next((t2i[t] for t in _EOT_TEXTS if t in t2i), None)
+        eog += fim_eog + [t for t in (self.eos_id, self.eot_id) if t is not None]
         for i, a in enumerate(self.attrs):
             if a & _CONTROL and "unused" in self.tokens[i]:
                 self.attrs[i] = a | _UNUSED
@@ -248,8 +261,11 @@ class Tokenizer:
         has_call = "<|call|>" in present or "<|calls|>" in present
         if "<|end|>" in present and has_call and ("<|return|>" in present or "<|flush|>" in present):
             self.attrs[t2i["<|end|>"]] = _USER_DEFINED
+            eog = [t for t in eog if t != t2i["<|end|>"]]
         if "</s>" in present and ("<|tool_response>" in present or "<|plamo:eos|>" in present):
             self.attrs[t2i["</s>"]] = _NORMAL
+            eog = [t for t in eog if t != t2i["</s>"]]
+        self.eog_ids: frozenset[int] = frozenset(eog)
 
     def _set_strip_attrs(self, kv: Mapping[str, Any]) -> None:
         """Per-model LSTRIP/RSTRIP around special tokens (phi-3, jina-v2, modern-bert)."""
