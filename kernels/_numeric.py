@@ -189,6 +189,31 @@ def best_index_int8(values, x):
     return mu - 1 if x - F32(values[mu - 1]) < F32(values[mu]) - x else mu
 
 
+def _iq4nl_floor_table() -> np.ndarray:
+    """For t = -128..113: the largest k in 0..14 with kvalues_iq4nl[k] <= t (0 below them all)."""
+    t = np.arange(-128, 114)
+    return (KVALUES_IQ4NL[None, 1:15] <= t[:, None]).sum(axis=1).astype(np.int8)
+
+
+IQ4NL_FLOOR = _iq4nl_floor_table()
+KVALUES_IQ4NL_F32 = KVALUES_IQ4NL.astype(np.float32)
+
+
+@njit(cache=True, inline="always")
+def best_index_iq4nl(x):
+    """best_index_int8(16, kvalues_iq4nl, x) without its branchy binary search.
+
+    The grid is integers, so for t = floor(x) the search's lower index (largest k with
+    value[k] <= x) is a table entry; the final nearest-of-two test is ggml's float comparison.
+    Outside the grid the same test gives 0 and 15, as ggml's early returns do.
+    """
+    xs = x if x == x else F32(0.0)  # keep a NaN from indexing the table
+    t = min(max(np.floor(xs), F32(-128.0)), F32(113.0))
+    ml = np.int64(IQ4NL_FLOOR[np.int64(t) + 128])
+    r = ml + np.int64(not (x - KVALUES_IQ4NL_F32[ml] < KVALUES_IQ4NL_F32[ml + 1] - x))
+    return 15 if x != x else r  # ggml's search runs to the top for NaN
+
+
 @njit(cache=True, inline="always")
 def put_u16(y, off, v):
     """Store a little-endian uint16 into the uint8 array y[off:off+2]."""

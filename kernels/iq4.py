@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numeric import (F32, KVALUES_IQ4NL, best_index_int8, fp16_to_fp32, fp32_to_fp16, get_u16,
+from ._numeric import (F32, KVALUES_IQ4NL, best_index_iq4nl, fp16_to_fp32, fp32_to_fp16, get_u16,
                        nearest_int, put_u16, q8_K_activations)
 from ._registry import register
 from .legacy import quantize_q8_0
@@ -62,7 +62,7 @@ def _iq4_nl_impl(sbs, x, y, qw, use_qw, scales, weight, L):
         sumqx = F32(0.0)
         sumq2 = F32(0.0)
         for j in range(32):
-            l = best_index_int8(values, id_ * xb[j])
+            l = best_index_iq4nl(id_ * xb[j])
             L[32 * ib + j] = l
             q = F32(values[l])
             w = weight[j]
@@ -75,7 +75,7 @@ def _iq4_nl_impl(sbs, x, y, qw, use_qw, scales, weight, L):
             sumqx = F32(0.0)
             sumq2 = F32(0.0)
             for j in range(32):
-                l = best_index_int8(values, id_ * xb[j])
+                l = best_index_iq4nl(id_ * xb[j])
                 q = F32(values[l])
                 w = weight[j]
                 sumqx += w * q * xb[j]
@@ -101,7 +101,7 @@ def _iq4_nl_impl(sbs, x, y, qw, use_qw, scales, weight, L):
             dl = d * F32(l)
             idl = F32(1.0) / dl if dl != F32(0.0) else F32(0.0)
             for j in range(32):
-                L[32 * ib + j] = best_index_int8(values, idl * x[32 * ib + j])
+                L[32 * ib + j] = best_index_iq4nl(idl * x[32 * ib + j])
             l += 32
             y[4 + ib // 2] |= (l & 0xF) << (4 * (ib % 2))
             scales_h |= (l >> 4) << (2 * (ib % 8))
@@ -111,7 +111,7 @@ def _iq4_nl_impl(sbs, x, y, qw, use_qw, scales, weight, L):
         put_u16(y, 0, fp32_to_fp16(scales[0]))
         id_ = F32(1.0) / scales[0] if scales[0] != F32(0.0) else F32(0.0)
         for j in range(32):
-            L[j] = best_index_int8(values, id_ * x[j])
+            L[j] = best_index_iq4nl(id_ * x[j])
         qo = 2
     for i in range(sbs // 32):
         for j in range(16):
