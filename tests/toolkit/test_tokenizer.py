@@ -64,6 +64,24 @@ def test_smollm_whitespace_run_before_a_digit_is_one_piece(smollm2):
     assert smollm2.encode("a  1") == [81, 256, 33]     # 'a', '  ', '1'
 
 
+def test_bpe_equals_tokenizers_library_under_the_same_pre_tokenizer(smollm2_path, shared_dir):
+    """SmolLM2's vocabulary with the plain `gpt-2` pre-tokenizer against the `tokenizers` library
+    on SmolLM2's tokenizer.json (ByteLevel with the GPT-2 regex): merges and byte alphabet agree."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from llmtk.gguf_file import GGUFReader
+
+    hf = tokenizers.Tokenizer.from_file(str(shared_dir / "convert/_tokenizer/tokenizer.json"))
+    with GGUFReader(smollm2_path) as reader:
+        kv = dict(reader.kv)
+    kv["tokenizer.ggml.pre"] = "gpt-2"
+    tok = Tokenizer.from_metadata(kv)
+    texts = [(shared_dir / "text/pydoc-tutorial.txt").read_text()[:60000], *_texts(7, 300)]
+    for text in texts:
+        want = hf.encode(text, add_special_tokens=False).ids
+        got = tok.encode(text, add_special=False, parse_special=False)
+        assert got == want, f"{text[:40]!r}: " + _first_difference(got, want)
+
+
 # -- model metadata, BOS/EOS, special tokens ------------------------------------------------------
 
 def test_vocabulary_properties(smollm2, gemma3):
