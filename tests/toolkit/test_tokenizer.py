@@ -192,6 +192,17 @@ def test_bpe_byte_level_alphabet():
     assert ids == [256, 0x21] and tok.decode(ids) == " é!"
 
 
+def test_gemma4_style_bpe_on_raw_utf8_with_escaped_spaces():
+    tokens = ["<pad>", "<bos>", *BYTES, "\u2581", "a", "\u2581a", "\n", "\n\n", "é"]
+    kv = {"tokenizer.ggml.model": "gemma4", "tokenizer.ggml.tokens": tokens,
+          "tokenizer.ggml.merges": ["\u2581 a", "\n \n"], "tokenizer.ggml.bos_token_id": 1,
+          "tokenizer.ggml.token_type": np.array([3, 3] + [6] * 256 + [1] * 6, np.int32)}
+    tok = Tokenizer.from_metadata(kv)
+    ids = tok.encode(" a\n\n\nb", add_special=True)   # BOS forced on; "\n\n\n" is no token: merged
+    assert [tok.tokens[i] for i in ids] == ["<bos>", "\u2581a", "\n\n", "\n", "<0x62>"]
+    assert tok.decode(ids[1:]) == " a\n\n\nb"
+
+
 def test_bpe_llama3_adds_bos_unless_metadata_says_not():
     tokens = ["<|begin_of_text|>", "a"]
     kv = _bpe_kv(tokens, [], pre="llama-bpe", **{"tokenizer.ggml.bos_token_id": 0})

@@ -78,6 +78,7 @@ class _ModelDefaults:
 
 TOKENIZER_MODELS: dict[str, _ModelDefaults] = {
     "gpt2": _ModelDefaults("bpe", bos=11, eos=11, unk=None),
+    "gemma4": _ModelDefaults("bpe", bos=None, eos=None, unk=None),   # always pre-tokenizer "gemma4"
     "llama": _ModelDefaults("spm", bos=1, eos=2, unk=0, add_bos=True, add_space_prefix=True,
                             clean_spaces=False),
     "bert": _ModelDefaults("wpm", bos=101, eos=None, unk=100, sep=102, pad=0, mask=103,
@@ -139,7 +140,7 @@ class Tokenizer:
             type_attr[t] = a
         self.attrs: list[int] = type_attr[np.clip(types, 0, None)].tolist()   # unknown types: UNDEFINED
 
-        self.pre_name: str = kv.get(K.PRE, "") or ""
+        self.pre_name: str = "gemma4" if model == "gemma4" else (kv.get(K.PRE, "") or "")
         self.pre: PreTokenizer | None = get_pre_tokenizer(self.pre_name) if self.kind == "bpe" else None
         self.add_bos = defaults.add_bos if self.pre is None or self.pre.add_bos is None else self.pre.add_bos
         self.add_eos = defaults.add_eos

@@ -77,9 +77,13 @@ def _scan_gpt2(text: str, fl: list[int], lo: int, hi: int, out: list[int]) -> No
         out.append(pos - start); start = pos
 
 
-def _make_scan_llama3(max_digits: int, word_cls: int) -> Callable[[str, list[int], int, int, list[int]], None]:
+Scanner = Callable[[str, list[int], int, int, list[int]], None]
+
+
+def _make_scan_llama3(max_digits: int, word_cls: int) -> Scanner:
     """Llama-3 (digits in threes, letters), Qwen2 (single digits) and Qwen3.5 (letters and marks):
-    (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?WORD+|\\p{N}{1,k}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"""
+    (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?WORD+|\\p{N}{1,k}
+    | ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"""
 
     def scan(text: str, fl: list[int], lo: int, hi: int, out: list[int]) -> None:
         def F(p: int) -> int:
@@ -164,7 +168,7 @@ _QWEN35 = (_CONTRACTIONS + "|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\
 _NEWLINES = "[^\\n]+|[\\n]+"
 
 # Regexes llama.cpp never hands to std::regex (matched by their exact spelling, as it does).
-SCANNERS: dict[str, Callable[[str, list[int], int, int, list[int]], None]] = {
+SCANNERS: dict[str, Scanner] = {
     _GPT2: _scan_gpt2,
     _LLAMA3: _make_scan_llama3(3, LETTER),
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}" + _TAIL: _make_scan_llama3(3, LETTER),
