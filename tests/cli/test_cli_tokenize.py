@@ -47,8 +47,8 @@ def test_no_bos_and_no_parse_special(gemma3_path, smollm2_path):
     assert 2 not in ids and len(ids) > 1
 
 
-def test_stdin(smollm2_path):
-    res = run("-m", smollm2_path, "--stdin", "--ids", input="Hello world".encode())
+def test_stdin_and_default_model(smollm2_path):
+    res = run("--stdin", "--ids", input="Hello world".encode())       # the embedded SmolLM2
     assert res.exit_code == 0, res.output
     assert res.stdout == "[19556, 905]\n"
 

@@ -1,4 +1,4 @@
-"""`llmtk tokenize -m MODEL (-p TEXT | -f FILE | --stdin)`: token ids of a text, like llama-tokenize."""
+"""`llmtk tokenize [-m MODEL] (-p TEXT | -f FILE | --stdin)`: token ids of a text, like llama-tokenize."""
 from __future__ import annotations
 
 import sys
@@ -10,8 +10,9 @@ from llmtk.errors import InputError
 
 
 @click.command("tokenize")
-@click.option("-m", "--model", "model", required=True, type=click.Path(path_type=Path),
-              help="GGUF file whose vocabulary is used (only its metadata is read).")
+@click.option("-m", "--model", "model", type=click.Path(path_type=Path),
+              help="GGUF file whose vocabulary is used, only its metadata is read "
+                   "(default: the embedded SmolLM2-135M-Instruct Q4_1).")
 @click.option("-p", "--prompt", "prompt", metavar="TEXT", help="Text to tokenize, taken literally.")
 @click.option("-f", "--file", "file", type=click.Path(path_type=Path, dir_okay=False),
               help="Read the text from FILE, byte for byte (no escape processing).")
@@ -21,7 +22,7 @@ from llmtk.errors import InputError
 @click.option("--no-parse-special", is_flag=True,
               help="Treat control tokens written in the text (<|im_start|>) as plain text.")
 @click.option("--show-count", is_flag=True, help="Print the number of tokens at the end.")
-def command(model: Path, prompt: str | None, file: Path | None, use_stdin: bool, ids: bool,
+def command(model: Path | None, prompt: str | None, file: Path | None, use_stdin: bool, ids: bool,
             no_bos: bool, no_parse_special: bool, show_count: bool) -> None:
     """Tokenize a text with MODEL's vocabulary exactly as llama.cpp's `llama-tokenize --no-escape`:
     BOS as the vocabulary says, special tokens parsed, the text taken literally.
@@ -34,6 +35,7 @@ def command(model: Path, prompt: str | None, file: Path | None, use_stdin: bool,
       llmtk tokenize -m model.gguf -f prompt.txt --ids
       cat prompt.txt | llmtk tokenize -m model.gguf --stdin --show-count
     """
+    from llmtk.resources import smollm2_path
     from llmtk.tokenizer import Tokenizer
 
     if sum(x is not None and x is not False for x in (prompt, file, use_stdin)) != 1:
@@ -49,7 +51,7 @@ def command(model: Path, prompt: str | None, file: Path | None, use_stdin: bool,
     else:
         text = prompt
 
-    tok = Tokenizer.from_gguf(model)
+    tok = Tokenizer.from_gguf(model if model is not None else smollm2_path())
     # llama-tokenize passes add_special = (the vocabulary adds BOS) and not --no-bos
     tokens = tok.encode(text, add_special=tok.add_bos and not no_bos, parse_special=not no_parse_special)
 
