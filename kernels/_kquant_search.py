@@ -12,10 +12,16 @@ Conventions that replace C's pointers:
 """
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
+
+# LLVM's x86 pass that turns cmov back into branches inside loops guesses wrong for these
+# searches: their clamps (MAX(0, MIN(nmax, l))) depend on the data and mispredict, which made
+# them ~1.7x slower than ggml's C. A code-generation choice only; results are unchanged.
+llvm.set_option("", "-x86-cmov-converter=false")
 
 # ggml's GROUP_MAX_EPS (1e-15f); the i-quants use larger ones, defined in their own modules
 GROUP_MAX_EPS = np.float32(1e-15)
@@ -113,7 +119,7 @@ def _weight_of(x, weights, i, rmse_type):
     return np.sqrt(np.abs(x[i]))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     """ggml `make_qx_quants`: symmetric scale search, L (int8) in [0, 2*nmax). Returns scale."""
     vmax = np.float32(0.0)
@@ -173,7 +179,7 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     return scale
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def make_q3_quants(n, nmax, x, L, do_rmse):
     """ggml `make_q3_quants`: symmetric search with x*x weights and coordinate-descent passes."""
     vmax = np.float32(0.0)
@@ -278,7 +284,7 @@ def _search_error(diff, use_mad):
     return np.abs(diff) if use_mad else diff * diff
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
     """ggml `make_qkx2_quants`: asymmetric (scale, min) grid search with weighted least squares.
 
@@ -346,7 +352,7 @@ def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
     return scale, -vmin
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
     """ggml `make_qkx3_quants`: like make_qkx2_quants; empty `weights` means x*x (C's NULL).
 
@@ -417,7 +423,7 @@ def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
     return scale, -vmin
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def make_qp_quants(n, nmax, x, L, quant_weights):
     """ggml `make_qp_quants`: non-negative values (scales/mins) onto [0, nmax] (L uint8)."""
     vmax = np.float32(0.0)
