@@ -203,6 +203,14 @@ def test_gemma4_style_bpe_on_raw_utf8_with_escaped_spaces():
     assert tok.decode(ids[1:]) == " a\n\n\nb"
 
 
+def test_special_tokens_are_ordered_by_utf8_length():
+    # "ééé" (3 characters, 6 bytes) goes before "éabc" (4 characters, 5 bytes), as in llama.cpp
+    tokens = [*BYTE_TO_CHAR, "ééé", "éabc"]
+    types = np.array([1] * 256 + [4, 4], np.int32)
+    tok = Tokenizer.from_metadata(_bpe_kv(tokens, [], **{"tokenizer.ggml.token_type": types}))
+    assert tok.encode("éééabc") == [256, ord("a"), ord("b"), ord("c")]   # byte tokens sit at their byte
+
+
 def test_bpe_llama3_adds_bos_unless_metadata_says_not():
     tokens = ["<|begin_of_text|>", "a"]
     kv = _bpe_kv(tokens, [], pre="llama-bpe", **{"tokenizer.ggml.bos_token_id": 0})

@@ -178,10 +178,12 @@ class Tokenizer:
 
         self._fix_special_attrs(kv)
         self._set_strip_attrs(kv)
-        # Special tokens are cut out longest first; ties keep id order.
+        # Special tokens are cut out longest (in UTF-8 bytes) first; ties keep id order (llama.cpp's
+        # std::sort leaves their order unspecified).
         special = [i for i, a in enumerate(self.attrs) if a & _SPECIAL]
         self._special: list[tuple[str, int, int]] = [
-            (self.tokens[i], i, self.attrs[i]) for i in sorted(special, key=lambda i: -len(self.tokens[i]))]
+            (self.tokens[i], i, self.attrs[i])
+            for i in sorted(special, key=lambda i: -len(self.tokens[i].encode("utf-8", "surrogatepass")))]
         # first two characters -> positions in `_special`, to skip tokens the text cannot hold
         self._special_by_prefix: dict[str, list[int]] = {}
         for k, (tok, _, _) in enumerate(self._special):
