@@ -90,3 +90,24 @@ def test_cache_overflow_and_bad_tokens_are_errors(built):
             m.forward(_tokens(5), cache)
         with pytest.raises(InputError, match="outside the vocabulary"):
             m.forward(np.array([0, N_VOCAB], dtype=np.int32))
+
+
+@pytest.mark.parametrize("name", ["gemma3", "llama"])
+def test_chunked_attention_matches(built, name, monkeypatch):
+    # query chunks smaller than the batch exercise the skipped-key and sliding-window offsets
+    import llmtk.model.model as model_mod
+    hf, path = built(name)
+    toks = _tokens(13, seed=3)
+    ref = hf_logits(hf, toks)
+    monkeypatch.setattr(model_mod, "ATTN_Q_CHUNK", 4)
+    with load_model(path) as m:
+        got = m.forward(toks)
+    assert np.abs(got - ref).max() / np.abs(ref).max() < REL_TOL
+
+
+def test_weight_budget_zero_gives_same_logits(built):
+    _, path = built("mixtral")
+    toks = _tokens(9, seed=4)
+    with load_model(path) as a, load_model(path, weight_budget=0) as b:
+        np.testing.assert_array_equal(a.forward(toks), b.forward(toks))
+        assert b.w.used == 0

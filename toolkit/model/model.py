@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from llmtk.errors import InputError, ShapeError, UnsupportedError
 
-from . import ops
+from . import _blas, ops
 from .arch import ROPE_NEOX, ArchSpec, HParams, arch_spec
 from .weights import DEFAULT_BUDGET, Weights, open_reader
 
@@ -29,7 +29,7 @@ F32 = np.float32
 # hook(weight_name, x, ids) with x (n, n_expert_used, cols) and ids (n, n_expert_used) int32.
 Hook = Callable[..., None]
 
-ATTN_Q_CHUNK = 512  # query rows per attention block, bounding the score matrix
+ATTN_Q_CHUNK = 128  # query rows per attention block: bounds the scores, skips masked keys
 
 
 class KVCache:
@@ -77,6 +77,45 @@ class Layer:
     b_up: str | None
     b_down: str | None
 
+    @property
+    def qkv(self) -> tuple[str, ...]:
+        return (self.wqkv,) if self.wqkv else (self.wq, self.wk, self.wv)
+
+    @property
+    def qkv_b(self) -> tuple[str | None, ...]:
+        return (self.bqkv,) if self.wqkv else (self.bq, self.bk, self.bv)
+
+    @property
+    def ffn_in(self) -> tuple[str, ...]:
+        return (self.up,) if self.gate is None else (self.gate, self.up)
+
+    @property
+    def ffn_in_b(self) -> tuple[str | None, ...]:
+        return (self.b_up,) if self.gate is None else (self.b_gate, self.b_up)
+
+
+class _Batch:
+    """Per-forward tables shared by all layers: RoPE cos/sin and the attention mask chunks."""
+
+    def __init__(self, hp: HParams, p0: int, n: int, rope: dict[bool, tuple[np.ndarray, np.ndarray]]):
+        self.hp, self.p0, self.n, self.rope = hp, p0, n, rope
+        self._chunks: dict[bool, list[tuple[int, int, int, int, np.ndarray]]] = {}
+
+    def chunks(self, swa: bool) -> list[tuple[int, int, int, int, np.ndarray]]:
+        """(c0, c1, t0, t1, mask): query rows c0..c1 see key positions t0..t1 through mask."""
+        got = self._chunks.get(swa)
+        if got is None:
+            n_swa = self.hp.n_swa if swa else 0
+            got = []
+            for c0 in range(0, self.n, ATTN_Q_CHUNK):
+                c1 = min(self.n, c0 + ATTN_Q_CHUNK)
+                t1 = self.p0 + c1  # later keys are all masked: skip them
+                t0 = max(0, self.p0 + c0 - n_swa + 1) if n_swa else 0
+                q_pos = np.arange(self.p0 + c0, self.p0 + c1)
+                got.append((c0, c1, t0, t1, ops.causal_mask(q_pos, t0, t1, n_swa)))
+            self._chunks[swa] = got
+        return got
+
 
 def _layer_names(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], il: int) -> Layer:
     def opt(suffix: str) -> str | None:
@@ -116,8 +155,10 @@ def _layer_names(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], il: int) 
 class Model:
     """A loaded GGUF transformer; `forward` maps token ids to logits."""
 
-    def __init__(self, reader: Any, *, weight_budget: int = DEFAULT_BUDGET, owns_reader: bool = False):
+    def __init__(self, reader: Any, *, weight_budget: int = DEFAULT_BUDGET, threads: int | None = None,
+                 owns_reader: bool = False):
         self.reader = reader
+        self.threads = threads
         self._owns_reader = owns_reader
         kv = reader.kv
         arch = kv.get("general.architecture")
@@ -136,6 +177,7 @@ class Model:
         self._rope_long = "rope_factors_long.weight" if "rope_factors_long.weight" in tensors else None
         self._rope_short = "rope_factors_short.weight" if "rope_factors_short.weight" in tensors else None
         self._rope_freqs = "rope_freqs.weight" if "rope_freqs.weight" in tensors else None
+        self._biases: dict[str, np.ndarray] = {}
         hp = self.hp
         if self.spec.attn_scale is not None:
             self.kq_scale = self.spec.attn_scale(hp)
@@ -165,12 +207,30 @@ class Model:
     def _mm(self, x: npt.NDArray[np.float32], name: str, hook: Hook | None,
             bias: str | None = None) -> npt.NDArray[np.float32]:
         """x (n, cols) @ W.T (+ b): the weight is (rows, cols) like ggml's ne = {cols, rows}."""
+        return self._proj(x, (name,), (bias,), hook)
+
+    def _proj(self, x: npt.NDArray[np.float32], names: tuple[str, ...], biases: tuple[str | None, ...],
+              hook: Hook | None) -> npt.NDArray[np.float32]:
+        """x @ [W1; W2; ...].T + [b1, b2, ...]: projections of one input fused into one sgemm."""
         if hook is not None:
-            hook(name, x)
-        y = x @ self.w.get(name).T
-        if bias is not None:
-            y += self.w.get(bias)
+            for name in names:
+                hook(name, x)
+        y = x @ self.w.fused(names).T
+        b = self._bias(names, biases)
+        if b is not None:
+            y += b
         return y
+
+    def _bias(self, names: tuple[str, ...], biases: tuple[str | None, ...]) -> npt.NDArray[np.float32] | None:
+        if all(b is None for b in biases):
+            return None
+        key = "|".join(names)
+        b = self._biases.get(key)
+        if b is None:
+            b = np.concatenate([self.w.get(bn) if bn is not None else np.zeros(self.w.shape(wn)[0], F32)
+                                for wn, bn in zip(names, biases)]).astype(F32)
+            self._biases[key] = b
+        return b
 
     def _norm(self, x: npt.NDArray[np.float32], name: str) -> npt.NDArray[np.float32]:
         return ops.rms_norm(x, self.w.get(name), self.hp.eps)
@@ -185,65 +245,63 @@ class Model:
             return self.w.get(self._rope_short)
         return None
 
-    def _attention(self, il: int, x: npt.NDArray[np.float32], cache: KVCache,
-                   rope_tab: dict[bool, tuple[np.ndarray, np.ndarray]], hook: Hook | None) -> npt.NDArray[np.float32]:
-        hp, spec, L = self.hp, self.spec, self.layers[il]
+    def _attention(self, il: int, x: npt.NDArray[np.float32], cache: KVCache, ctx: "_Batch",
+                   hook: Hook | None) -> npt.NDArray[np.float32]:
+        hp, L = self.hp, self.layers[il]
         n = x.shape[0]
-        n_q, n_kv = hp.n_head * hp.head_k, hp.n_head_kv * hp.head_k
-        if L.wqkv is not None:
-            qkv = self._mm(x, L.wqkv, hook, L.bqkv)
-            q, k, v = qkv[:, :n_q], qkv[:, n_q:n_q + n_kv], qkv[:, n_q + n_kv:]
-        else:
-            q = self._mm(x, L.wq, hook, L.bq)
-            k = self._mm(x, L.wk, hook, L.bk)
-            v = self._mm(x, L.wv, hook, L.bv)
-        q = np.ascontiguousarray(q).reshape(n, hp.n_head, hp.head_k)
-        k = np.ascontiguousarray(k).reshape(n, hp.n_head_kv, hp.head_k)
-        v = v.reshape(n, hp.n_head_kv, hp.head_v)
+        n_q, n_k = hp.n_head * hp.head_k, hp.n_head_kv * hp.head_k
+        y = self._proj(x, L.qkv, L.qkv_b, hook)
+        q = y[:, :n_q].reshape(n, hp.n_head, hp.head_k)
+        k = y[:, n_q:n_q + n_k].reshape(n, hp.n_head_kv, hp.head_k)
+        v = y[:, n_q + n_k:].reshape(n, hp.n_head_kv, hp.head_v)
         if L.q_norm is not None:
             q = self._norm(q, L.q_norm)
             k = self._norm(k, L.k_norm)
-        cos, sin = rope_tab[hp.is_swa[il]]
-        neox = spec.rope_mode == ROPE_NEOX
-        ops.rope(q, cos, sin, hp.n_rot, neox)
-        ops.rope(k, cos, sin, hp.n_rot, neox)
-
-        p0 = cache.n_past
-        T = p0 + n
-        cache.k[il][:, p0:T] = k.transpose(1, 0, 2)
+        swa = hp.is_swa[il]
+        cos, sin = ctx.rope[swa]
+        neox = self.spec.rope_mode == ROPE_NEOX
+        p0, T = cache.n_past, cache.n_past + n
+        Qh = ops.rope(q, cos, sin, hp.n_rot, neox)               # (n_head, n, head_k)
+        Qh *= F32(self.kq_scale)
+        ops.rope(k, cos, sin, hp.n_rot, neox, out=cache.k[il][:, p0:T])
         cache.v[il][:, p0:T] = v.transpose(1, 0, 2)
-        K = cache.k[il][:, :T]                                   # (n_head_kv, T, head_k)
-        V = cache.v[il][:, :T]                                   # (n_head_kv, T, head_v)
+        K, V = cache.k[il], cache.v[il]                           # (n_head_kv, n_ctx, head)
         g = hp.group
-        # query head h reads kv head h // g: stack each kv head's g query heads as rows
-        Q = q.transpose(1, 0, 2).reshape(hp.n_head_kv, g, n, hp.head_k)
+        # query head h reads kv head h // g: each kv head's g query heads stacked as rows
+        Q = Qh.reshape(hp.n_head_kv, g, n, hp.head_k)
         out = np.empty((hp.n_head_kv, g, n, hp.head_v), dtype=F32)
-        n_swa = hp.n_swa if hp.is_swa[il] else 0
-        for c0 in range(0, n, ATTN_Q_CHUNK):
-            c1 = min(n, c0 + ATTN_Q_CHUNK)
-            # keys beyond the chunk's last position are all masked: skip them
-            t1 = p0 + c1
-            t0 = max(0, p0 + c0 - n_swa + 1) if n_swa else 0
-            Qc = np.ascontiguousarray(Q[:, :, c0:c1]).reshape(hp.n_head_kv, g * (c1 - c0), hp.head_k)
-            s = np.matmul(Qc, K[:, t0:t1].transpose(0, 2, 1))    # (n_head_kv, g*m, t1-t0)
-            ops.softmax_causal(s, self.kq_scale, c1 - c0, p0 + c0 - t0, n_swa)
-            out[:, :, c0:c1] = np.matmul(s, V[:, t0:t1]).reshape(hp.n_head_kv, g, c1 - c0, hp.head_v)
+        with _blas.threads(1):
+            self._attend(Q, K, V, out, ctx.chunks(swa))
         attn = out.reshape(hp.n_head, n, hp.head_v).transpose(1, 0, 2).reshape(n, hp.n_head * hp.head_v)
-        return self._mm(np.ascontiguousarray(attn), L.wo, hook, L.bo)
+        return self._mm(attn, L.wo, hook, L.bo)
+
+    def _attend(self, Q: np.ndarray, K: np.ndarray, V: np.ndarray, out: np.ndarray,
+                chunks: list[tuple[int, int, int, int, np.ndarray]]) -> None:
+        """out = softmax(Q K^T + mask) V per kv head and query chunk (Q already scaled)."""
+        n_kv, g, n, head_k = Q.shape
+        head_v = V.shape[2]
+        for c0, c1, t0, t1, mask in chunks:
+            m = c1 - c0
+            Qc = Q if m == n else np.ascontiguousarray(Q[:, :, c0:c1])
+            Qc = Qc.reshape(n_kv, g * m, head_k)
+            s = np.empty((n_kv, g * m, t1 - t0), dtype=F32)
+            o = np.empty((n_kv, g * m, head_v), dtype=F32)
+            # one sgemm per kv head: np.matmul over the stack is far slower with threaded BLAS
+            for h in range(n_kv):
+                np.dot(Qc[h], K[h, t0:t1].T, out=s[h])
+            s.reshape(n_kv, g, m, t1 - t0)[...] += mask
+            ops.softmax_(s)
+            for h in range(n_kv):
+                np.dot(s[h], V[h, t0:t1], out=o[h])
+            out[:, :, c0:c1] = o.reshape(n_kv, g, m, head_v)
 
     def _ffn(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
-        L, spec = self.layers[il], self.spec
+        L = self.layers[il]
         if L.gate_inp is not None:
             return self._moe(il, x, hook)
-        if spec.fused_gate_up:
-            gu = self._mm(x, L.up, hook, L.b_up)
-            n_ff = gu.shape[1] // 2
-            h = ops.glu(spec.act, gu[:, :n_ff], gu[:, n_ff:])
-        else:
-            g = self._mm(x, L.gate, hook, L.b_gate)
-            u = self._mm(x, L.up, hook, L.b_up)
-            h = ops.glu(spec.act, g, u)
-        return self._mm(h, L.down, hook, L.b_down)
+        gu = self._proj(x, L.ffn_in, L.ffn_in_b, hook)           # (n, 2 * n_ff): gate | up
+        n_ff = gu.shape[1] // 2
+        return self._mm(ops.glu(self.spec.act, gu[:, :n_ff], gu[:, n_ff:]), L.down, hook, L.b_down)
 
     def _moe(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
         # llm_graph_context::build_moe_ffn with softmax gating: probabilities over all experts,
@@ -294,6 +352,10 @@ class Model:
         gives the same logits as one forward over the whole sequence. `hook(name, x)` sees the
         float32 activations entering every matmul (for importance matrices).
         """
+        with _blas.threads(self.threads):
+            return self._forward(tokens, cache, hook)
+
+    def _forward(self, tokens: npt.ArrayLike, cache: KVCache | None, hook: Hook | None) -> npt.NDArray[np.float32]:
         hp, spec = self.hp, self.spec
         ids = np.asarray(tokens)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
@@ -320,9 +382,10 @@ class Model:
         if any(hp.is_swa):
             # llama_model::get_rope_freq_base/scale: sliding layers have their own base, scale 1
             rope_tab[True] = ops.rope_tables(pos, hp.n_rot, hp.rope_base_swa, 1.0, attn_factor, ff)
+        ctx = _Batch(hp, cache.n_past, n, rope_tab)
 
         for il, L in enumerate(self.layers):
-            h = self._attention(il, self._norm(x, L.attn_norm), cache, rope_tab, hook)
+            h = self._attention(il, self._norm(x, L.attn_norm), cache, ctx, hook)
             if L.post_attn_norm is not None:
                 h = self._norm(h, L.post_attn_norm)
             x = x + h
@@ -339,13 +402,15 @@ class Model:
         return logits
 
 
-def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET) -> Model:
+def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET,
+               threads: int | None = None) -> Model:
     """Open a GGUF model (a path or an open `GGUFReader`) for `Model.forward`.
 
-    `weight_budget` bounds the bytes of float32 weights kept dequantized between calls.
+    `weight_budget` bounds the bytes of float32 weights kept dequantized between calls;
+    `threads` sets the BLAS thread count during `forward` (None: OpenBLAS's default, all cores).
     """
     owns = isinstance(path, (str, Path))
     if owns and not Path(path).is_file():
         raise InputError(f"model file {str(path)!r} does not exist")
     reader = open_reader(path)
-    return Model(reader, weight_budget=weight_budget, owns_reader=owns)
+    return Model(reader, weight_budget=weight_budget, threads=threads, owns_reader=owns)

@@ -25,54 +25,14 @@ def open_reader(path: "str | Path | Any") -> Any:
     """llmtk's GGUFReader for a path; an already open reader is returned as it is."""
     if not isinstance(path, (str, Path)):
         return path
-    try:
-        from llmtk.gguf_file import GGUFReader
-    except ModuleNotFoundError:  # TEMPORARY until llmtk.gguf_file lands
-        return _GGUFPyReader(path)
+    from llmtk.gguf_file import GGUFReader
     return GGUFReader(path)
-
-
-class _TensorInfo:
-    def __init__(self, name, qtype, shape, n_bytes):
-        self.name, self.qtype, self.shape, self.n_bytes = name, qtype, shape, n_bytes
-
-
-class _GGUFPyReader:
-    """TEMPORARY adapter over gguf-py's reader with llmtk.gguf_file's API (kv, tensors, raw, array)."""
-
-    def __init__(self, path):
-        import gguf
-        self._r = gguf.GGUFReader(str(path))
-        self.kv = {k: f.contents() for k, f in self._r.fields.items() if not k.startswith("GGUF.")}
-        self._t = {t.name: t for t in self._r.tensors}
-        self.tensors = {t.name: _TensorInfo(t.name, GGMLType(int(t.tensor_type)),
-                                            tuple(int(x) for x in reversed(t.shape)), int(t.n_bytes))
-                        for t in self._r.tensors}
-
-    def raw(self, name):
-        return self._t[name].data.reshape(-1).view(np.uint8)
-
-    def array(self, name):
-        info = self.tensors[name]
-        d = self._t[name].data
-        if info.qtype in (GGMLType.F32, GGMLType.F16):
-            return d.reshape(info.shape)
-        return d
-
-    def close(self):
-        pass
 
 
 def dequantize(raw: npt.NDArray[np.uint8], qtype: GGMLType, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
     """float32 of `shape` from raw `qtype` bytes through llmtk's kernels."""
     from llmtk.kernels import dequantize as deq
-    from llmtk.errors import UnsupportedError
-    try:
-        return deq(raw, qtype, shape)
-    except UnsupportedError:  # TEMPORARY: until llmtk's kernels cover the type
-        import gguf
-        out = gguf.quants.dequantize(np.ascontiguousarray(raw).reshape(-1), gguf.GGMLQuantizationType(int(qtype)))
-        return np.asarray(out, dtype=np.float32).reshape(shape)
+    return deq(raw, qtype, shape)
 
 
 class Weights:
@@ -90,20 +50,36 @@ class Weights:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.reader.tensors[name].shape)
 
+    def _load(self, name: str) -> npt.NDArray[np.float32]:
+        info = self.reader.tensors[name]
+        if info.qtype == GGMLType.F32:
+            return self.reader.array(name).reshape(info.shape)  # zero-copy from the memory map
+        return dequantize(self.reader.raw(name), info.qtype, tuple(info.shape))
+
+    def _keep(self, key: str, w: npt.NDArray[np.float32], counted: bool = True) -> None:
+        if not counted:
+            self._cache[key] = w
+        elif self.used + w.nbytes <= self.budget:
+            self._cache[key] = w
+            self.used += w.nbytes
+
     def get(self, name: str) -> npt.NDArray[np.float32]:
         """The whole tensor as float32 in NumPy order (rows = output features)."""
         w = self._cache.get(name)
-        if w is not None:
-            return w
-        info = self.reader.tensors[name]
-        if info.qtype == GGMLType.F32:
-            w = self.reader.array(name).reshape(info.shape)  # zero-copy from the memory map
-            self._cache[name] = w
-            return w
-        w = dequantize(self.reader.raw(name), info.qtype, tuple(info.shape))
-        if self.used + w.nbytes <= self.budget:
-            self._cache[name] = w
-            self.used += w.nbytes
+        if w is None:
+            w = self._load(name)
+            self._keep(name, w, counted=self.reader.tensors[name].qtype != GGMLType.F32)
+        return w
+
+    def fused(self, names: tuple[str, ...]) -> npt.NDArray[np.float32]:
+        """2-D tensors stacked along their rows (q|k|v, gate|up), so one sgemm serves them all."""
+        if len(names) == 1:
+            return self.get(names[0])
+        key = "|".join(names)
+        w = self._cache.get(key)
+        if w is None:
+            w = np.concatenate([self._cache[n] if n in self._cache else self._load(n) for n in names])
+            self._keep(key, w)
         return w
 
     def rows(self, name: str, ids: npt.NDArray[np.integer]) -> npt.NDArray[np.float32]:
