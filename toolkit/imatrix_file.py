@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,99 @@ class Imatrix:
                 m = np.where(cnt > 0, per / np.where(cnt > 0, cnt, np.float32(1)), np.float32(1))
             out[name] = m.astype(np.float32).reshape(-1)
         return out
+
+
+    def add(self, other: "Imatrix", chunk_size: int) -> None:
+        """Accumulate another file's statistics (llama-imatrix's `--in-file`, load_imatrix).
+
+        GGUF sums and counts add as they are; a legacy file's means are turned back into sums
+        with `chunk_size` tokens per call. Datasets are appended, and the chunk count becomes
+        the largest count over `chunk_size`."""
+        for name, entry in other.entries.items():
+            mine = self.entries.get(name)
+            if other.is_legacy:
+                sums = np.asarray(entry.sums, dtype=np.float32) * np.float32(chunk_size)
+                if mine is None:
+                    mine = self.entries[name] = ImatrixEntry(np.zeros_like(sums), np.zeros(1, np.int64))
+                mine.sums = (mine.sums + sums).astype(np.float32)
+                mine.counts = mine.counts + int(entry.counts[0]) * chunk_size
+                continue
+            if mine is None:
+                mine = self.entries[name] = ImatrixEntry(np.zeros(entry.sums.size, np.float32),
+                                                         np.zeros(entry.counts.size, np.int64))
+            elif mine.sums.size != entry.sums.size:
+                raise InputError(f"mismatched sums size for {name}: {entry.sums.size} != {mine.sums.size}")
+            if mine.counts.size == 1 and entry.counts.size > 1:
+                mine.counts = np.full(entry.counts.size, mine.counts[0], np.int64)
+            elif mine.counts.size != entry.counts.size:
+                raise InputError(f"mismatched counts size for {name}: {entry.counts.size} != {mine.counts.size}")
+            mine.sums = (mine.sums + entry.sums).astype(np.float32)
+            mine.counts = mine.counts + entry.counts
+        self.datasets += other.datasets
+        max_count = max((int(e.counts.max()) for e in self.entries.values() if e.counts.size), default=0)
+        self.chunk_size = chunk_size
+        self.chunk_count = max_count // chunk_size if chunk_size else 0
+        self.has_metadata = True
+
+
+def write_imatrix_gguf(path: str | os.PathLike, im: Imatrix) -> Path:
+    """llama-imatrix's GGUF file: entries in name order, `in_sum2` (n_mat, n_cols) and `counts`
+    (n_mat, 1) as F32; every entry is written, even partial ones (readers correct for them)."""
+    from .constants import GGUFValueType as VT
+    from .gguf_file import GGUFWriter
+
+    items = [(n, e) for n, e in sorted(im.entries.items()) if e.sums.size and e.counts.size]
+    with GGUFWriter(path) as w:
+        w.add_kv("general.type", "imatrix", VT.STRING)
+        w.add_kv(KEY_DATASETS, list(im.datasets), VT.ARRAY, VT.STRING)
+        w.add_kv(KEY_CHUNK_COUNT, int(im.chunk_count), VT.UINT32)
+        w.add_kv(KEY_CHUNK_SIZE, int(im.chunk_size), VT.UINT32)
+        for name, e in items:
+            n_mat = e.counts.size
+            w.add_tensor_info(name + IN_SUM2, _shape(n_mat, e.sums.size // n_mat), "F32")
+            w.add_tensor_info(name + COUNTS, _shape(n_mat, 1), "F32")
+        for name, e in items:
+            w.write_tensor(name + IN_SUM2, np.asarray(e.sums, dtype=np.float32))
+            w.write_tensor(name + COUNTS, e.counts.astype(np.float32))
+    return Path(path)
+
+
+def _shape(n_mat: int, n: int) -> tuple[int, ...]:
+    # ggml drops trailing dimensions of size 1 (ggml_n_dims)
+    return (n,) if n_mat == 1 else (n_mat, n)
+
+
+def write_imatrix_dat(path: str | os.PathLike, im: Imatrix, *, dataset: str | None = None) -> Path:
+    """llama-imatrix's legacy `.dat`: per entry the means times ncall = ceil(max count / chunk
+    size); entries without any data are skipped, experts without data store 1. Written to a
+    temp file beside `path` and renamed into place."""
+    chunk = max(int(im.chunk_size), 1)
+    parts = []
+    names = sorted(n for n, e in im.entries.items() if e.counts.size and (e.counts != 0).any())
+    parts.append(struct.pack("<i", len(names)))
+    for name in names:
+        e = im.entries[name]
+        b = name.encode()
+        ncall = (int(e.counts.max()) + chunk - 1) // chunk
+        n_mat = e.counts.size
+        per = np.asarray(e.sums, dtype=np.float32).reshape(n_mat, -1)
+        cnt = e.counts.astype(np.float32).reshape(n_mat, 1)
+        vals = np.where(cnt == 0, np.float32(1), per)
+        cnt = np.where(cnt == 0, np.float32(1), cnt)
+        tmp = ((vals / cnt) * np.float32(ncall)).astype("<f4").reshape(-1)
+        parts += [struct.pack("<i", len(b)), b, struct.pack("<ii", ncall, tmp.size), tmp.tobytes()]
+    ds = (dataset if dataset else (im.datasets[-1] if im.datasets else "")).encode()
+    parts += [struct.pack("<i", int(im.chunk_count)), struct.pack("<i", len(ds)), ds]
+    p = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"".join(parts))
+        os.replace(tmp_name, p)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return p
 
 
 def is_gguf(path: str | os.PathLike) -> bool:
