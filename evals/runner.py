@@ -75,7 +75,9 @@ class ModelRunner:
         return tok.bos_id if getattr(tok, "add_bos", False) and tok.bos_id is not None and tok.bos_id >= 0 else None
 
     def tokenize(self, text: str) -> np.ndarray:
-        return np.asarray(self.tokenizer.encode(text, add_special=True, parse_special=True), dtype=np.int32)
+        # llama-perplexity and llama-imatrix call common_tokenize(ctx, text, add_special=true):
+        # special-token text in the input stays literal text
+        return np.asarray(self.tokenizer.encode(text, add_special=True, parse_special=False), dtype=np.int32)
 
     def logits(self, tokens: np.ndarray) -> np.ndarray:
         return self.model.forward(np.asarray(tokens, dtype=np.int32))

@@ -99,7 +99,7 @@ def _score_tasks(model_path, task_path, kind: str, n_tasks: int | None, json_out
     if not task_path.is_file():
         raise InputError(f"{task_path}: task file not found")
     runner = ModelRunner(model_path)
-    tokenize = lambda s: runner.tokenizer.encode(s, add_special=True, parse_special=True)  # noqa: E731
+    tokenize = lambda s: runner.tokenizer.encode(s, add_special=True, parse_special=False)  # noqa: E731
     if kind == "multiple-choice":
         tasks = T.load_multiple_choice(task_path.read_bytes(), n_tasks)
     else:
