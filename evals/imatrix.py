@@ -26,9 +26,10 @@ from llmtk.imatrix_file import Imatrix, ImatrixEntry
 class ImatrixCollector:
     """The forward-pass hook that accumulates squared activations per weight (collect_imatrix)."""
 
-    def __init__(self, *, process_output: bool = False, min_rows: int = 16):
+    def __init__(self, *, process_output: bool = False, n_expert: int = 0, min_rows: int = 16):
         self.im = Imatrix(has_metadata=True)
         self.process_output = process_output
+        self.n_expert = n_expert          # experts per MoE weight (rows of its entry)
         self.min_rows = min_rows          # llama.cpp ignores matmuls of fewer than 16 rows
 
     def wants(self, name: str) -> bool:
@@ -46,7 +47,7 @@ class ImatrixCollector:
             e.counts += x.shape[0]
         else:
             # x (n, n_used, cols) and ids (n, n_used): each routed row counts for its expert
-            n_expert = int(self._n_expert.get(name, 0)) or int(ids.max()) + 1
+            n_expert = self.n_expert or int(ids.max()) + 1
             e = self._entry(name, x.shape[-1], n_expert)
             sums = e.sums.reshape(n_expert, -1)
             sq = (x.astype(np.float64) ** 2).reshape(-1, x.shape[-1])
@@ -57,8 +58,6 @@ class ImatrixCollector:
             e.counts += np.bincount(flat, minlength=n_expert)[:n_expert]
         if not np.isfinite(e.sums).all():
             raise InputError(f"non-finite values detected in the activations of {name}")
-
-    _n_expert: dict[str, int] = {}
 
     def _entry(self, name: str, cols: int, n_mat: int) -> ImatrixEntry:
         e = self.im.entries.get(name)
@@ -94,7 +93,7 @@ def compute_imatrix(model_path: str | Path, text: str, *, n_ctx: int = 512, n_ch
                          f"the text tokenizes to only {len(tokens)}")
     n_max = len(tokens) // n_ctx
     n_chunk = n_max if n_chunks < 0 else min(n_chunks, n_max)
-    col = ImatrixCollector(process_output=process_output)
+    col = ImatrixCollector(process_output=process_output, n_expert=int(getattr(runner.model.hp, "n_expert", 0)))
     if previous is not None:
         col.im.entries, col.im.datasets = previous.entries, list(previous.datasets)
     bos = runner.bos_for_chunks
