@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import gguf
 import numpy as np
 
-from llmtk.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType
+from llmtk.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
 from llmtk.errors import InputError, LlmtkError, ShapeError, UnsupportedError
 
 from .base import ALWAYS_F32, SKIPPED_SUFFIXES, ModelConverter, PlannedTensor
@@ -203,7 +203,7 @@ def _apply_mix(planned: list[PlannedTensor], kv: KVStore, out: OutType, base: Ll
         p.qtype = choice.dst_type
         if GGML_TYPE_TRAITS[p.qtype].is_quantized and src[p.name] in (GGMLType.F16, GGMLType.BF16):
             # round through the `auto` file's type first, exactly as convert + quantize would
-            p.data = p.data.map(lambda x, t=src[p.name]: _through(x, t))
+            p.data = p.data.map_rows(lambda x, t=src[p.name]: _through(x, t))
     return [by_name[n] for n in order]
 
 
@@ -242,6 +242,27 @@ def encode(x: np.ndarray, qtype: GGMLType, imatrix: np.ndarray | None = None) ->
                                         None if imatrix is None else imatrix[e * cols:(e + 1) * cols])
                                for e in range(n_mat)])
     return quantize(x.reshape(-1, cols), qtype, imatrix)
+
+
+SLAB_BYTES = 1 << 24  # f32 bytes converted at a time for tensors read by row ranges
+
+
+def _tensor_bytes(p: PlannedTensor, imatrix: np.ndarray | None) -> np.ndarray:
+    """The bytes of one output tensor; checkpoint tensors are converted slab by slab of rows into
+    one preallocated buffer, so memory stays near the output tensor's size."""
+    t = p.data
+    if t.rows is None:
+        return encode(t.numpy(), p.qtype, imatrix)
+    cols, n_rows = t.shape[-1], t.n_rows
+    per_mat = t.shape[-2] if t.ndim == 3 else n_rows
+    out = np.empty((n_rows, row_size(p.qtype, cols)), dtype=np.uint8)
+    slab = max(1, min(per_mat, SLAB_BYTES // (4 * cols)))
+    for m0 in range(0, n_rows, per_mat):
+        w = None if imatrix is None else imatrix[(m0 // per_mat) * cols:][:cols]
+        for r0 in range(m0, m0 + per_mat, slab):
+            r1 = min(r0 + slab, m0 + per_mat)
+            out[r0:r1] = encode(t.rows(r0, r1), p.qtype, w).view(np.uint8).reshape(r1 - r0, -1)
+    return out
 
 
 def _load_imatrix(imatrix: Any) -> tuple[dict[str, np.ndarray] | None, Any]:
@@ -370,7 +391,6 @@ def _write(dest: Path, kv: KVStore, planned: list[PlannedTensor], imat: dict[str
         bar = _progress(total, len(planned), progress and total > 0)
         try:
             for i, p in enumerate(planned):
-                x = p.data.numpy()
                 im = imat.get(p.name) if imat is not None and GGML_TYPE_TRAITS[p.qtype].is_quantized else None
                 if im is not None and im.size != p.data.shape[-1] * (p.data.shape[0] if p.data.ndim == 3 else 1):
                     if p.name not in ("token_embd.weight", "per_layer_token_embd.weight"):
@@ -379,10 +399,11 @@ def _write(dest: Path, kv: KVStore, planned: list[PlannedTensor], imat: dict[str
                     logger.warning("imatrix size mismatch for %s, quantized without it", p.name)
                     im = None
                 try:
-                    data = encode(x, p.qtype, im)
+                    data = _tensor_bytes(p, im)
                 except LlmtkError as e:
                     raise type(e)(f"tensor {p.name}: {e}") from None
-                del x
+                finally:
+                    p.data.release()
                 w.write_tensor(p.name, data)
                 del data
                 if bar is not None:

@@ -30,7 +30,9 @@ _ST_DTYPES: dict[str, tuple[str, int]] = {
 
 def bf16_to_f32(u16: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint16) -> float32, exactly (bf16 is the top half of an f32)."""
-    return (u16.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    out = u16.astype(np.uint32)
+    out <<= np.uint32(16)  # in place: one f32-sized allocation
+    return out.view(np.float32)
 
 
 def working_dtype(x: np.ndarray) -> np.ndarray:
@@ -45,12 +47,16 @@ class LazyTensor:
     """A tensor known by shape and source dtype; `numpy()` reads/computes it on demand.
 
     `numpy()` returns the working array (f16 for f16 sources, f32 otherwise), as llama.cpp's
-    converter sees it after its `to(float32)` for other dtypes.
+    converter sees it after its `to(float32)` for other dtypes. Checkpoint tensors and stacks of
+    them can also read a range of rows (`rows(a, b)`, rows = all axes but the last flattened), so
+    a big tensor is converted slab by slab; `release()` drops its pages from the memory map.
     """
 
     shape: tuple[int, ...]
     dtype: str  # source dtype name, e.g. "BF16", kept through transformations (for `auto`, logs)
     load: Callable[[], np.ndarray] = field(repr=False)
+    rows: Callable[[int, int], np.ndarray] | None = field(default=None, repr=False)
+    release: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def numpy(self) -> np.ndarray:
         x = self.load()
@@ -62,11 +68,21 @@ class LazyTensor:
     def ndim(self) -> int:
         return len(self.shape)
 
+    @property
+    def n_rows(self) -> int:
+        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
+
     def map(self, fn: Callable[[np.ndarray], np.ndarray], shape: Sequence[int] | None = None) -> "LazyTensor":
         """A lazy `fn(self)`; `shape` is the result's shape when `fn` changes it."""
         src = self
         return LazyTensor(tuple(shape) if shape is not None else self.shape, self.dtype,
-                          lambda: fn(src.numpy()))
+                          lambda: fn(src.numpy()), release=src.release)
+
+    def map_rows(self, fn: Callable[[np.ndarray], np.ndarray]) -> "LazyTensor":
+        """A lazy elementwise `fn(self)`: keeps reading by row ranges."""
+        src = self
+        rows = None if src.rows is None else (lambda a, b: fn(src.rows(a, b)))
+        return LazyTensor(self.shape, self.dtype, lambda: fn(src.numpy()), rows, src.release)
 
     @staticmethod
     def stack(items: Sequence["LazyTensor"]) -> "LazyTensor":
@@ -82,7 +98,22 @@ class LazyTensor:
                 out[i] = t.numpy()
             return out
 
-        return LazyTensor(shape, items[0].dtype, load)
+        rows = None
+        if all(t.rows is not None for t in items):
+            per = items[0].n_rows
+
+            def rows(a: int, b: int) -> np.ndarray:
+                parts = []
+                for e in range(a // per, (b - 1) // per + 1):
+                    lo, hi = max(a, e * per) - e * per, min(b, (e + 1) * per) - e * per
+                    parts.append(items[e].rows(lo, hi))
+                return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        def release() -> None:
+            for t in items:
+                t.release()
+
+        return LazyTensor(shape, items[0].dtype, load, rows, release)
 
 
 class SafetensorsFile:
@@ -125,19 +156,47 @@ class SafetensorsFile:
             if end - begin != n * width or data_start + end > size or begin < 0:
                 raise InputError(f"{path}: tensor {name!r} ({dtype} {list(shape)}) has data offsets "
                                  f"[{begin}, {end}) that do not fit its shape or the file")
-            tensors[name] = LazyTensor(shape, dtype, self._loader(data_start + begin, n, np_dtype, dtype, shape))
+            start = data_start + begin
+            tensors[name] = LazyTensor(shape, dtype, self._loader(start, n, np_dtype, dtype, shape),
+                                       self._row_loader(start, np_dtype, width, dtype, shape),
+                                       self._releaser(start, end - begin))
         self.tensors = dict(sorted(tensors.items()))
 
     def _loader(self, offset: int, n: int, np_dtype: str, dtype: str, shape: tuple[int, ...]):
         def load() -> np.ndarray:
             raw = np.frombuffer(self._mm, dtype=np_dtype, count=n, offset=offset) if n else np.empty(0, np_dtype)
-            raw = raw.reshape(shape)
-            if dtype == "BF16":
-                return bf16_to_f32(raw)
-            if dtype in ("F32", "F16"):
-                return raw  # a read-only view of the map: nothing is copied until it is converted
-            return raw.astype(np.float32)
+            return _widen(raw.reshape(shape), dtype)
         return load
+
+    def _row_loader(self, offset: int, np_dtype: str, width: int, dtype: str, shape: tuple[int, ...]):
+        cols = shape[-1] if shape else 1
+
+        def rows(a: int, b: int) -> np.ndarray:
+            n = (b - a) * cols
+            raw = np.frombuffer(self._mm, dtype=np_dtype, count=n, offset=offset + a * cols * width) if n else \
+                np.empty(0, np_dtype)
+            return _widen(raw.reshape(b - a, cols), dtype)
+        return rows
+
+    def _releaser(self, offset: int, length: int):
+        def release() -> None:
+            # drop this tensor's pages from the map (they stay in the page cache): keeps RSS low
+            if self._mm is None or length <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
+                return
+            start = offset - offset % mmap.PAGESIZE
+            try:
+                self._mm.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
+            except (OSError, ValueError):
+                pass
+        return release
+
+
+def _widen(raw: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        return bf16_to_f32(raw)
+    if dtype in ("F32", "F16"):
+        return raw  # a read-only view of the map: nothing is copied until it is converted
+    return raw.astype(np.float32)
 
 
 def _torch_tensors(path: Path) -> dict[str, LazyTensor]:
