@@ -230,8 +230,13 @@ def _quantize_rows(kind, x, out, qk, ts):
 # --- imatrix quantizers ------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def make_qx_quants_w(n, nmax, x, L, qw):
-    """ggml's make_qx_quants with rmse_type 1 and weights `qw`: L[i] in 0..2*nmax-1, returns d."""
+def make_qx_quants_w(n, nmax, x, L, qw, isc, slx, sl2):
+    """ggml's make_qx_quants with rmse_type 1 and weights `qw`: L[i] in 0..2*nmax-1, returns d.
+
+    The 18 trial scales (is = -9..9, 0 excluded) are independent, so their sums are gathered in
+    one pass (each in ggml's order over i) and then tried in ggml's order; `isc`, `slx`, `sl2`
+    are scratch arrays of 18 floats.
+    """
     max_ = F32(0.0)
     amax = F32(0.0)
     for i in range(n):
@@ -255,23 +260,28 @@ def make_qx_quants_w(n, nmax, x, L, qw):
         suml2 += w * fl * fl
     scale = sumlx / suml2 if suml2 != F32(0.0) else F32(0.0)
     best = scale * sumlx
-    for is_ in range(-9, 10):
-        if is_ == 0:
-            continue
-        iscale = -(F32(nmax) + F32(0.1) * F32(is_)) / max_
-        sumlx = F32(0.0)
-        suml2 = F32(0.0)
+    for k in range(18):
+        is_ = k - 9 if k < 9 else k - 8
+        isc[k] = -(F32(nmax) + F32(0.1) * F32(is_)) / max_
+        slx[k] = F32(0.0)
+        sl2[k] = F32(0.0)
+    for i in range(n):
+        xi = x[i]
+        w = qw[i]
+        wx = w * xi
+        for k in range(18):
+            fl = F32(max(-nmax, min(nmax - 1, nearest_int(isc[k] * xi))))
+            slx[k] += wx * fl
+            sl2[k] += w * fl * fl
+    chosen = -1
+    for k in range(18):
+        if sl2[k] > F32(0.0) and slx[k] * slx[k] > best * sl2[k]:
+            chosen = k
+            scale = slx[k] / sl2[k]
+            best = scale * slx[k]
+    if chosen >= 0:
         for i in range(n):
-            l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-            w = qw[i]
-            fl = F32(l)
-            sumlx += w * x[i] * fl
-            suml2 += w * fl * fl
-        if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-            scale = sumlx / suml2
-            best = scale * sumlx
+            L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(isc[chosen] * x[i])))
     return scale
 
 
@@ -348,6 +358,9 @@ def _quantize_row_imatrix(kind, x, y, qw, ts):
     weight = np.empty(32, dtype=np.float32)
     L = np.empty(32, dtype=np.int64)
     Laux = np.empty(32, dtype=np.int64)
+    isc = np.empty(18, dtype=np.float32)
+    slx = np.empty(18, dtype=np.float32)
+    sl2 = np.empty(18, dtype=np.float32)
     for ib in range(n // 32):
         xb = x[ib * 32:(ib + 1) * 32]
         yb = y[ib * ts:(ib + 1) * ts]
@@ -355,7 +368,7 @@ def _quantize_row_imatrix(kind, x, y, qw, ts):
             weight[j] = qw[ib * 32 + j] * np.sqrt(sigma2 + xb[j] * xb[j])
         if kind == Q4_0 or kind == Q5_0:
             nmax = 8 if kind == Q4_0 else 16
-            d = make_qx_quants_w(32, nmax, xb, L, weight)
+            d = make_qx_quants_w(32, nmax, xb, L, weight, isc, slx, sl2)
             put_u16(yb, 0, fp32_to_fp16(d))
             if kind == Q4_0:
                 for j in range(16):
@@ -418,7 +431,7 @@ def _dequantize_row(kind, q, y, qk, ts):
                     yb[j + 16] = F32(x1) * d + m
         elif kind == Q8_0 or kind == Q8_1:
             o = 2 if kind == Q8_0 else 4
-            for j in range(32):
+            for j in range(qk):  # run-time count: loop-vectorized (a constant 32 is unrolled, scalar)
                 yb[j] = F32(np.int8(b[o + j])) * d
         elif kind == Q1_0:
             for j in range(128):
