@@ -85,27 +85,33 @@ def _trit(byte, n):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _dequantize_tq1_0(data, out):
-    """dequantize_row_tq1_0."""
+def _dequantize_tq1_0(data, out, n32):
+    """dequantize_row_tq1_0. `n32` is 32 passed at run time: LLVM loop-vectorizes run-time counts
+    but fully unrolls (and leaves scalar) constant ones."""
+    n16 = n32 // 2
+    n4 = n32 // 8
     for r in prange(data.shape[0]):
         for i in range(out.shape[1] // 256):
             b = data[r, 54 * i:54 * (i + 1)]
             y = out[r, 256 * i:256 * (i + 1)]
             d = fp16_to_fp32(get_u16(b, 52))
             for n in range(5):
-                for m in range(32):
-                    y[32 * n + m] = F32(_trit(b[m], n) - 1) * d
+                p = _POW3[n]
+                for m in range(n32):
+                    y[32 * n + m] = F32(((((np.int64(b[m]) * p) & 0xFF) * 3) >> 8) - 1) * d
             for n in range(5):
-                for m in range(16):
-                    y[160 + 16 * n + m] = F32(_trit(b[32 + m], n) - 1) * d
+                p = _POW3[n]
+                for m in range(n16):
+                    y[160 + 16 * n + m] = F32(((((np.int64(b[32 + m]) * p) & 0xFF) * 3) >> 8) - 1) * d
             for n in range(4):
-                for j in range(4):
-                    y[240 + 4 * n + j] = F32(_trit(b[48 + j], n) - 1) * d
+                p = _POW3[n]
+                for j in range(n4):
+                    y[240 + 4 * n + j] = F32(((((np.int64(b[48 + j]) * p) & 0xFF) * 3) >> 8) - 1) * d
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _dequantize_tq2_0(data, out):
-    """dequantize_row_tq2_0."""
+def _dequantize_tq2_0(data, out, n32):
+    """dequantize_row_tq2_0 (`n32` as in _dequantize_tq1_0)."""
     for r in prange(data.shape[0]):
         for i in range(out.shape[1] // 256):
             b = data[r, 66 * i:66 * (i + 1)]
@@ -113,8 +119,8 @@ def _dequantize_tq2_0(data, out):
             d = fp16_to_fp32(get_u16(b, 64))
             for j in range(2):
                 for l in range(4):
-                    for m in range(32):
-                        y[128 * j + 32 * l + m] = F32(((b[32 * j + m] >> (2 * l)) & 3) - 1) * d
+                    for m in range(n32):
+                        y[128 * j + 32 * l + m] = F32(((np.int64(b[32 * j + m]) >> (2 * l)) & 3) - 1) * d
 
 
 @njit(cache=True, error_model="numpy")
@@ -168,7 +174,7 @@ def _make(tq1: bool, ts: int):
 
     def dequantize(data: np.ndarray, cols: int) -> np.ndarray:
         out = np.empty((data.shape[0], cols), dtype=np.float32)
-        (_dequantize_tq1_0 if tq1 else _dequantize_tq2_0)(np.ascontiguousarray(data), out)
+        (_dequantize_tq1_0 if tq1 else _dequantize_tq2_0)(np.ascontiguousarray(data), out, 32)
         return out
 
     def matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
