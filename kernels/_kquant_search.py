@@ -120,8 +120,23 @@ def _weight_of(x, weights, i, rmse_type):
 
 
 @njit(cache=True, inline="always")
-def make_qx_quants(n, nmax, x, L, rmse_type, qw):
-    """ggml `make_qx_quants`: symmetric scale search, L (int8) in [0, 2*nmax). Returns scale."""
+def _sum2(p1, p2, n):
+    # two float32 sums in index order, as ggml's loops accumulate them
+    s1 = np.float32(0.0)
+    s2 = np.float32(0.0)
+    for i in range(n):
+        s1 += p1[i]
+        s2 += p2[i]
+    return s1, s2
+
+
+@njit(cache=True, inline="always")
+def make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, ws):
+    """`make_qx_quants` with a float32 workspace `ws` of at least 4*n values (no allocation).
+
+    The per-element products are computed in a loop of their own (vectorisable) and summed
+    afterwards in index order, which is exactly ggml's sequence of float32 roundings.
+    """
     vmax = np.float32(0.0)
     amax = np.float32(0.0)
     for i in range(n):
@@ -143,16 +158,21 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     if rmse_type < 0:
         rmse_type = -rmse_type
         return_early = True
-    sumlx = np.float32(0.0)
-    suml2 = np.float32(0.0)
+    w = ws[0:n]
+    wx = ws[n:2 * n]
+    p1 = ws[2 * n:3 * n]
+    p2 = ws[3 * n:4 * n]
     for i in range(n):
-        l = nearest_int(iscale * x[i])
-        l = max(-nmax, min(nmax - 1, l))
+        wi = _weight_of(x, qw, i, rmse_type)
+        w[i] = wi
+        wx[i] = wi * x[i]
+    for i in range(n):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
         L[i] = l + nmax
-        w = _weight_of(x, qw, i, rmse_type)
         fl = np.float32(l)
-        sumlx += w * x[i] * fl
-        suml2 += w * fl * fl
+        p1[i] = wx[i] * fl          # w*x[i]*l
+        p2[i] = w[i] * fl * fl      # w*l*l
+    sumlx, suml2 = _sum2(p1, p2, n)
     scale = sumlx / suml2 if suml2 != 0 else np.float32(0.0)
     if return_early:
         return np.float32(0.5) * (scale + np.float32(1.0) / iscale) if suml2 > 0 else np.float32(1.0) / iscale
@@ -161,15 +181,11 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
         if is_ == 0:
             continue
         iscale = -(np.float32(nmax) + np.float32(0.1) * np.float32(is_)) / vmax
-        sumlx = np.float32(0.0)
-        suml2 = np.float32(0.0)
         for i in range(n):
-            l = nearest_int(iscale * x[i])
-            l = max(-nmax, min(nmax - 1, l))
-            w = _weight_of(x, qw, i, rmse_type)
-            fl = np.float32(l)
-            sumlx += w * x[i] * fl
-            suml2 += w * fl * fl
+            fl = np.float32(max(-nmax, min(nmax - 1, nearest_int(iscale * x[i]))))
+            p1[i] = wx[i] * fl
+            p2[i] = w[i] * fl * fl
+        sumlx, suml2 = _sum2(p1, p2, n)
         if suml2 > 0 and sumlx * sumlx > best * suml2:
             for i in range(n):
                 l = nearest_int(iscale * x[i])
@@ -177,6 +193,14 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
             scale = sumlx / suml2
             best = scale * sumlx
     return scale
+
+
+@njit(cache=True, inline="always")
+def make_qx_quants(n, nmax, x, L, rmse_type, qw):
+    """ggml `make_qx_quants`: symmetric scale search, L (int8) in [0, 2*nmax). Returns scale.
+
+    qw: importance weights, or an empty array for C's NULL (weights from `rmse_type`)."""
+    return make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, np.empty(4 * n, dtype=np.float32))
 
 
 @njit(cache=True, inline="always")
@@ -285,53 +309,69 @@ def _search_error(diff, use_mad):
 
 
 @njit(cache=True, inline="always")
-def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
-    """ggml `make_qkx2_quants`: asymmetric (scale, min) grid search with weighted least squares.
+def _qkx_error(n, x, w, Lq, scale, vmin, use_mad, p):
+    # sum of w * err(scale*L + min - x) in index order
+    for i in range(n):
+        diff = scale * np.float32(Lq[i]) + vmin - x[i]
+        p[i] = w[i] * _search_error(diff, use_mad)
+    e = np.float32(0.0)
+    for i in range(n):
+        e += p[i]
+    return e
 
-    L, Laux: uint8 arrays; rmin, rdelta: float32. Returns (scale, the_min) with the_min = -min.
-    """
+
+@njit(cache=True, inline="always")
+def _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, empty_if_le):
+    # the body shared by make_qkx2_quants and make_qkx3_quants once the weights `w` exist;
+    # ws holds 4*n floats. `empty_if_le`: qkx3 gives up when max <= min, qkx2 when max == min
+    xm = ws[0:n]
+    p1 = ws[n:2 * n]
+    p2 = ws[2 * n:3 * n]
+    p3 = ws[3 * n:4 * n]
     vmin = x[0]
     vmax = x[0]
-    sum_w = weights[0]
+    sum_w = w[0]
     sum_x = sum_w * x[0]
     for i in range(1, n):
         if x[i] < vmin:
             vmin = x[i]
         if x[i] > vmax:
             vmax = x[i]
-        w = weights[i]
-        sum_w += w
-        sum_x += w * x[i]
+        sum_w += w[i]
+        sum_x += w[i] * x[i]
     if vmin > 0:
         vmin = np.float32(0.0)
-    if vmax == vmin:
+    if (vmax <= vmin) if empty_if_le else (vmax == vmin):
         for i in range(n):
             L[i] = 0
         return np.float32(0.0), -vmin
     iscale = np.float32(nmax) / (vmax - vmin)
     scale = np.float32(1.0) / iscale
-    best_error = np.float32(0.0)
     for i in range(n):
-        l = nearest_int(iscale * (x[i] - vmin))
-        L[i] = max(0, min(nmax, l))
-        diff = scale * np.float32(L[i]) + vmin - x[i]
-        best_error += weights[i] * _search_error(diff, use_mad)
+        xm[i] = x[i] - vmin
+    for i in range(n):
+        L[i] = max(0, min(nmax, nearest_int(iscale * xm[i])))
+    best_error = _qkx_error(n, x, w, L, scale, vmin, use_mad, p1)
     if nstep < 1:
         return scale, -vmin
     for is_ in range(nstep + 1):
+        # ggml moves `min` when a step wins, so later steps use the new one (xm follows)
         iscale = (rmin + rdelta * np.float32(is_) + np.float32(nmax)) / (vmax - vmin)
+        for i in range(n):
+            l = max(0, min(nmax, nearest_int(iscale * xm[i])))
+            Laux[i] = l
+            fl = np.float32(l)
+            wl = w[i] * fl
+            p1[i] = wl               # w*l
+            p2[i] = wl * fl          # w*l*l
+            p3[i] = wl * x[i]        # w*l*x[i]
         sum_l = np.float32(0.0)
         sum_l2 = np.float32(0.0)
         sum_xl = np.float32(0.0)
         for i in range(n):
-            l = nearest_int(iscale * (x[i] - vmin))
-            l = max(0, min(nmax, l))
-            Laux[i] = l
-            w = weights[i]
-            fl = np.float32(l)
-            sum_l += w * fl
-            sum_l2 += w * fl * fl
-            sum_xl += w * fl * x[i]
+            sum_l += p1[i]
+            sum_l2 += p2[i]
+            sum_xl += p3[i]
         D = sum_w * sum_l2 - sum_l * sum_l
         if D > 0:
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
@@ -339,17 +379,43 @@ def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
             if this_min > 0:
                 this_min = np.float32(0.0)
                 this_scale = sum_xl / sum_l2
-            cur_error = np.float32(0.0)
-            for i in range(n):
-                diff = this_scale * np.float32(Laux[i]) + this_min - x[i]
-                cur_error += weights[i] * _search_error(diff, use_mad)
+            cur_error = _qkx_error(n, x, w, Laux, this_scale, this_min, use_mad, p1)
             if cur_error < best_error:
                 for i in range(n):
                     L[i] = Laux[i]
                 best_error = cur_error
                 scale = this_scale
                 vmin = this_min
+                for i in range(n):
+                    xm[i] = x[i] - vmin
     return scale, -vmin
+
+
+@njit(cache=True, inline="always")
+def make_qkx2_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws):
+    """`make_qkx2_quants` with a float32 workspace of at least 4*n values (no allocation)."""
+    return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws, False)
+
+
+@njit(cache=True, inline="always")
+def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
+    """ggml `make_qkx2_quants`: asymmetric (scale, min) grid search with weighted least squares.
+
+    L, Laux: uint8 arrays; rmin, rdelta: float32. Returns (scale, the_min) with the_min = -min.
+    """
+    return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad,
+                       np.empty(4 * n, dtype=np.float32), False)
+
+
+@njit(cache=True, inline="always")
+def make_qkx3_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws):
+    """`make_qkx3_quants` with a float32 workspace of at least 5*n values (no allocation)."""
+    if weights.size:
+        return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws, True)
+    w = ws[4 * n:5 * n]
+    for i in range(n):
+        w[i] = x[i] * x[i]
+    return _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, True)
 
 
 @njit(cache=True, inline="always")
@@ -358,69 +424,8 @@ def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
 
     Returns (scale, the_min) with the_min = -min.
     """
-    has_w = weights.size > 0
-    vmin = x[0]
-    vmax = x[0]
-    sum_w = weights[0] if has_w else x[0] * x[0]
-    sum_x = sum_w * x[0]
-    for i in range(1, n):
-        if x[i] < vmin:
-            vmin = x[i]
-        if x[i] > vmax:
-            vmax = x[i]
-        w = weights[i] if has_w else x[i] * x[i]
-        sum_w += w
-        sum_x += w * x[i]
-    if vmin > 0:
-        vmin = np.float32(0.0)
-    if vmax <= vmin:
-        for i in range(n):
-            L[i] = 0
-        return np.float32(0.0), -vmin
-    iscale = np.float32(nmax) / (vmax - vmin)
-    scale = np.float32(1.0) / iscale
-    best_mad = np.float32(0.0)
-    for i in range(n):
-        l = nearest_int(iscale * (x[i] - vmin))
-        L[i] = max(0, min(nmax, l))
-        diff = scale * np.float32(L[i]) + vmin - x[i]
-        w = weights[i] if has_w else x[i] * x[i]
-        best_mad += w * _search_error(diff, use_mad)
-    if nstep < 1:
-        return scale, -vmin
-    for is_ in range(nstep + 1):
-        iscale = (rmin + rdelta * np.float32(is_) + np.float32(nmax)) / (vmax - vmin)
-        sum_l = np.float32(0.0)
-        sum_l2 = np.float32(0.0)
-        sum_xl = np.float32(0.0)
-        for i in range(n):
-            l = nearest_int(iscale * (x[i] - vmin))
-            l = max(0, min(nmax, l))
-            Laux[i] = l
-            w = weights[i] if has_w else x[i] * x[i]
-            fl = np.float32(l)
-            sum_l += w * fl
-            sum_l2 += w * fl * fl
-            sum_xl += w * fl * x[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
-        if D > 0:
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-            if this_min > 0:
-                this_min = np.float32(0.0)
-                this_scale = sum_xl / sum_l2
-            mad = np.float32(0.0)
-            for i in range(n):
-                diff = this_scale * np.float32(Laux[i]) + this_min - x[i]
-                w = weights[i] if has_w else x[i] * x[i]
-                mad += w * _search_error(diff, use_mad)
-            if mad < best_mad:
-                for i in range(n):
-                    L[i] = Laux[i]
-                best_mad = mad
-                scale = this_scale
-                vmin = this_min
-    return scale, -vmin
+    return make_qkx3_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad,
+                               np.empty(5 * n, dtype=np.float32))
 
 
 @njit(cache=True, inline="always")

@@ -30,9 +30,12 @@ from llmtk.kernels._kquant_search import (  # noqa: F401  (re-exported for other
     make_q3_quants,
     make_qkx1_quants,
     make_qkx2_quants,
+    make_qkx2_quants_ws,
     make_qkx3_quants,
+    make_qkx3_quants_ws,
     make_qp_quants,
     make_qx_quants,
+    make_qx_quants_ws,
     nearest_int,
 )
 from llmtk.kernels._registry import register
@@ -214,6 +217,7 @@ def _q2_K_requantize_and_pack(x, y, o, L):
 @njit(cache=True)
 def quantize_row_q2_K_ref(x, y):
     """ggml `quantize_row_q2_K_ref`: x (cols,) f32 -> y (cols/256*84,) uint8."""
+    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(16, dtype=np.uint8)
     weights = np.empty(16, dtype=np.float32)
@@ -229,8 +233,8 @@ def quantize_row_q2_K_ref(x, y):
             xs = xb[16 * j:16 * j + 16]
             for l in range(16):
                 weights[l] = np.abs(xs[l])
-            s, m = make_qkx2_quants(16, 3, xs, weights, L[16 * j:16 * j + 16], Laux,
-                                    np.float32(-0.5), np.float32(0.1), 15, True)
+            s, m = make_qkx2_quants_ws(16, 3, xs, weights, L[16 * j:16 * j + 16], Laux,
+                                       np.float32(-0.5), np.float32(0.1), 15, True, ws)
             scales[j] = s
             mins[j] = m
             if s > max_scale:
@@ -259,6 +263,7 @@ def quantize_row_q2_K_ref(x, y):
 @njit(cache=True)
 def quantize_row_q2_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q2_K_impl` (importance-weighted): quant_weights (cols,) f32."""
+    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(16, dtype=np.uint8)
     mins = np.empty(QK_K // 16, dtype=np.float32)
@@ -282,8 +287,8 @@ def quantize_row_q2_K_impl(x, y, quant_weights):
             for l in range(16):
                 s += weight[l]
             sw[j] = s
-            sc, m = make_qkx3_quants(16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,
-                                     np.float32(-0.9), np.float32(0.05), 36, False)
+            sc, m = make_qkx3_quants_ws(16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,
+                                        np.float32(-0.9), np.float32(0.05), 36, False, ws)
             scales[j] = sc
             mins[j] = m
         dm = make_qp_quants(QK_K // 16, 15, scales, Ls, sw)
@@ -411,6 +416,7 @@ def quantize_row_q3_K_ref(x, y):
 @njit(cache=True)
 def quantize_row_q3_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q3_K_impl` with quant_weights (cols,) f32."""
+    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.int8)
     scales = np.empty(QK_K // 16, dtype=np.float32)
     weight = np.empty(16, dtype=np.float32)
@@ -431,10 +437,10 @@ def quantize_row_q3_K_impl(x, y, quant_weights):
             for l in range(16):
                 sumw += weight[l]
             sw[j] = sumw
-            scales[j] = make_qx_quants(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16], 1, weight)
+            scales[j] = make_qx_quants_ws(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16], 1, weight, ws)
         for k in range(12):
             y[o + 96 + k] = 0
-        d_block = make_qx_quants(QK_K // 16, 32, scales, Ls, 1, sw)
+        d_block = make_qx_quants_ws(QK_K // 16, 32, scales, Ls, 1, sw, ws)
         for j in range(QK_K // 16):
             _q3_K_put_scale(y, o + 96, j, np.int64(Ls[j]))
         _put_f16(y, o + 108, fp32_to_fp16(d_block))
@@ -510,6 +516,7 @@ def _q4_K_requantize_and_pack(x, y, o, L):
 @njit(cache=True)
 def quantize_row_q4_K_ref(x, y):
     """ggml `quantize_row_q4_K_ref`: x (cols,) f32 -> y (cols/256*144,) uint8."""
+    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(32, dtype=np.uint8)
     weights = np.empty(32, dtype=np.float32)
@@ -530,8 +537,8 @@ def quantize_row_q4_K_ref(x, y):
             av_x = np.sqrt(sum_x2 / np.float32(32.0))
             for l in range(32):
                 weights[l] = av_x + np.abs(xs[l])
-            s, m = make_qkx2_quants(32, 15, xs, weights, L[32 * j:32 * j + 32], Laux,
-                                    np.float32(-1.0), np.float32(0.1), 20, False)
+            s, m = make_qkx2_quants_ws(32, 15, xs, weights, L[32 * j:32 * j + 32], Laux,
+                                       np.float32(-1.0), np.float32(0.1), 20, False, ws)
             scales[j] = s
             mins[j] = m
             if s > max_scale:
@@ -551,7 +558,7 @@ def quantize_row_q4_K_ref(x, y):
 
 
 @njit(cache=True, inline="always")
-def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, mins):
+def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, mins, ws):
     # the part of quantize_row_q4_K_impl / q5_K_impl before the super-block scales
     sum_x2 = np.float32(0.0)
     for l in range(QK_K):
@@ -565,8 +572,8 @@ def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, min
         for l in range(32):
             sumw += weights[l]
         sw[j] = sumw
-        s, m = make_qkx3_quants(32, nmax, xb[32 * j:32 * j + 32], weights, L[32 * j:32 * j + 32], Laux,
-                                np.float32(-0.9), np.float32(0.05), 36, False)
+        s, m = make_qkx3_quants_ws(32, nmax, xb[32 * j:32 * j + 32], weights, L[32 * j:32 * j + 32], Laux,
+                                   np.float32(-0.9), np.float32(0.05), 36, False, ws)
         scales[j] = s
         mins[j] = m
 
@@ -574,6 +581,7 @@ def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, min
 @njit(cache=True)
 def quantize_row_q4_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q4_K_impl` with quant_weights (cols,) f32."""
+    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(32, dtype=np.uint8)
     Ls = np.empty(QK_K // 32, dtype=np.uint8)
@@ -585,7 +593,7 @@ def quantize_row_q4_K_impl(x, y, quant_weights):
     for i in range(x.size // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
         o = i * 144
-        _k_impl_scales(xb, quant_weights, i, 15, L, Laux, weights, sw, scales, mins)
+        _k_impl_scales(xb, quant_weights, i, 15, L, Laux, weights, sw, scales, mins, ws)
         d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
         m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
         _pack_k4_scales(y, o + 4, Ls, Lm)
@@ -695,6 +703,7 @@ def _q5_K_requantize_and_pack(x, y, o, L):
 @njit(cache=True)
 def quantize_row_q5_K_ref(x, y):
     """ggml `quantize_row_q5_K_ref`: x (cols,) f32 -> y (cols/256*176,) uint8."""
+    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(32, dtype=np.uint8)
     weights = np.empty(32, dtype=np.float32)
@@ -715,8 +724,8 @@ def quantize_row_q5_K_ref(x, y):
             av_x = np.sqrt(sum_x2 / np.float32(32.0))
             for l in range(32):
                 weights[l] = av_x + np.abs(xs[l])
-            s, m = make_qkx2_quants(32, 31, xs, weights, L[32 * j:32 * j + 32], Laux,
-                                    np.float32(-0.5), np.float32(0.1), 15, False)
+            s, m = make_qkx2_quants_ws(32, 31, xs, weights, L[32 * j:32 * j + 32], Laux,
+                                       np.float32(-0.5), np.float32(0.1), 15, False, ws)
             scales[j] = s
             mins[j] = m
             if s > max_scale:
@@ -737,6 +746,7 @@ def quantize_row_q5_K_ref(x, y):
 @njit(cache=True)
 def quantize_row_q5_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q5_K_impl` with quant_weights (cols,) f32."""
+    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(32, dtype=np.uint8)
     Ls = np.empty(QK_K // 32, dtype=np.uint8)
@@ -750,7 +760,7 @@ def quantize_row_q5_K_impl(x, y, quant_weights):
     for i in range(x.size // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
         o = i * 176
-        _k_impl_scales(xb, quant_weights, i, 31, L, Laux, weights, sw, scales, mins)
+        _k_impl_scales(xb, quant_weights, i, 31, L, Laux, weights, sw, scales, mins, ws)
         d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
         m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
         for j in range(QK_K // 32):
@@ -852,6 +862,7 @@ def _q6_K_finish(x, y, o, L, scales, max_scale, max_abs_scale):
 @njit(cache=True)
 def quantize_row_q6_K_ref(x, y):
     """ggml `quantize_row_q6_K_ref`: x (cols,) f32 -> y (cols/256*210,) uint8."""
+    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.int8)
     scales = np.empty(QK_K // 16, dtype=np.float32)
     for i in range(x.size // QK_K):
@@ -859,7 +870,7 @@ def quantize_row_q6_K_ref(x, y):
         max_scale = np.float32(0.0)
         max_abs_scale = np.float32(0.0)
         for ib in range(QK_K // 16):
-            s = make_qx_quants(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, _EMPTY_F32)
+            s = make_qx_quants_ws(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, _EMPTY_F32, ws)
             scales[ib] = s
             if np.abs(s) > max_abs_scale:
                 max_abs_scale = np.abs(s)
@@ -870,6 +881,7 @@ def quantize_row_q6_K_ref(x, y):
 @njit(cache=True)
 def quantize_row_q6_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q6_K_impl` with quant_weights (cols,) f32 (used directly as weights)."""
+    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.int8)
     scales = np.empty(QK_K // 16, dtype=np.float32)
     for i in range(x.size // QK_K):
@@ -878,7 +890,7 @@ def quantize_row_q6_K_impl(x, y, quant_weights):
         max_abs_scale = np.float32(0.0)
         for ib in range(QK_K // 16):
             qw = quant_weights[QK_K * i + 16 * ib:QK_K * i + 16 * ib + 16]
-            s = make_qx_quants(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, qw)
+            s = make_qx_quants_ws(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, qw, ws)
             scales[ib] = s
             if np.abs(s) > max_abs_scale:
                 max_abs_scale = np.abs(s)
