@@ -116,14 +116,17 @@ class TensorReport:
     dst_bytes: int
     imatrix: str = ""                  # "", "used", "missing", "size mismatch"
 
-    def log_line(self, n_total: int) -> str:
-        """llama-quantize's line for this tensor."""
+    def log_line(self, n_total: int, dry_run: bool = False) -> str:
+        """llama-quantize's line for this tensor (its --dry-run variant names the new type last)."""
         ne = ", ".join(f"{d:5d}" for d in (tuple(self.ne) + (1, 1, 1, 1))[:4])
         head = (f"[{self.index:4d}/{n_total:4d}] {self.name:<36} - [{ne}], "
                 f"type = {ggml_type_name(self.src_type):>6}, ")
         mib = 1024.0 * 1024.0
         if self.src_type == self.dst_type:
             return head + f"size = {self.src_bytes / mib:8.3f} MiB"
+        if dry_run:
+            return head + (f"size = {self.src_bytes / mib:8.2f} MiB -> {self.dst_bytes / mib:8.2f} MiB "
+                           f"({ggml_type_name(self.dst_type)})")
         return head + (f"converting to {ggml_type_name(self.dst_type)} .. "
                        f"size = {self.src_bytes / mib:8.2f} MiB -> {self.dst_bytes / mib:8.2f} MiB")
 
@@ -406,7 +409,7 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
                             dry_run=dry_run, will_require_imatrix=will_require_imatrix)
     if dry_run:
         for rep in reports:
-            log.info("%s", rep.log_line(len(reports)))
+            log.info("%s", rep.log_line(len(reports), dry_run=True))
             if on_tensor:
                 on_tensor(rep, len(reports))
         result.seconds = time.perf_counter() - t0

@@ -132,7 +132,7 @@ def test_dry_run_writes_nothing_and_default_output_name(shared_dir, tmp_path):
     shutil.copy(TINY / "tiny-qwen2-f16.gguf", src)
     res = CliRunner().invoke(main, ["quantize", "--dry-run", str(src), "Q4_K_M"])
     assert res.exit_code == 0, res.output
-    assert "converting to q6_K" in res.output and "quant size  =     1.50 MiB (5.65 BPW)" in res.output
+    assert "MiB -> " in res.output and "(q6_K)" in res.output and "quant size  =     1.50 MiB (5.65 BPW)" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.gguf"]
     res = CliRunner().invoke(main, ["quantize", str(src), "Q8_0", "1"])
     assert res.exit_code == 0, res.output

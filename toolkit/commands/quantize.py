@@ -102,7 +102,7 @@ def command(args, imatrix, include_weights, exclude_weights, output_tensor_type,
                              dry_run=dry_run, on_tensor=on_tensor)
     if dry_run:
         for rep in res.tensors:
-            click.echo(rep.log_line(len(res.tensors)))
+            click.echo(rep.log_line(len(res.tensors), dry_run=True))
     for line in res.summary_lines():
         click.echo(line, err=line.startswith("WARNING"))
     for p in res.out_paths:
