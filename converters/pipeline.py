@@ -265,15 +265,16 @@ def _tensor_bytes(p: PlannedTensor, imatrix: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def _load_imatrix(imatrix: Any) -> tuple[dict[str, np.ndarray] | None, Any]:
+def _load_imatrix(imatrix: Any) -> tuple[dict[str, np.ndarray] | None, list[str], int]:
+    """(per-column means by GGUF tensor name, datasets, chunk count) from an imatrix file, as
+    llama-quantize prepares them, or from a ready {name: means} dict."""
     if imatrix is None:
-        return None, None
+        return None, [], 0
     if isinstance(imatrix, dict):
-        return {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in imatrix.items()}, None
-    from llmtk.imatrix_file import read_imatrix
+        return {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in imatrix.items()}, [], 0
+    from llmtk.quantize import load_imatrix_means
 
-    im = read_imatrix(imatrix) if isinstance(imatrix, (str, os.PathLike)) else imatrix
-    return im.means(), im
+    return load_imatrix_means(imatrix)
 
 
 def _progress(total_bytes: int, n_tensors: int, enabled: bool):
@@ -310,7 +311,7 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
     cls = converter_class(hf_arch)
     out = parse_outtype(outtype)
     conv = cls(hf_dir, cls.complete_hparams(config), hf_arch)
-    imat, imat_obj = _load_imatrix(imatrix)
+    imat, imat_datasets, imat_chunks = _load_imatrix(imatrix)
     if imat is not None and out.mix is None and out.weight_type in (GGMLType.F32, GGMLType.F16, GGMLType.BF16):
         logger.warning("--imatrix has no effect on float output types")
 
@@ -344,13 +345,13 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
                                (gguf.Keys.General.FILE_TYPE, int(out.ftype))):
                 kv.remove(key)
                 kv.u32(key, value)
-            if imat_obj is not None and imat:
+            if imat:
                 kv.str("quantize.imatrix.file", str(imatrix)[:127])
-                if getattr(imat_obj, "datasets", None):
-                    kv.str("quantize.imatrix.dataset", imat_obj.datasets[0][:127])
+                if imat_datasets:
+                    kv.str("quantize.imatrix.dataset", imat_datasets[0][:127])
                 kv.u32("quantize.imatrix.entries_count", len(imat))
-                if getattr(imat_obj, "chunk_count", 0) > 0:
-                    kv.u32("quantize.imatrix.chunks_count", imat_obj.chunk_count)
+                if imat_chunks > 0:
+                    kv.u32("quantize.imatrix.chunks_count", imat_chunks)
         else:
             for p in planned:
                 p.qtype = _convert_type(p.name, p.data.shape, p.bid, base)

@@ -159,3 +159,32 @@ def test_one_pass_q4_k_m_equals_convert_then_quantize(tiny, tmp_path: Path) -> N
 def test_bad_outtype_lists_the_valid_ones(tiny, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="f32, f16, bf16, q8_0, auto.*Q4_K_M"):
         convert(tiny("llama"), tmp_path / "x.gguf", "q3", progress=False)
+
+
+def test_one_pass_with_imatrix_equals_convert_then_quantize(tiny, tmp_path: Path) -> None:
+    """Per-expert imatrix slices included: Q4_K's Q5_0 fallback on 32-wide rows uses the weights."""
+    from llmtk.imatrix_file import Imatrix, ImatrixEntry, write_imatrix_gguf
+    from llmtk.quantize import quantize_model
+
+    src = tiny("qwen3moe")
+    auto = convert(src, tmp_path / "auto.gguf", "auto", progress=False)
+    rng = np.random.default_rng(3)
+    entries = {}
+    for t in manifest(auto)["tensors"]:
+        if t["name"].endswith(("attn_q.weight", "ffn_up_exps.weight", "ffn_down_exps.weight")):
+            n_mat = t["shape"][2] if len(t["shape"]) == 3 else 1
+            entries[t["name"]] = ImatrixEntry(rng.uniform(0.1, 5.0, n_mat * t["shape"][0]).astype(np.float32),
+                                              np.full(n_mat, 7, dtype=np.int64))
+    imat = write_imatrix_gguf(tmp_path / "imatrix.gguf",
+                              Imatrix(entries, datasets=["text.txt"], chunk_count=7, chunk_size=512))
+    one = convert(src, tmp_path / "one.gguf", "Q4_K_M", imatrix=imat, progress=False)
+    quantize_model(auto, tmp_path / "two.gguf", "Q4_K_M", imatrix=imat)
+    assert one.read_bytes() == (tmp_path / "two.gguf").read_bytes()
+    plain = convert(src, tmp_path / "plain.gguf", "Q4_K_M", progress=False)
+    got, ref = manifest(one), manifest(plain)
+    assert got["kv"]["quantize.imatrix.entries_count"] == len(entries) == 6
+    sha = {t["name"]: t["sha256"] for t in ref["tensors"]}
+    # the imatrix changes exactly the tensors it covers whose type uses one (Q8_0 ignores it)
+    changed = {t["name"] for t in got["tensors"] if t["sha256"] != sha[t["name"]]}
+    assert changed == {t["name"] for t in got["tensors"] if t["name"] in entries and t["type"] != "Q8_0"}
+    assert len(changed) >= 4
