@@ -174,3 +174,58 @@ def test_copy_keeps_types_and_file_type(shared_dir, tmp_path):
     with GGUFReader(TINY / "tiny-qwen2-f16.gguf") as src, GGUFReader(out) as r:
         assert r.kv["general.file_type"] == src.kv["general.file_type"]
         assert {n: t.qtype for n, t in r.tensors.items()} == {n: t.qtype for n, t in src.tensors.items()}
+
+
+def _split_copy(src: Path, prefix: Path, n_split: int = 2) -> Path:
+    """Cut a GGUF into `n_split` parts the way gguf-split names and tags them."""
+    from llmtk.constants import GGUFValueType as VT
+
+    with GGUFReader(src) as r:
+        names = list(r.tensors)
+        per = -(-len(names) // n_split)
+        for i in range(n_split):
+            part = names[i * per:(i + 1) * per]
+            with GGUFWriter(f"{prefix}-{i + 1:05d}-of-{n_split:05d}.gguf") as w:
+                if i == 0:
+                    for k, v in r.kv.items():
+                        w.add_kv(k, v, *r.kv_types[k])
+                else:
+                    w.add_kv("general.architecture", r.kv["general.architecture"])
+                w.add_kv("split.no", i, VT.UINT16)
+                w.add_kv("split.count", n_split, VT.UINT16)
+                w.add_kv("split.tensors.count", len(names), VT.INT32)
+                for n in part:
+                    w.add_tensor_info(n, r.tensors[n].shape, r.tensors[n].qtype)
+                for n in part:
+                    w.write_tensor(n, r.raw(n))
+    return Path(f"{prefix}-00001-of-{n_split:05d}.gguf")
+
+
+def test_split_input_merged_or_kept(shared_dir, tmp_path):
+    first = _split_copy(TINY / "tiny-qwen2-f16.gguf", tmp_path / "tiny")
+    quantize_model(first, tmp_path / "one.gguf", "Q8_0")
+    ref = tmp_path / "ref.gguf"
+    quantize_model(TINY / "tiny-qwen2-f16.gguf", ref, "Q8_0")
+    with GGUFReader(tmp_path / "one.gguf") as a, GGUFReader(ref) as b:
+        assert "split.count" not in a.kv
+        assert {n: bytes(a.raw(n)) for n in a.tensors} == {n: bytes(b.raw(n)) for n in b.tensors}
+    res = quantize_model(first, tmp_path / "kept.gguf", "Q8_0", keep_split=True)
+    assert [p.name for p in res.out_paths] == ["kept-00001-of-00002.gguf", "kept-00002-of-00002.gguf"]
+    with GGUFReader(res.out_paths[1]) as r:
+        assert r.kv["split.no"] == 1 and r.kv["split.count"] == 2 and r.kv["split.tensors.count"] == 26
+
+
+def test_cli_type_options_and_tensor_type_file(shared_dir, tmp_path):
+    tt = tmp_path / "types.txt"
+    tt.write_text("ffn_down=q8_0\nattn_q=F16\n")
+    res = CliRunner().invoke(main, ["quantize", "--output-tensor-type", "q4_0", "--tensor-type-file", str(tt),
+                                    "--tensor-type", "ATTN_K=Q5_0", str(TINY / "tiny-qwen2-f16.gguf"),
+                                    str(tmp_path / "o.gguf"), "Q4_K_M"])
+    assert res.exit_code == 0, res.output
+    with GGUFReader(tmp_path / "o.gguf") as r:
+        t = {n: i.qtype.name for n, i in r.tensors.items()}
+    # tied embeddings: --output-tensor-type reaches token_embd; patterns are lower-cased
+    assert t["token_embd.weight"] == "Q4_0" and t["blk.1.ffn_down.weight"] == "Q8_0"
+    assert t["blk.0.attn_q.weight"] == "F16" and t["blk.0.attn_k.weight"] == "Q5_0"
+    res = CliRunner().invoke(main, ["quantize", "--tensor-type", "bad", str(TINY / "tiny-qwen2-f16.gguf"), "Q4_0"])
+    assert res.exit_code == 2 and "PATTERN=TYPE" in res.output
