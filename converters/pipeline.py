@@ -297,12 +297,14 @@ def _progress(total_bytes: int, n_tensors: int, enabled: bool):
 
 def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None, outtype: str = "f16", *,
             vocab_only: bool = False, imatrix: Any = None, progress: bool = True,
-            model_name: str | None = None) -> Path:
+            model_name: str | None = None, split_max_size: int | str = 0, split_max_tensors: int = 0) -> Path:
     """Convert a Hugging Face checkpoint folder to GGUF, tensor-identical to llama.cpp's converter.
 
     `out_path` may be a file, a folder (llama.cpp's default name is used inside it) or None (the
     default name inside `hf_dir`, as llama.cpp does); a `{ftype}` in the name is filled in.
-    Returns the path written. Nothing is left behind on failure.
+    Returns the path written (the first shard when splitting). Nothing is left behind on failure.
+    `split_max_size` (bytes, or '500M'/'2G' as llama.cpp spells it) and `split_max_tensors` split
+    the output into `<stem>-0000i-of-0000n.gguf` shards as llama.cpp's converter does.
     """
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
@@ -358,7 +360,8 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
 
         dest = _output_path(out_path, hf_dir, md, out.label if out.ftype != LlamaFileType.GUESSED
                             else OutType("", base, None).label, vocab_only)
-        return _write(dest, kv, planned, imat, progress)
+        shards = split_plan(planned, parse_split_size(split_max_size), split_max_tensors)
+        return _write_shards(dest, kv, shards, imat, progress)
     finally:
         if ckpt is not None:
             ckpt.close()
@@ -378,12 +381,68 @@ def _output_path(out_path: str | os.PathLike | None, hf_dir: Path, md, label: st
     return target.with_name(name)
 
 
-def _write(dest: Path, kv: KVStore, planned: list[PlannedTensor], imat: dict[str, np.ndarray] | None,
+def parse_split_size(text: int | str) -> int:
+    """llama.cpp's `split_str_to_n_bytes`: a byte count with an optional K, M or G (powers of 1000)."""
+    if isinstance(text, int):
+        n = text
+    else:
+        mult = {"K": 1000, "M": 1000**2, "G": 1000**3}.get(text[-1:], 1)
+        digits = text[:-1] if mult > 1 else text
+        if not digits.isdecimal():
+            raise InputError(f"invalid split size {text!r}: a number, optionally followed by K, M or G")
+        n = int(digits) * mult
+    if n < 0:
+        raise InputError(f"invalid split size {text!r}: must not be negative")
+    return n
+
+
+def split_plan(planned: list[PlannedTensor], max_size: int, max_tensors: int) -> list[list[PlannedTensor]]:
+    """Shards as gguf-py's writer cuts them: a new one when the current one (holding at least one
+    tensor) would pass `max_tensors` tensors or `max_size` data bytes."""
+    if max_size < 0 or max_tensors < 0:
+        raise InputError("split limits must not be negative")
+    shards: list[list[PlannedTensor]] = [[]]
+    size = 0
+    for p in planned:
+        cur = shards[-1]
+        if cur and ((max_tensors and len(cur) >= max_tensors) or (max_size and size + p.n_bytes > max_size)):
+            shards.append([])
+            size = 0
+        shards[-1].append(p)
+        size += p.n_bytes
+    if len(shards) == 1 and (max_size or max_tensors):
+        logger.warning("model fits the split limits, not splitting")
+    return shards
+
+
+def _write_shards(dest: Path, kv: KVStore, shards: list[list[PlannedTensor]], imat: dict[str, np.ndarray] | None,
+                  progress: bool) -> Path:
+    """One file, or llama.cpp's shards: the first holds all metadata, every one the split keys."""
+    if len(shards) == 1:
+        return _write(dest, list(kv), shards[0], imat, progress)
+    from llmtk.constants import GGUFValueType as VT
+
+    n = len(shards)
+    n_tensors = sum(len(s) for s in shards)
+    written: list[Path] = []
+    try:
+        for i, shard in enumerate(shards):
+            split_kv = [("split.no", (i, VT.UINT16, None)), ("split.count", (n, VT.UINT16, None)),
+                        ("split.tensors.count", (n_tensors, VT.INT32, None))]
+            path = dest.with_name(f"{dest.stem}-{i + 1:05d}-of-{n:05d}.gguf")
+            written.append(_write(path, (list(kv) if i == 0 else []) + split_kv, shard, imat, progress))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return written[0]
+
+
+def _write(dest: Path, kv: list, planned: list[PlannedTensor], imat: dict[str, np.ndarray] | None,
            progress: bool) -> Path:
     from llmtk.gguf_file import GGUFWriter
 
-    inputs = []
-    with GGUFWriter(dest, inputs=inputs) as w:
+    with GGUFWriter(dest) as w:
         for key, (value, vtype, item) in kv:
             w.add_kv(key, value, vtype, item)
         for p in planned:

@@ -188,3 +188,23 @@ def test_one_pass_with_imatrix_equals_convert_then_quantize(tiny, tmp_path: Path
     changed = {t["name"] for t in got["tensors"] if t["sha256"] != sha[t["name"]]}
     assert changed == {t["name"] for t in got["tensors"] if t["name"] in entries and t["type"] != "Q8_0"}
     assert len(changed) >= 4
+
+
+def test_split_output_as_llama_cpp_shards(tiny, tmp_path: Path) -> None:
+    src = tiny("llama")
+    whole = manifest(convert(src, tmp_path / "whole.gguf", "f16", progress=False))
+    first = convert(src, tmp_path / "m.gguf", "f16", progress=False, split_max_size="3M")
+    assert first == tmp_path / "m-00001-of-00003.gguf"
+    shards = [manifest(tmp_path / f"m-0000{i}-of-00003.gguf") for i in (1, 2, 3)]
+    # output.weight and token_embd.weight are 3.1 MB each: one per shard, the rest in the third
+    assert [len(s["tensors"]) for s in shards] == [1, 1, 19]
+    assert [t for s in shards for t in s["tensors"]] == whole["tensors"]
+    split = {"split.no": 0, "split.count": 3, "split.tensors.count": 21}
+    assert shards[0]["kv"] == {**whole["kv"], **split}
+    assert shards[2]["kv"] == {**split, "split.no": 2}
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_bad_split_size(tiny, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="invalid split size '2X'"):
+        convert(tiny("llama"), tmp_path / "x.gguf", "f16", progress=False, split_max_size="2X")

@@ -19,10 +19,13 @@ _EPILOG = ("OUTTYPE: f32 f16 bf16 q8_0 auto (llama.cpp's converter), or any llam
 @click.option("--imatrix", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Importance matrix (GGUF or legacy .dat) for quantized OUTTYPEs.")
 @click.option("--model-name", default=None, help="general.name (default: from the model card or folder name).")
+@click.option("--split-max-size", default="0", metavar="N[K|M|G]",
+              help="Split the output into shards of at most this many data bytes (llama.cpp's naming).")
+@click.option("--split-max-tensors", type=click.IntRange(min=0), default=0, help="At most this many tensors per shard.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr (only when it is a terminal).")
 def command(hf_dir: Path, outfile: Path | None, outtype: str, vocab_only: bool, imatrix: Path | None,
-            model_name: str | None, progress: bool) -> None:
+            model_name: str | None, split_max_size: str, split_max_tensors: int, progress: bool) -> None:
     """Convert the Hugging Face model folder HF_DIR (config.json + safetensors + tokenizer) to GGUF.
 
     Tensors and metadata match llama.cpp's convert_hf_to_gguf.py; no torch is needed for
@@ -39,5 +42,5 @@ def command(hf_dir: Path, outfile: Path | None, outtype: str, vocab_only: bool, 
     from llmtk.converters import convert
 
     path = convert(hf_dir, outfile, outtype, vocab_only=vocab_only, imatrix=imatrix, progress=progress,
-                   model_name=model_name)
+                   model_name=model_name, split_max_size=split_max_size, split_max_tensors=split_max_tensors)
     click.echo(str(path))
