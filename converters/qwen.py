@@ -33,16 +33,13 @@ QWEN3_TENSORS: dict[str, str] = {
     _LAYER + "self_attn.q_norm": "blk.{bid}.attn_q_norm",
     _LAYER + "self_attn.k_norm": "blk.{bid}.attn_k_norm",
 }
+# llama.cpp's qwen3moe has no dense or shared-expert FFN: such checkpoints fail to map, as there
 QWEN3MOE_TENSORS: dict[str, str] = {
-    **QWEN3_TENSORS,
+    **{k: v for k, v in QWEN3_TENSORS.items() if ".mlp." not in k},
     _LAYER + "mlp.gate": "blk.{bid}.ffn_gate_inp",
     _LAYER + "mlp.experts.gate_proj": "blk.{bid}.ffn_gate_exps",
     _LAYER + "mlp.experts.up_proj": "blk.{bid}.ffn_up_exps",
     _LAYER + "mlp.experts.down_proj": "blk.{bid}.ffn_down_exps",
-    _LAYER + "mlp.shared_expert.gate_proj": "blk.{bid}.ffn_gate_shexp",
-    _LAYER + "mlp.shared_expert.up_proj": "blk.{bid}.ffn_up_shexp",
-    _LAYER + "mlp.shared_expert.down_proj": "blk.{bid}.ffn_down_shexp",
-    _LAYER + "mlp.shared_expert_gate": "blk.{bid}.ffn_gate_inp_shexp",
 }
 
 # transformers' Qwen2Config / Qwen3Config / Qwen3MoeConfig defaults llama.cpp reads
