@@ -131,3 +131,30 @@ def test_size_labels_and_file_names(tmp_path: Path) -> None:
     md = load_metadata(folder, 134_515_008, 134_515_008, 0, 0)
     assert default_file_name(md, "Q4_K_M") == "SmolLM2-135M-Instruct-Q4_K_M.gguf"
     assert default_file_name(md, None, vocab_only=True) == "SmolLM2-Instruct-vocab.gguf"
+
+
+def test_llama_with_only_a_sentencepiece_model(shared_dir: Path, tmp_path: Path) -> None:
+    """A Llama folder with tokenizer.model and no tokenizer.json: `llama` vocabulary padded to
+    vocab_size, scores, special ids from config.json, add_space_prefix from tokenizer_config."""
+    from llmtk.converters import convert
+    from convert_helpers import manifest
+
+    src = shared_dir / "convert" / "llama" / "tiny-llama"
+    dest = tmp_path / "tiny-llama"
+    dest.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (dest / name).symlink_to(src / name)
+    pieces = [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3), ("\u2581a", -1.0, 1), ("b", -2.0, 1)]
+    (dest / "tokenizer.model").write_bytes(_spm_model(pieces))
+    (dest / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True, "add_bos_token": True}))
+    kv = manifest(convert(dest, tmp_path / "x.gguf", "f16", progress=False))["kv"]
+    tok_keys = [k for k in kv if k.startswith("tokenizer.")]
+    assert tok_keys == ["tokenizer.ggml.add_space_prefix", "tokenizer.ggml.model", "tokenizer.ggml.pre",
+                        "tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
+                        "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                        "tokenizer.ggml.add_bos_token"]
+    assert kv["tokenizer.ggml.model"] == "llama" and kv["tokenizer.ggml.pre"] == "default"
+    assert kv["tokenizer.ggml.tokens"]["array_len"] == 49152
+    assert (kv["tokenizer.ggml.bos_token_id"], kv["tokenizer.ggml.eos_token_id"]) == (1, 2)
+    # llama.cpp's 49152-vocabulary rule overrides the tokenizer_config's add_bos_token
+    assert kv["tokenizer.ggml.add_space_prefix"] is True and kv["tokenizer.ggml.add_bos_token"] is False
