@@ -20,11 +20,11 @@ import gguf
 import numpy as np
 
 from llmtk.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
-from llmtk.errors import InputError, ShapeError, UnsupportedError
+from llmtk.errors import InputError, UnsupportedError
 
 from . import vocab as V
 from .kv import KVStore
-from .source import Checkpoint, LazyTensor
+from .source import LazyTensor
 
 logger = logging.getLogger(__name__)
 KL = gguf.Keys.LLM

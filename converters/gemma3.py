@@ -11,6 +11,8 @@ from typing import Iterator
 
 import gguf
 
+from llmtk.errors import UnsupportedError
+
 from . import vocab as V
 from .base import KA, KL, KR, ModelConverter
 from .kv import KVStore
@@ -66,7 +68,6 @@ class Gemma3Converter(ModelConverter):
         kv.f32(KR.FREQ_BASE, self.rope_parameters.get("full_attention", self.rope_parameters)
                .get("rope_theta", 1_000_000.0))
         if hp.get("attn_logit_softcapping") is not None:
-            from llmtk.errors import UnsupportedError
             raise UnsupportedError(f"{self.hf_dir}: attn_logit_softcapping is not used by Gemma 3")
         if hp.get("final_logit_softcapping"):
             kv.f32(KL.FINAL_LOGIT_SOFTCAPPING, hp["final_logit_softcapping"])

@@ -10,14 +10,15 @@ import json
 import math
 from typing import Any, Iterable
 
+import gguf
 import numpy as np
+
+from llmtk.errors import InputError, UnsupportedError
 
 from . import vocab as V
 from .base import KA, KL, KR, ModelConverter
 from .kv import KVStore
 from .source import LazyTensor
-
-import gguf
 
 _LAYER = "model.layers.{bid}."
 PHI3_TENSORS: dict[str, str] = {
@@ -97,10 +98,8 @@ class Phi3Converter(ModelConverter):
         elif kind == "yarn":
             self._attn_factor = 0.1 * math.log(scale) + 1.0 if scale > 1.0 else 1.0
         else:
-            from llmtk.errors import UnsupportedError
             raise UnsupportedError(f"{self.hf_dir}: Phi-3 rope scaling type {kind!r}; supported: longrope, su, yarn")
         if short_f is None or len(long_f) != len(short_f) or len(long_f) != self._rope_dims() / 2:
-            from llmtk.errors import InputError
             raise InputError(f"{self.hf_dir}: rope long/short factors must both have {self._rope_dims() // 2} values")
         lf, sf = np.array(long_f, dtype=np.float32), np.array(short_f, dtype=np.float32)
         return [("rope_factors_long.weight", LazyTensor(lf.shape, "F32", lambda: lf)),
