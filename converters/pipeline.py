@@ -361,7 +361,7 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
         dest = _output_path(out_path, hf_dir, md, out.label if out.ftype != LlamaFileType.GUESSED
                             else OutType("", base, None).label, vocab_only)
         shards = split_plan(planned, parse_split_size(split_max_size), split_max_tensors)
-        return _write_shards(dest, kv, shards, imat, progress)
+        return _write_shards(dest, kv, shards, imat, progress, ckpt.files if ckpt is not None else [])
     finally:
         if ckpt is not None:
             ckpt.close()
@@ -416,10 +416,13 @@ def split_plan(planned: list[PlannedTensor], max_size: int, max_tensors: int) ->
 
 
 def _write_shards(dest: Path, kv: KVStore, shards: list[list[PlannedTensor]], imat: dict[str, np.ndarray] | None,
-                  progress: bool) -> Path:
+                  progress: bool, inputs: Sequence[Path] = ()) -> Path:
     """One file, or llama.cpp's shards: the first holds all metadata, every one the split keys."""
+    for src in inputs:
+        if dest.exists() and os.path.samefile(dest, src):
+            raise InputError(f"{dest}: the output would overwrite the checkpoint file it is converted from")
     if len(shards) == 1:
-        return _write(dest, list(kv), shards[0], imat, progress)
+        return _write(dest, list(kv), shards[0], imat, progress, inputs)
     from llmtk.constants import GGUFValueType as VT
 
     n = len(shards)
@@ -430,7 +433,7 @@ def _write_shards(dest: Path, kv: KVStore, shards: list[list[PlannedTensor]], im
             split_kv = [("split.no", (i, VT.UINT16, None)), ("split.count", (n, VT.UINT16, None)),
                         ("split.tensors.count", (n_tensors, VT.INT32, None))]
             path = dest.with_name(f"{dest.stem}-{i + 1:05d}-of-{n:05d}.gguf")
-            written.append(_write(path, (list(kv) if i == 0 else []) + split_kv, shard, imat, progress))
+            written.append(_write(path, (list(kv) if i == 0 else []) + split_kv, shard, imat, progress, inputs))
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
@@ -439,10 +442,10 @@ def _write_shards(dest: Path, kv: KVStore, shards: list[list[PlannedTensor]], im
 
 
 def _write(dest: Path, kv: list, planned: list[PlannedTensor], imat: dict[str, np.ndarray] | None,
-           progress: bool) -> Path:
+           progress: bool, inputs: Sequence[Path] = ()) -> Path:
     from llmtk.gguf_file import GGUFWriter
 
-    with GGUFWriter(dest) as w:
+    with GGUFWriter(dest, inputs=inputs) as w:  # refuses to overwrite a checkpoint file
         for key, (value, vtype, item) in kv:
             w.add_kv(key, value, vtype, item)
         for p in planned:

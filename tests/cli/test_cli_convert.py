@@ -66,3 +66,10 @@ def test_help_lists_options() -> None:
     assert res.exit_code == 0
     for opt in ("--outtype", "--vocab-only", "--imatrix", "-o, --outfile"):
         assert opt in res.stdout
+
+
+def test_output_onto_the_checkpoint_is_refused(shared_dir: Path, tmp_path: Path) -> None:
+    src = materialize(shared_dir, "qwen2", tmp_path / "ckpt")
+    res = run("convert", src, "-o", src / "model.safetensors")
+    assert res.exit_code == 2 and "would overwrite the checkpoint" in res.stderr
+    assert (src / "model.safetensors").is_symlink()
