@@ -1,0 +1,86 @@
+"""PPL and KL divergence of SmolLM2's quantizations against llama-perplexity's own logs (slow).
+
+Reproduces ../shared/llamacpp/smollm2/perplexity/*.log: the F16 base is made from the Q4_1
+model with `quantize --allow-requantize F16`, its log-probs saved as a KL-divergence base on the
+tutorial text (-c 512 --chunks 16), then each type is quantized by llmtk (with the shared imatrix
+for the `-imatrix` logs) and compared with that base. Tolerances (issue 9): PPL within 0.1% for
+F16, BF16 and Q8_0 and 0.5% elsewhere; mean KLD within 5% relative (an absolute 2e-5 floor for
+the near-lossless types, whose mean KLD is itself a few 1e-5).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PPL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "llamacpp" / "smollm2" / "perplexity"
+LOGS = sorted(p.stem for p in PPL_DIR.glob("*.log") if p.stem != "base") if PPL_DIR.is_dir() else []
+N_CTX, N_CHUNKS = 512, 16
+NEAR_LOSSLESS = {"F16", "BF16", "Q8_0"}
+
+
+def parse_log(path: Path) -> dict[str, float]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    out = {}
+    m = re.search(r"Final estimate: PPL = ([\d.]+) \+/- ([\d.]+)", text)
+    if m:
+        out["ppl"] = float(m.group(1))
+    m = re.search(r"Mean PPL\(Q\)\s+:\s+([\d.]+)", text)
+    if m:
+        out["ppl"] = float(m.group(1))
+    m = re.search(r"Mean PPL\(base\)\s+:\s+([\d.]+)", text)
+    if m:
+        out["ppl_base"] = float(m.group(1))
+    m = re.search(r"Mean\s+KLD:\s+(-?[\d.]+)", text)
+    if m:
+        out["mean_kld"] = float(m.group(1))
+    m = re.search(r"Same top p:\s+([\d.]+)", text)
+    if m:
+        out["same_top_p"] = float(m.group(1)) / 100
+    return out
+
+
+@pytest.fixture(scope="module")
+def smollm2_base(tmp_path_factory, shared_dir, smollm2_path):
+    """(F16 model, its KLD base file, its PPL) made the way the shared logs were made."""
+    from llmtk.evals.runner import ModelRunner, evaluate
+    from llmtk.quantize import quantize_model
+
+    work = tmp_path_factory.mktemp("smollm2-ppl")
+    f16 = work / "smollm2-f16.gguf"
+    quantize_model(smollm2_path, f16, "F16", allow_requantize=True)
+    kld = work / "base.kld"
+    text = (shared_dir / "text" / "pydoc-tutorial.txt").read_text(encoding="utf-8")
+    res = evaluate(f16, text, n_ctx=N_CTX, n_chunks=N_CHUNKS, kld_base_out=kld, runner=ModelRunner(f16))
+    return f16, kld, res
+
+
+@pytest.mark.slow
+def test_base_ppl_matches_llamacpp(smollm2_base, shared_dir):
+    ref = parse_log(shared_dir / "llamacpp" / "smollm2" / "perplexity" / "base.log")
+    _, _, res = smollm2_base
+    assert res.ppl == pytest.approx(ref["ppl"], rel=1e-3)  # 11.6303
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("log_name", LOGS)
+def test_quantized_ppl_and_kld_match_llamacpp(log_name, smollm2_base, shared_dir, tmp_path):
+    from llmtk.evals.runner import ModelRunner, evaluate
+    from llmtk.quantize import quantize_model
+
+    ref = parse_log(shared_dir / "llamacpp" / "smollm2" / "perplexity" / f"{log_name}.log")
+    f16, kld, _ = smollm2_base
+    qtype, _, imat = log_name.partition("-")
+    imatrix = shared_dir / "llamacpp" / "smollm2" / "imatrix.gguf" if imat else None
+    out = tmp_path / f"{log_name}.gguf"
+    quantize_model(f16, out, qtype, imatrix=imatrix)
+    res = evaluate(out, None, kld_base_in=kld, runner=ModelRunner(out))
+    k = res.kld
+    rel = 1e-3 if qtype in NEAR_LOSSLESS else 5e-3
+    assert k.ppl == pytest.approx(ref["ppl"], rel=rel), f"PPL {k.ppl:.4f} vs llama.cpp {ref['ppl']:.4f}"
+    assert k.ppl_base == pytest.approx(ref["ppl_base"], rel=1e-3)
+    assert k.mean == pytest.approx(ref["mean_kld"], rel=0.05, abs=2e-5), \
+        f"mean KLD {k.mean:.6f} vs llama.cpp {ref['mean_kld']:.6f}"
+    assert abs(k.same_top_p - ref["same_top_p"]) < 0.01 + 2 * np.sqrt(ref["same_top_p"] * (1 - ref["same_top_p"]) / k.count)
