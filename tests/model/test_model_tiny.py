@@ -111,3 +111,18 @@ def test_weight_budget_zero_gives_same_logits(built):
     with load_model(path) as a, load_model(path, weight_budget=0) as b:
         np.testing.assert_array_equal(a.forward(toks), b.forward(toks))
         assert b.w.used == 0
+
+
+def test_phi3_longrope_switches_to_long_factors_past_the_original_context(built):
+    # more than original_max_position_embeddings (64) tokens: transformers (sequence length) and
+    # llama.cpp (n_ctx > n_ctx_orig) both take the long factors; within 64 the short ones
+    hf, path = built("phi3-longrope")
+    toks = _tokens(70, seed=5)
+    ref_long, ref_short = hf_logits(hf, toks), hf_logits(hf, toks[:60])
+    with load_model(path) as m:
+        long = m.forward(toks)
+        short = m.forward(toks[:60], m.new_cache(64))
+    scale = np.abs(ref_long).max()
+    assert np.abs(long - ref_long).max() / scale < REL_TOL
+    assert np.abs(short - ref_short).max() / scale < REL_TOL
+    assert np.abs(long[:60] - short).max() / scale > 100 * REL_TOL

@@ -24,6 +24,7 @@ class Case:
     config: Callable[[], Any]
     model_cls: str
     kv: Callable[[Any], dict[str, Any]] = field(default=lambda cfg: {})
+    extra_tensors: Callable[[Any], dict[str, np.ndarray]] = field(default=lambda cfg: {})
     permute_qk: bool = False  # llama-arch: convert_hf_to_gguf's LlamaModel.permute
     norm_plus_one: bool = False  # gemma: stored norm weights are 1 + w
 
@@ -65,6 +66,19 @@ CASES: dict[str, Case] = {
     "phi3": Case("phi3", _cfg("Phi3Config", partial_rotary_factor=0.5, rope_theta=10000.0, tie_word_embeddings=False,
                               pad_token_id=0),
                  "Phi3ForCausalLM"),
+    # longrope (Phi-3 128k): short/long per-dimension factors as tensors, cos/sin scaled by attn_factor
+    "phi3-longrope": Case("phi3", _cfg("Phi3Config", rope_theta=10000.0, tie_word_embeddings=True, pad_token_id=0,
+                                       original_max_position_embeddings=64,
+                                       rope_scaling={"type": "longrope", "short_factor": [1.0, 1.3, 1.7, 2.2],
+                                                     "long_factor": [1.5, 2.5, 4.0, 6.0]}),
+                          "Phi3ForCausalLM",
+                          kv=lambda c: {"rope.scaling.original_context_length": c.original_max_position_embeddings,
+                                        "rope.scaling.attn_factor": math.sqrt(1 + math.log(
+                                            c.max_position_embeddings / c.original_max_position_embeddings)
+                                            / math.log(c.original_max_position_embeddings))},
+                          extra_tensors=lambda c: {
+                              "rope_factors_long.weight": np.array(c.rope_scaling["long_factor"], np.float32),
+                              "rope_factors_short.weight": np.array(c.rope_scaling["short_factor"], np.float32)}),
     "mixtral": Case("llama", _cfg("MixtralConfig", num_local_experts=4, num_experts_per_tok=2, rope_theta=1e6,
                                   tie_word_embeddings=True),
                     "MixtralForCausalLM", permute_qk=True,
@@ -175,7 +189,7 @@ def build(name: str, out_dir: Path, seed: int = 0) -> tuple[Any, Path]:
     model = getattr(transformers, case.model_cls)(cfg).float().eval()
     _perturb(model, seed)
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    tensors = _gguf_tensors(case, cfg, sd)
+    tensors = {**_gguf_tensors(case, cfg, sd), **case.extra_tensors(cfg)}
 
     a = case.gguf_arch
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

@@ -1,7 +1,7 @@
 """Architectures as data: one `ArchSpec` row per GGUF `general.architecture`, plus `HParams`.
 
 Every supported architecture is the same pre-norm decoder; what differs is a handful of flags
-(RoPE mode, activation, fused projections, q/k norms, gemma's extra norms and embedding scale,
+(RoPE mode, activation, fused gate|up, q/k norms, gemma's extra norms and embedding scale,
 sliding-window layers, MoE routing) read by `llmtk.model.model`. A new architecture is one row in
 `ARCHS`, mirroring llama.cpp's `src/models/<arch>.cpp` graph builders.
 """
@@ -26,7 +26,6 @@ class ArchSpec:
     name: str
     rope_mode: str
     act: str = "silu"              # "silu" (SwiGLU) or "gelu_tanh" (GeGLU), ggml's LLM_FFN_SILU / LLM_FFN_GELU
-    fused_qkv: bool = False        # phi3: one attn_qkv projection, split q | k | v
     fused_gate_up: bool = False    # phi3: ffn_up holds gate | up (LLM_FFN_SWIGLU, sequential)
     qk_norm: bool = False          # qwen3, gemma3: RMS norm of each q/k head before RoPE
     post_norms: bool = False       # gemma3: post_attention_norm and post_ffw_norm around each block
@@ -50,7 +49,7 @@ ARCHS: dict[str, ArchSpec] = {a.name: a for a in (
     ArchSpec("qwen2", ROPE_NEOX),                          # q/k/v biases are loaded when present
     ArchSpec("qwen3", ROPE_NEOX, qk_norm=True),
     ArchSpec("qwen3moe", ROPE_NEOX, qk_norm=True),
-    ArchSpec("phi3", ROPE_NEOX, fused_qkv=True, fused_gate_up=True, swa_honoured=False),
+    ArchSpec("phi3", ROPE_NEOX, fused_gate_up=True, swa_honoured=False),
     ArchSpec("gemma3", ROPE_NEOX, act="gelu_tanh", qk_norm=True, post_norms=True, embed_scale=True,
              swa_pattern=6, attn_scale=_gemma3_attn_scale),
 )}

@@ -130,12 +130,13 @@ def _layer_names(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], il: int) 
 
     moe = hp.n_expert > 0
     ffn = "_exps" if moe else ""
+    fused = opt("attn_qkv.weight")  # create_tensor_qkv: one fused projection or three
     return Layer(
         attn_norm=req("attn_norm.weight"),
-        wq=None if spec.fused_qkv else req("attn_q.weight"),
-        wk=None if spec.fused_qkv else req("attn_k.weight"),
-        wv=None if spec.fused_qkv else req("attn_v.weight"),
-        wqkv=req("attn_qkv.weight") if spec.fused_qkv else None,
+        wq=None if fused else req("attn_q.weight"),
+        wk=None if fused else req("attn_k.weight"),
+        wv=None if fused else req("attn_v.weight"),
+        wqkv=fused,
         wo=req("attn_output.weight"),
         bq=opt("attn_q.bias"), bk=opt("attn_k.bias"), bv=opt("attn_v.bias"), bqkv=opt("attn_qkv.bias"),
         bo=opt("attn_output.bias"),
