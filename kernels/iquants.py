@@ -225,24 +225,86 @@ def _vmax(a, b):
     return a if a > b else b  # C's MAX(a, b)
 
 
+# The neighbour searches score every point of a list at once: the list's coordinates are stored
+# coordinate-major (`_iq_grids`), the loop runs over points, and LLVM turns it into SIMD lanes.
+# Each lane still sums its coordinates in C's order, so every distance is ggml's float. Indices
+# are unsigned so that numba emits no negative-index wraparound, which blocks vectorization.
+
 @njit(cache=True, inline="always")
-def _find_best_neighbour(neigh, u_entry, levels, xval, xo, waux, scale, L, dim):
+def _list_dist8(tab, base, cp, q0, scale, xv, xo, w, wo, d2):
+    """d2[j] = sum_i w[wo+i] * (scale*(tab[base + i*cp + j] + q0) - xv[xo+i])^2 for j < cp."""
+    x0, x1, x2, x3 = xv[xo], xv[xo + 1], xv[xo + 2], xv[xo + 3]
+    x4, x5, x6, x7 = xv[xo + 4], xv[xo + 5], xv[xo + 6], xv[xo + 7]
+    w0, w1, w2, w3 = w[wo], w[wo + 1], w[wo + 2], w[wo + 3]
+    w4, w5, w6, w7 = w[wo + 4], w[wo + 5], w[wo + 6], w[wo + 7]
+    ub = np.uint64(base)
+    ucp = np.uint64(cp)
+    for j in range(cp):
+        o = ub + np.uint64(j)
+        diff = scale * (tab[o] + q0) - x0
+        acc = F32(0.0) + w0 * diff * diff
+        diff = scale * (tab[o + ucp] + q0) - x1
+        acc += w1 * diff * diff
+        diff = scale * (tab[o + np.uint64(2) * ucp] + q0) - x2
+        acc += w2 * diff * diff
+        diff = scale * (tab[o + np.uint64(3) * ucp] + q0) - x3
+        acc += w3 * diff * diff
+        diff = scale * (tab[o + np.uint64(4) * ucp] + q0) - x4
+        acc += w4 * diff * diff
+        diff = scale * (tab[o + np.uint64(5) * ucp] + q0) - x5
+        acc += w5 * diff * diff
+        diff = scale * (tab[o + np.uint64(6) * ucp] + q0) - x6
+        acc += w6 * diff * diff
+        diff = scale * (tab[o + np.uint64(7) * ucp] + q0) - x7
+        acc += w7 * diff * diff
+        d2[np.uint64(j)] = acc
+
+
+@njit(cache=True, inline="always")
+def _list_dist4(tab, base, cp, q0, scale, xv, xo, w, wo, d2):
+    """_list_dist8 for 4 coordinates (the IQ3 grids)."""
+    x0, x1, x2, x3 = xv[xo], xv[xo + 1], xv[xo + 2], xv[xo + 3]
+    w0, w1, w2, w3 = w[wo], w[wo + 1], w[wo + 2], w[wo + 3]
+    ub = np.uint64(base)
+    ucp = np.uint64(cp)
+    for j in range(cp):
+        o = ub + np.uint64(j)
+        diff = scale * (tab[o] + q0) - x0
+        acc = F32(0.0) + w0 * diff * diff
+        diff = scale * (tab[o + ucp] + q0) - x1
+        acc += w1 * diff * diff
+        diff = scale * (tab[o + np.uint64(2) * ucp] + q0) - x2
+        acc += w2 * diff * diff
+        diff = scale * (tab[o + np.uint64(3) * ucp] + q0) - x3
+        acc += w3 * diff * diff
+        d2[np.uint64(j)] = acc
+
+
+@njit(cache=True, inline="always")
+def _argmin_first(d2, n):
+    # C's `if (d2 < best_d2)` scan from FLT_MAX: first smallest, -1 if none is below FLT_MAX
+    best_d2 = FLT_MAX
+    jbest = -1
+    for j in range(n):
+        if d2[j] < best_d2:
+            best_d2 = d2[j]
+            jbest = j
+    return jbest
+
+
+@njit(cache=True, inline="always")
+def _find_best_neighbour(neigh, u_entry, levels, tabs, xval, xo, waux, scale, L, dim, pad, d2):
     """iq2_find_best_neighbour / iq3_find_best_neighbour: the listed neighbour of an off-grid
     point with the smallest weighted distance to xval[xo:xo+dim]; writes its levels into L."""
+    nq, qoff = tabs
     off = -u_entry - 1
     n = np.int64(neigh[off])
-    best_d2 = FLT_MAX
-    grid_index = -1
-    for j in range(1, n + 1):
-        g = np.int64(neigh[off + j])
-        d2 = F32(0.0)
-        for i in range(dim):
-            q = F32(2 * levels[g, i] + 1)
-            diff = scale * q - xval[xo + i]
-            d2 += waux[xo + i] * diff * diff
-        if d2 < best_d2:
-            best_d2 = d2
-            grid_index = g
+    cp = (n + pad - 1) // pad * pad
+    if dim == 8:
+        _list_dist8(nq, qoff[off], cp, F32(0.0), scale, xval, xo, waux, xo, d2)
+    else:
+        _list_dist4(nq, qoff[off], cp, F32(0.0), scale, xval, xo, waux, xo, d2)
+    grid_index = np.int64(neigh[off + 1 + _argmin_first(d2, n)])
     for i in range(dim):
         L[xo + i] = levels[grid_index, i]
     return grid_index
@@ -310,7 +372,8 @@ def _pack_u(L, o, dim, bits):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
+def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
+    d2 = np.zeros(max_list, dtype=np.float32)
     """quantize_row_iq3_xxs_impl(256, ...) for one row."""
     kMaxQ = 8
     nbl = x.shape[0] // QK_K
@@ -365,7 +428,7 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
                     is_on_grid_aux[k] = True
                     if gi < 0:
                         is_on_grid_aux[k] = False
-                        _find_best_neighbour(neigh, gi, levels, xval, 4 * k, waux, this_scale, Laux, 4)
+                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, this_scale, Laux, 4, 8, d2)
                 sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32)
                 if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
@@ -388,7 +451,7 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
                         u |= l << (3 * i)
                     gi = kmap[u]
                     if gi < 0:
-                        gi = _find_best_neighbour(neigh, gi, levels, xval, 4 * k, waux, scale, L, 4)
+                        gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, scale, L, 4, 8, d2)
                     for i in range(4):
                         L[4 * k + i] = levels[gi, i]
                 sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32)
@@ -420,7 +483,8 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
 
 
 @njit(cache=True, error_model="numpy")
-def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh):
+def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
+    d2 = np.zeros(max_list, dtype=np.float32)
     """quantize_row_iq3_s_impl(32, ...) for one row (block_iq3_s, 110 bytes)."""
     kMaxQ = 8
     block_size = 32
@@ -481,7 +545,7 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh):
                     is_on_grid_aux[k] = True
                     if gi < 0:
                         is_on_grid_aux[k] = False
-                        _find_best_neighbour(neigh, gi, levels, xval, 4 * k, waux, this_scale, Laux, 4)
+                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, this_scale, Laux, 4, 8, d2)
                 sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, block_size)
                 if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
@@ -502,7 +566,7 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh):
                         u |= l << (3 * i)
                     gi = kmap[u]
                     if gi < 0:
-                        gi = _find_best_neighbour(neigh, gi, levels, xval, 4 * k, waux, scale, L, 4)
+                        gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, scale, L, 4, 8, d2)
                     for i in range(4):
                         L[4 * k + i] = levels[gi, i]
                 sumqx, sumq2 = _sumqx_q2(weight, xval, L, block_size)
@@ -541,7 +605,8 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
+def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
+    d2 = np.zeros(max_list, dtype=np.float32)
     """quantize_row_iq2_xxs_impl for one row (imatrix required)."""
     kMaxQ = 3
     nbl = x.shape[0] // QK_K
@@ -592,7 +657,7 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
                         Laux[8 * k + i] = max(0, min(kMaxQ - 1, l))
                     gi = kmap[_pack_u(Laux, 8 * k, 8, 2)]
                     if gi < 0:
-                        _find_best_neighbour(neigh, gi, levels, xval, 8 * k, waux, this_scale, Laux, 8)
+                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, this_scale, Laux, 8, 16, d2)
                 sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32)
                 if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
@@ -608,7 +673,7 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
                         u |= l << (2 * i)
                     gi = kmap[u]
                     if gi < 0:
-                        gi = _find_best_neighbour(neigh, gi, levels, xval, 8 * k, waux, scale, L, 8)
+                        gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, scale, L, 8, 16, d2)
                     for i in range(8):
                         L[8 * k + i] = levels[gi, i]
                 sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32)
@@ -639,7 +704,8 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh):
 
 
 @njit(cache=True, error_model="numpy")
-def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, is_s):
+def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s):
+    d2 = np.zeros(max_list, dtype=np.float32)
     """quantize_row_iq2_xs_impl (is_s False, imatrix required) and quantize_row_iq2_s_impl
     (is_s True): 16 sub-blocks of 16, the same search with ggml's small differences."""
     kMaxQ = 3
@@ -697,7 +763,7 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, is_s):
                     is_on_grid_aux[k] = True
                     if gi < 0:
                         is_on_grid_aux[k] = False
-                        _find_best_neighbour(neigh, gi, levels, xval, 8 * k, waux, this_scale, Laux, 8)
+                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, this_scale, Laux, 8, 16, d2)
                 sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 16)
                 if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
@@ -721,7 +787,7 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, is_s):
                         L[8 * k + i] = l
                     gi = kmap[u]
                     if gi < 0:
-                        _find_best_neighbour(neigh, gi, levels, xval, 8 * k, waux, scale, L, 8)
+                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, scale, L, 8, 16, d2)
                 sumqx, sumq2 = _sumqx_q2(weight, xval, L, 16)
                 if sumq2 > F32(0.0):
                     scale = sumqx / sumq2
@@ -819,7 +885,7 @@ def _find_best_neighbour2(neigh, u_entry, levels, x, xo, weight, wo, scale, xg, 
 
 
 @njit(cache=True, error_model="numpy")
-def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh):
+def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     """quantize_row_iq1_s_impl for one row (imatrix required)."""
     block_size = 32
     x_p = np.array([F32(-1.0) + IQ1S_DELTA, IQ1S_DELTA, F32(1.0) + IQ1S_DELTA], dtype=np.float32)
@@ -942,7 +1008,7 @@ def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh):
 
 
 @njit(cache=True, error_model="numpy")
-def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh):
+def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     """quantize_row_iq1_m_impl for one row (block_iq1_m, 56 bytes: qs:32 qh:16 scales:8)."""
     block_size = 16
     x_p = np.array([F32(-1.0) + IQ1M_DELTA, IQ1M_DELTA, F32(1.0) + IQ1M_DELTA], dtype=np.float32)
@@ -1302,45 +1368,45 @@ def _dequantizer(name: str):
 
 
 @njit(cache=True, parallel=True)
-def _quantize_iq3_xxs(x, qw, has_qw, out, levels, kmap, neigh):
+def _quantize_iq3_xxs(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
     for r in prange(x.shape[0]):
-        _q_iq3_xxs_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+        _q_iq3_xxs_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
 
 
 @njit(cache=True, parallel=True)
-def _quantize_iq3_s(x, qw, has_qw, out, levels, kmap, neigh):
+def _quantize_iq3_s(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
     for r in prange(x.shape[0]):
-        _q_iq3_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+        _q_iq3_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
 
 
 @njit(cache=True, parallel=True)
-def _quantize_iq2_xxs(x, qw, has_qw, out, levels, kmap, neigh):
+def _quantize_iq2_xxs(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
     for r in prange(x.shape[0]):
-        _q_iq2_xxs_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+        _q_iq2_xxs_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
 
 
 @njit(cache=True, parallel=True)
-def _quantize_iq2_xs(x, qw, has_qw, out, levels, kmap, neigh):
+def _quantize_iq2_xs(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
     for r in prange(x.shape[0]):
-        _q_iq2_xs_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, False)
+        _q_iq2_xs_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list, False)
 
 
 @njit(cache=True, parallel=True)
-def _quantize_iq2_s(x, qw, has_qw, out, levels, kmap, neigh):
+def _quantize_iq2_s(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
     for r in prange(x.shape[0]):
-        _q_iq2_xs_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, True)
+        _q_iq2_xs_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list, True)
 
 
 @njit(cache=True, parallel=True)
-def _quantize_iq1_s(x, qw, has_qw, out, levels, kmap, neigh):
+def _quantize_iq1_s(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
     for r in prange(x.shape[0]):
-        _q_iq1_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+        _q_iq1_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
 
 
 @njit(cache=True, parallel=True)
-def _quantize_iq1_m(x, qw, has_qw, out, levels, kmap, neigh):
+def _quantize_iq1_m(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
     for r in prange(x.shape[0]):
-        _q_iq1_m_row(x[r], qw, has_qw, out[r], levels, kmap, neigh)
+        _q_iq1_m_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
 
 
 _QUANTIZE_ROWS = {"IQ1_S": _quantize_iq1_s, "IQ1_M": _quantize_iq1_m, "IQ2_XXS": _quantize_iq2_xxs, "IQ2_XS": _quantize_iq2_xs, "IQ2_S": _quantize_iq2_s, "IQ3_XXS": _quantize_iq3_xxs, "IQ3_S": _quantize_iq3_s}
@@ -1354,7 +1420,8 @@ def _quantizer(name: str):
         out = np.empty((x.shape[0], (x.shape[1] // QK_K) * ts), dtype=np.uint8)
         has_qw = imatrix is not None
         qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has_qw else np.zeros(x.shape[1], np.float32)
-        rows_fn(np.ascontiguousarray(x, dtype=np.float32), qw, has_qw, out, g.levels, g.kmap, g.neighbours)
+        rows_fn(np.ascontiguousarray(x, dtype=np.float32), qw, has_qw, out, g.levels, g.kmap, g.neighbours,
+                (g.nq, g.qoff), g.max_list)
         return out
 
     quantize.__doc__ = f"quantize_{name.lower()}: (rows, cols) float32, imatrix (cols,) or None -> uint8."
