@@ -1,9 +1,10 @@
 """K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) and their activation type Q8_K, bit-exact with ggml.
 
 Quantize without an importance matrix reproduces ggml's `quantize_row_qN_K_ref`, with one its
-`quantize_row_qN_K_impl(..., quant_weights)` (what `ggml_quantize_chunk` calls); dequantize is
-`dequantize_row_qN_K`; matvec quantizes activations to Q8_K (`quantize_row_q8_K_ref`) and runs
-the integer block dot products of `ggml_vec_dot_qN_K_q8_K_generic` (ggml-cpu/quants.c).
+`quantize_row_qN_K_impl(..., quant_weights)` (what `ggml_quantize_chunk` calls; both live in
+`_kquant_quantize`); dequantize is `dequantize_row_qN_K`; matvec quantizes activations to Q8_K
+(`quantize_row_q8_K_ref`) and runs the integer block dot products of
+`ggml_vec_dot_qN_K_q8_K_generic` (ggml-cpu/quants.c).
 
 For other kernel families (importable, all `@njit(cache=True)`):
 - `quantize_row_q8_K(x, d, qs, bsums)`: one row (cols,) f32 -> d (nb,) f32, qs (cols,) int8,
@@ -11,8 +12,10 @@ For other kernel families (importable, all `@njit(cache=True)`):
   `quantize_q8_K(x)` does (n, cols) rows in parallel and returns the three arrays (n, ...).
 - the shared scale searches, `nearest_int` and fp16 conversions live in `_kquant_search`
   (`make_qx_quants`, `make_q3_quants`, `make_qkx1_quants`, `make_qkx2_quants`,
-  `make_qkx3_quants`, `make_qp_quants`, `nearest_int`, `fp16_to_fp32`, `fp32_to_fp16`) and are
-  re-exported here.
+  `make_qkx3_quants`, `make_qp_quants`, their allocation-free `*_ws` variants, `nearest_int`,
+  `fp16_to_fp32`, `fp32_to_fp16`) and are re-exported here.
+Caution: numba's cache does not notice when an imported kernel changes; after editing
+`_kquant_search` or `_kquant_quantize`, delete the `*.nbi`/`*.nbc` files of their importers.
 """
 from __future__ import annotations
 
@@ -21,6 +24,24 @@ import numpy.typing as npt
 from numba import njit, prange
 
 from llmtk.constants import GGMLType, type_traits
+from llmtk.kernels._kquant_quantize import (  # noqa: F401  (re-exported)
+    _b,
+    _get_f16,
+    _i8,
+    _q3_K_scale,
+    _quantize_rows,
+    get_scale_min_k4,
+    quantize_row_q2_K_impl,
+    quantize_row_q2_K_ref,
+    quantize_row_q3_K_impl,
+    quantize_row_q3_K_ref,
+    quantize_row_q4_K_impl,
+    quantize_row_q4_K_ref,
+    quantize_row_q5_K_impl,
+    quantize_row_q5_K_ref,
+    quantize_row_q6_K_impl,
+    quantize_row_q6_K_ref,
+)
 from llmtk.kernels._kquant_search import (  # noqa: F401  (re-exported for other families)
     GROUP_MAX_EPS,
     bits_to_f32,
@@ -42,76 +63,9 @@ from llmtk.kernels._registry import register
 
 QK_K = 256
 
-# ggml type ids, used to pick a kernel inside the shared row drivers
-_Q2_K, _Q3_K, _Q4_K, _Q5_K, _Q6_K, _Q8_K = 10, 11, 12, 13, 14, 15
+# ggml type ids, used to pick a kernel inside the row drivers
+_Q2_K, _Q3_K, _Q4_K, _Q5_K, _Q6_K = 10, 11, 12, 13, 14
 _EMPTY_F32 = np.empty(0, dtype=np.float32)
-
-
-# ----------------------------------------------------------------------------- byte helpers
-
-@njit(cache=True, inline="always")
-def _b(a, i):
-    # read a byte as int64: numba types uint8 >> int as uint64, and uint64 mixed with int64
-    # silently becomes float64 (or fails for bitwise ops)
-    return np.int64(a[i])
-
-
-@njit(cache=True, inline="always")
-def _put_f16(y, off, h):
-    y[off] = h & 0xFF
-    y[off + 1] = h >> 8
-
-
-@njit(cache=True, inline="always")
-def _get_f16(y, off):
-    return fp16_to_fp32(np.int64(y[off]) | (np.int64(y[off + 1]) << 8))
-
-
-@njit(cache=True, inline="always")
-def _i8(v):
-    # C's conversion of an int to int8_t (wraps)
-    return ((v + 128) & 0xFF) - 128
-
-
-@njit(cache=True, inline="always")
-def get_scale_min_k4(j, q, off):
-    """ggml `get_scale_min_k4`: the j-th 6-bit (scale, min) pair of Q4_K/Q5_K's 12 scale bytes."""
-    if j < 4:
-        return _b(q, off + j) & 63, _b(q, off + j + 4) & 63
-    sc = (_b(q, off + j + 4) & 0xF) | ((_b(q, off + j - 4) >> 6) << 4)
-    m = (_b(q, off + j + 4) >> 4) | ((_b(q, off + j) >> 6) << 4)
-    return sc, m
-
-
-@njit(cache=True, inline="always")
-def _q3_K_scale(y, off, j):
-    # the j-th signed 6-bit scale of Q3_K's 12 scale bytes, minus 32
-    lo = (_b(y, off + j) & 0xF) if j < 8 else (_b(y, off + j - 8) >> 4)
-    return (lo | (((_b(y, off + 8 + j % 4) >> (2 * (j // 4))) & 3) << 4)) - 32
-
-
-@njit(cache=True, inline="always")
-def _pack_2bit(L, y, off):
-    # four 2-bit planes per 128 values, shared by Q2_K and Q3_K
-    for j in range(0, QK_K, 128):
-        for l in range(32):
-            y[off + j // 4 + l] = (L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4)
-                                   | (L[j + l + 96] << 6))
-
-
-@njit(cache=True, inline="always")
-def _pack_k4_scales(y, off, Ls, Lm):
-    # 8 (scale, min) 6-bit pairs into 12 bytes, the layout get_scale_min_k4 reads
-    for j in range(QK_K // 32):
-        ls = np.int64(Ls[j])
-        lm = np.int64(Lm[j])
-        if j < 4:
-            y[off + j] = ls
-            y[off + j + 4] = lm
-        else:
-            y[off + j + 4] = (ls & 0xF) | ((lm & 0xF) << 4)
-            y[off + j - 4] |= (ls >> 4) << 6
-            y[off + j] |= (lm >> 4) << 6
 
 
 # ----------------------------------------------------------------------------- Q8_K
@@ -200,126 +154,31 @@ def _dequantize_q8_K(data, out):
 # block_q2_K: scales:16 qs:64 d:2 dmin:2  (84 bytes)
 
 @njit(cache=True, inline="always")
-def _q2_K_requantize_and_pack(x, y, o, L):
-    d_all = _get_f16(y, o + 80)
-    m_all = _get_f16(y, o + 82)
-    for j in range(QK_K // 16):
-        d = d_all * np.float32(y[o + j] & 0xF)
-        if d == 0:
-            continue
-        dm = m_all * np.float32(_b(y, o + j) >> 4)
-        for ii in range(16):
-            l = nearest_int((x[16 * j + ii] + dm) / d)
-            L[16 * j + ii] = max(0, min(3, l))
-    _pack_2bit(L, y, o + 16)
-
-
-@njit(cache=True)
-def quantize_row_q2_K_ref(x, y):
-    """ggml `quantize_row_q2_K_ref`: x (cols,) f32 -> y (cols/256*84,) uint8."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(16, dtype=np.uint8)
-    weights = np.empty(16, dtype=np.float32)
-    mins = np.empty(QK_K // 16, dtype=np.float32)
-    scales = np.empty(QK_K // 16, dtype=np.float32)
-    q4scale = np.float32(15.0)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 84
-        max_scale = np.float32(0.0)
-        max_min = np.float32(0.0)
-        for j in range(QK_K // 16):
-            xs = xb[16 * j:16 * j + 16]
-            for l in range(16):
-                weights[l] = np.abs(xs[l])
-            s, m = make_qkx2_quants_ws(16, 3, xs, weights, L[16 * j:16 * j + 16], Laux,
-                                       np.float32(-0.5), np.float32(0.1), 15, True, ws)
-            scales[j] = s
-            mins[j] = m
-            if s > max_scale:
-                max_scale = s
-            if m > max_min:
-                max_min = m
-        if max_scale > 0:
-            iscale = q4scale / max_scale
-            for j in range(QK_K // 16):
-                y[o + j] = nearest_int(iscale * scales[j]) & 0xFF
-            _put_f16(y, o + 80, fp32_to_fp16(max_scale / q4scale))
-        else:
-            for j in range(QK_K // 16):
-                y[o + j] = 0
-            _put_f16(y, o + 80, fp32_to_fp16(np.float32(0.0)))
-        if max_min > 0:
-            iscale = q4scale / max_min
-            for j in range(QK_K // 16):
-                y[o + j] = (y[o + j] | (nearest_int(iscale * mins[j]) << 4)) & 0xFF
-            _put_f16(y, o + 82, fp32_to_fp16(max_min / q4scale))
-        else:
-            _put_f16(y, o + 82, fp32_to_fp16(np.float32(0.0)))
-        _q2_K_requantize_and_pack(xb, y, o, L)
-
-
-@njit(cache=True)
-def quantize_row_q2_K_impl(x, y, quant_weights):
-    """ggml `quantize_row_q2_K_impl` (importance-weighted): quant_weights (cols,) f32."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(16, dtype=np.uint8)
-    mins = np.empty(QK_K // 16, dtype=np.float32)
-    scales = np.empty(QK_K // 16, dtype=np.float32)
-    sw = np.empty(QK_K // 16, dtype=np.float32)
-    weight = np.empty(16, dtype=np.float32)
-    Ls = np.empty(QK_K // 16, dtype=np.uint8)
-    Lm = np.empty(QK_K // 16, dtype=np.uint8)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 84
-        sumx2 = np.float32(0.0)
-        for j in range(QK_K):
-            sumx2 += xb[j] * xb[j]
-        sigma2 = sumx2 / np.float32(QK_K)
-        for j in range(QK_K // 16):
-            qw = quant_weights[QK_K * i + 16 * j:QK_K * i + 16 * j + 16]
-            for l in range(16):
-                weight[l] = qw[l] * np.sqrt(sigma2 + xb[16 * j + l] * xb[16 * j + l])
-            s = np.float32(0.0)
-            for l in range(16):
-                s += weight[l]
-            sw[j] = s
-            sc, m = make_qkx3_quants_ws(16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,
-                                        np.float32(-0.9), np.float32(0.05), 36, False, ws)
-            scales[j] = sc
-            mins[j] = m
-        dm = make_qp_quants(QK_K // 16, 15, scales, Ls, sw)
-        mm = make_qp_quants(QK_K // 16, 15, mins, Lm, sw)
-        _put_f16(y, o + 80, fp32_to_fp16(dm))
-        _put_f16(y, o + 82, fp32_to_fp16(mm))
-        for j in range(QK_K // 16):
-            y[o + j] = (_b(Ls, j) | (_b(Lm, j) << 4)) & 0xFF
-        _q2_K_requantize_and_pack(xb, y, o, L)
-
-
-@njit(cache=True)
-def dequantize_row_q2_K(x, y):
-    """ggml `dequantize_row_q2_K`: x (nb*84,) uint8 -> y (nb*256,) f32."""
+def _dequantize_row_q2_K(x, y, n16):
     for i in range(y.size // QK_K):
         o = i * 84
         d = _get_f16(x, o + 80)
         vmin = _get_f16(x, o + 82)
-        out = i * QK_K
         is_ = 0
-        for n in range(0, QK_K, 128):
-            q = o + 16 + n // 4
-            for shift in range(0, 8, 2):
+        for n in range(2):
+            q = o + 16 + 32 * n
+            for p in range(4):
+                shift = 2 * p
                 for half in range(2):
                     sc = _b(x, o + is_)
                     is_ += 1
                     dl = d * np.float32(sc & 0xF)
                     ml = vmin * np.float32(sc >> 4)
-                    for l in range(16):
-                        y[out] = dl * np.float32((_b(x, q + 16 * half + l) >> shift) & 3) - ml
-                        out += 1
+                    qq = q + 16 * half
+                    out = i * QK_K + 128 * n + 32 * p + 16 * half
+                    for l in range(n16):
+                        y[out + l] = dl * np.float32((x[qq + l] >> shift) & 3) - ml
+
+
+@njit(cache=True)
+def dequantize_row_q2_K(x, y):
+    """ggml `dequantize_row_q2_K`: x (nb*84,) uint8 -> y (nb*256,) f32."""
+    _dequantize_row_q2_K(x, y, 16)
 
 
 @njit(cache=True)
@@ -355,118 +214,31 @@ def vec_dot_q2_K_q8_K(x, d8, qs8, bsums8):
 # block_q3_K: hmask:32 qs:64 scales:12 d:2  (110 bytes)
 
 @njit(cache=True, inline="always")
-def _q3_K_put_scale(y, off, j, l):
-    # store the j-th biased 6-bit scale l (0..63) into Q3_K's 12 scale bytes
-    if j < 8:
-        y[off + j] = l & 0xF
-    else:
-        y[off + j - 8] |= (l & 0xF) << 4
-    y[off + j % 4 + 8] |= (l >> 4) << (2 * (j // 4))
-
-
-@njit(cache=True, inline="always")
-def _q3_K_requantize_and_pack(x, y, o, L):
-    d_all = _get_f16(y, o + 108)
-    for j in range(QK_K // 16):
-        d = d_all * np.float32(_q3_K_scale(y, o + 96, j))
-        if d == 0:
-            continue
-        for ii in range(16):
-            l = nearest_int(x[16 * j + ii] / d)
-            L[16 * j + ii] = max(-4, min(3, l)) + 4
-    # high bit of value j goes to bit j // 32 of hmask[j % 32]
-    for m in range(QK_K // 8):
-        y[o + m] = 0
-    for j in range(QK_K):
-        if L[j] > 3:
-            y[o + j % 32] |= 1 << (j // 32)
-            L[j] -= 4
-    _pack_2bit(L, y, o + 32)
-
-
-@njit(cache=True)
-def quantize_row_q3_K_ref(x, y):
-    """ggml `quantize_row_q3_K_ref`: x (cols,) f32 -> y (cols/256*110,) uint8."""
-    L = np.empty(QK_K, dtype=np.int8)
-    scales = np.empty(QK_K // 16, dtype=np.float32)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
+def _dequantize_row_q3_K(x, y, n16):
+    for i in range(y.size // QK_K):
         o = i * 110
-        max_scale = np.float32(0.0)
-        amax = np.float32(0.0)
-        for j in range(QK_K // 16):
-            s = make_q3_quants(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16], True)
-            scales[j] = s
-            if np.abs(s) > amax:
-                amax = np.abs(s)
-                max_scale = s
-        for k in range(12):
-            y[o + 96 + k] = 0
-        if max_scale != 0:
-            iscale = np.float32(-32.0) / max_scale
-            for j in range(QK_K // 16):
-                l = _i8(nearest_int(iscale * scales[j]))
-                _q3_K_put_scale(y, o + 96, j, max(-32, min(31, l)) + 32)
-            _put_f16(y, o + 108, fp32_to_fp16(np.float32(1.0) / iscale))
-        else:
-            _put_f16(y, o + 108, fp32_to_fp16(np.float32(0.0)))
-        _q3_K_requantize_and_pack(xb, y, o, L)
-
-
-@njit(cache=True)
-def quantize_row_q3_K_impl(x, y, quant_weights):
-    """ggml `quantize_row_q3_K_impl` with quant_weights (cols,) f32."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.int8)
-    scales = np.empty(QK_K // 16, dtype=np.float32)
-    weight = np.empty(16, dtype=np.float32)
-    sw = np.empty(QK_K // 16, dtype=np.float32)
-    Ls = np.empty(QK_K // 16, dtype=np.int8)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 110
-        sumx2 = np.float32(0.0)
-        for j in range(QK_K):
-            sumx2 += xb[j] * xb[j]
-        sigma2 = np.float32(2.0) * sumx2 / np.float32(QK_K)
-        for j in range(QK_K // 16):
-            qw = quant_weights[QK_K * i + 16 * j:QK_K * i + 16 * j + 16]
-            for l in range(16):
-                weight[l] = qw[l] * np.sqrt(sigma2 + xb[16 * j + l] * xb[16 * j + l])
-            sumw = np.float32(0.0)
-            for l in range(16):
-                sumw += weight[l]
-            sw[j] = sumw
-            scales[j] = make_qx_quants_ws(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16], 1, weight, ws)
-        for k in range(12):
-            y[o + 96 + k] = 0
-        d_block = make_qx_quants_ws(QK_K // 16, 32, scales, Ls, 1, sw, ws)
-        for j in range(QK_K // 16):
-            _q3_K_put_scale(y, o + 96, j, np.int64(Ls[j]))
-        _put_f16(y, o + 108, fp32_to_fp16(d_block))
-        _q3_K_requantize_and_pack(xb, y, o, L)
+        d_all = _get_f16(x, o + 108)
+        is_ = 0
+        for n in range(2):
+            q = o + 32 + 32 * n
+            for p in range(4):
+                shift = 2 * p
+                m = 1 << (4 * n + p)
+                for half in range(2):
+                    dl = d_all * np.float32(_q3_K_scale(x, o + 96, is_))
+                    is_ += 1
+                    out = i * QK_K + 128 * n + 32 * p + 16 * half
+                    qq = q + 16 * half
+                    hh = o + 16 * half
+                    for l in range(n16):
+                        v = ((x[qq + l] >> shift) & 3) - (0 if (x[hh + l] & m) else 4)
+                        y[out + l] = dl * np.float32(v)
 
 
 @njit(cache=True)
 def dequantize_row_q3_K(x, y):
     """ggml `dequantize_row_q3_K`: x (nb*110,) uint8 -> y (nb*256,) f32."""
-    for i in range(y.size // QK_K):
-        o = i * 110
-        d_all = _get_f16(x, o + 108)
-        out = i * QK_K
-        is_ = 0
-        m = 1
-        for n in range(0, QK_K, 128):
-            q = o + 32 + n // 4
-            for shift in range(0, 8, 2):
-                for half in range(2):
-                    dl = d_all * np.float32(_q3_K_scale(x, o + 96, is_))
-                    is_ += 1
-                    for l in range(16 * half, 16 * half + 16):
-                        v = ((_b(x, q + l) >> shift) & 3) - (0 if (_b(x, o + l) & m) else 4)
-                        y[out] = dl * np.float32(v)
-                        out += 1
-                m <<= 1
+    _dequantize_row_q3_K(x, y, 16)
 
 
 @njit(cache=True)
@@ -496,133 +268,31 @@ def vec_dot_q3_K_q8_K(x, d8, qs8, bsums8):
 # block_q4_K: d:2 dmin:2 scales:12 qs:128  (144 bytes)
 
 @njit(cache=True, inline="always")
-def _q4_K_requantize_and_pack(x, y, o, L):
-    d_all = _get_f16(y, o)
-    m_all = _get_f16(y, o + 2)
-    for j in range(QK_K // 32):
-        sc, m = get_scale_min_k4(j, y, o + 4)
-        d = d_all * np.float32(sc)
-        if d == 0:
-            continue
-        dm = m_all * np.float32(m)
-        for ii in range(32):
-            l = nearest_int((x[32 * j + ii] + dm) / d)
-            L[32 * j + ii] = max(0, min(15, l))
-    for j in range(0, QK_K, 64):
-        for l in range(32):
-            y[o + 16 + j // 2 + l] = L[j + l] | (L[j + l + 32] << 4)
-
-
-@njit(cache=True)
-def quantize_row_q4_K_ref(x, y):
-    """ggml `quantize_row_q4_K_ref`: x (cols,) f32 -> y (cols/256*144,) uint8."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
-    weights = np.empty(32, dtype=np.float32)
-    mins = np.empty(QK_K // 32, dtype=np.float32)
-    scales = np.empty(QK_K // 32, dtype=np.float32)
-    Ls = np.empty(QK_K // 32, dtype=np.int64)
-    Lm = np.empty(QK_K // 32, dtype=np.int64)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 144
-        max_scale = np.float32(0.0)
-        max_min = np.float32(0.0)
-        for j in range(QK_K // 32):
-            xs = xb[32 * j:32 * j + 32]
-            sum_x2 = np.float32(0.0)
-            for l in range(32):
-                sum_x2 += xs[l] * xs[l]
-            av_x = np.sqrt(sum_x2 / np.float32(32.0))
-            for l in range(32):
-                weights[l] = av_x + np.abs(xs[l])
-            s, m = make_qkx2_quants_ws(32, 15, xs, weights, L[32 * j:32 * j + 32], Laux,
-                                       np.float32(-1.0), np.float32(0.1), 20, False, ws)
-            scales[j] = s
-            mins[j] = m
-            if s > max_scale:
-                max_scale = s
-            if m > max_min:
-                max_min = m
-        inv_scale = np.float32(63.0) / max_scale if max_scale > 0 else np.float32(0.0)
-        inv_min = np.float32(63.0) / max_min if max_min > 0 else np.float32(0.0)
-        for j in range(QK_K // 32):
-            # C stores nearest_int into a uint8_t before MIN(63, .)
-            Ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
-            Lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
-        _pack_k4_scales(y, o + 4, Ls, Lm)
-        _put_f16(y, o, fp32_to_fp16(max_scale / np.float32(63.0)))
-        _put_f16(y, o + 2, fp32_to_fp16(max_min / np.float32(63.0)))
-        _q4_K_requantize_and_pack(xb, y, o, L)
-
-
-@njit(cache=True, inline="always")
-def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, mins, ws):
-    # the part of quantize_row_q4_K_impl / q5_K_impl before the super-block scales
-    sum_x2 = np.float32(0.0)
-    for l in range(QK_K):
-        sum_x2 += xb[l] * xb[l]
-    sigma2 = np.float32(2.0) * sum_x2 / np.float32(QK_K)
-    for j in range(QK_K // 32):
-        qw = quant_weights[QK_K * i + 32 * j:QK_K * i + 32 * j + 32]
-        for l in range(32):
-            weights[l] = qw[l] * np.sqrt(sigma2 + xb[32 * j + l] * xb[32 * j + l])
-        sumw = np.float32(0.0)
-        for l in range(32):
-            sumw += weights[l]
-        sw[j] = sumw
-        s, m = make_qkx3_quants_ws(32, nmax, xb[32 * j:32 * j + 32], weights, L[32 * j:32 * j + 32], Laux,
-                                   np.float32(-0.9), np.float32(0.05), 36, False, ws)
-        scales[j] = s
-        mins[j] = m
-
-
-@njit(cache=True)
-def quantize_row_q4_K_impl(x, y, quant_weights):
-    """ggml `quantize_row_q4_K_impl` with quant_weights (cols,) f32."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
-    Ls = np.empty(QK_K // 32, dtype=np.uint8)
-    Lm = np.empty(QK_K // 32, dtype=np.uint8)
-    weights = np.empty(32, dtype=np.float32)
-    sw = np.empty(QK_K // 32, dtype=np.float32)
-    mins = np.empty(QK_K // 32, dtype=np.float32)
-    scales = np.empty(QK_K // 32, dtype=np.float32)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 144
-        _k_impl_scales(xb, quant_weights, i, 15, L, Laux, weights, sw, scales, mins, ws)
-        d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
-        m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
-        _pack_k4_scales(y, o + 4, Ls, Lm)
-        _put_f16(y, o, fp32_to_fp16(d_block))
-        _put_f16(y, o + 2, fp32_to_fp16(m_block))
-        _q4_K_requantize_and_pack(xb, y, o, L)
-
-
-@njit(cache=True)
-def dequantize_row_q4_K(x, y):
-    """ggml `dequantize_row_q4_K`: x (nb*144,) uint8 -> y (nb*256,) f32."""
+def _dequantize_row_q4_K(x, y, n16):
+    n32 = 2 * n16
     for i in range(y.size // QK_K):
         o = i * 144
         d = _get_f16(x, o)
         vmin = _get_f16(x, o + 2)
-        out = i * QK_K
         for j in range(4):
             q = o + 16 + 32 * j
+            out = i * QK_K + 64 * j
             sc, m = get_scale_min_k4(2 * j, x, o + 4)
             d1 = d * np.float32(sc)
             m1 = vmin * np.float32(m)
             sc, m = get_scale_min_k4(2 * j + 1, x, o + 4)
             d2 = d * np.float32(sc)
             m2 = vmin * np.float32(m)
-            for l in range(32):
+            for l in range(n32):
                 y[out + l] = d1 * np.float32(x[q + l] & 0xF) - m1
-            for l in range(32):
-                y[out + 32 + l] = d2 * np.float32(_b(x, q + l) >> 4) - m2
-            out += 64
+            for l in range(n32):
+                y[out + 32 + l] = d2 * np.float32(x[q + l] >> 4) - m2
+
+
+@njit(cache=True)
+def dequantize_row_q4_K(x, y):
+    """ggml `dequantize_row_q4_K`: x (nb*144,) uint8 -> y (nb*256,) f32."""
+    _dequantize_row_q4_K(x, y, 16)
 
 
 @njit(cache=True, inline="always")
@@ -666,138 +336,34 @@ def vec_dot_q4_K_q8_K(x, d8, qs8, bsums8):
 # block_q5_K: d:2 dmin:2 scales:12 qh:32 qs:128  (176 bytes)
 
 @njit(cache=True, inline="always")
-def _q5_K_requantize_and_pack(x, y, o, L):
-    d_all = _get_f16(y, o)
-    m_all = _get_f16(y, o + 2)
-    for j in range(QK_K // 32):
-        sc, m = get_scale_min_k4(j, y, o + 4)
-        d = d_all * np.float32(sc)
-        if d == 0:
-            continue
-        dm = m_all * np.float32(m)
-        for ii in range(32):
-            l = nearest_int((x[32 * j + ii] + dm) / d)
-            L[32 * j + ii] = max(0, min(31, l))
-    qh = o + 16
-    ql = o + 48
-    for j in range(32):
-        y[qh + j] = 0
-    m1 = 1
-    m2 = 2
-    for n in range(0, QK_K, 64):
-        for j in range(32):
-            l1 = _b(L, n + j)
-            if l1 > 15:
-                l1 -= 16
-                y[qh + j] |= m1
-            l2 = _b(L, n + j + 32)
-            if l2 > 15:
-                l2 -= 16
-                y[qh + j] |= m2
-            y[ql + j] = l1 | (l2 << 4)
-        m1 <<= 2
-        m2 <<= 2
-        ql += 32
-
-
-@njit(cache=True)
-def quantize_row_q5_K_ref(x, y):
-    """ggml `quantize_row_q5_K_ref`: x (cols,) f32 -> y (cols/256*176,) uint8."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
-    weights = np.empty(32, dtype=np.float32)
-    mins = np.empty(QK_K // 32, dtype=np.float32)
-    scales = np.empty(QK_K // 32, dtype=np.float32)
-    Ls = np.empty(QK_K // 32, dtype=np.int64)
-    Lm = np.empty(QK_K // 32, dtype=np.int64)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 176
-        max_scale = np.float32(0.0)
-        max_min = np.float32(0.0)
-        for j in range(QK_K // 32):
-            xs = xb[32 * j:32 * j + 32]
-            sum_x2 = np.float32(0.0)
-            for l in range(32):
-                sum_x2 += xs[l] * xs[l]
-            av_x = np.sqrt(sum_x2 / np.float32(32.0))
-            for l in range(32):
-                weights[l] = av_x + np.abs(xs[l])
-            s, m = make_qkx2_quants_ws(32, 31, xs, weights, L[32 * j:32 * j + 32], Laux,
-                                       np.float32(-0.5), np.float32(0.1), 15, False, ws)
-            scales[j] = s
-            mins[j] = m
-            if s > max_scale:
-                max_scale = s
-            if m > max_min:
-                max_min = m
-        inv_scale = np.float32(63.0) / max_scale if max_scale > 0 else np.float32(0.0)
-        inv_min = np.float32(63.0) / max_min if max_min > 0 else np.float32(0.0)
-        for j in range(QK_K // 32):
-            Ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
-            Lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
-        _pack_k4_scales(y, o + 4, Ls, Lm)
-        _put_f16(y, o, fp32_to_fp16(max_scale / np.float32(63.0)))
-        _put_f16(y, o + 2, fp32_to_fp16(max_min / np.float32(63.0)))
-        _q5_K_requantize_and_pack(xb, y, o, L)
-
-
-@njit(cache=True)
-def quantize_row_q5_K_impl(x, y, quant_weights):
-    """ggml `quantize_row_q5_K_impl` with quant_weights (cols,) f32."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
-    Ls = np.empty(QK_K // 32, dtype=np.uint8)
-    Lm = np.empty(QK_K // 32, dtype=np.uint8)
-    weights = np.empty(32, dtype=np.float32)
-    sw = np.empty(QK_K // 32, dtype=np.float32)
-    mins = np.empty(QK_K // 32, dtype=np.float32)
-    scales = np.empty(QK_K // 32, dtype=np.float32)
-    Ls63 = np.empty(QK_K // 32, dtype=np.int64)
-    Lm63 = np.empty(QK_K // 32, dtype=np.int64)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 176
-        _k_impl_scales(xb, quant_weights, i, 31, L, Laux, weights, sw, scales, mins, ws)
-        d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
-        m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
-        for j in range(QK_K // 32):
-            Ls63[j] = min(63, np.int64(Ls[j]))
-            Lm63[j] = min(63, np.int64(Lm[j]))
-        _pack_k4_scales(y, o + 4, Ls63, Lm63)
-        _put_f16(y, o, fp32_to_fp16(d_block))
-        _put_f16(y, o + 2, fp32_to_fp16(m_block))
-        _q5_K_requantize_and_pack(xb, y, o, L)
-
-
-@njit(cache=True)
-def dequantize_row_q5_K(x, y):
-    """ggml `dequantize_row_q5_K`: x (nb*176,) uint8 -> y (nb*256,) f32."""
+def _dequantize_row_q5_K(x, y, n16):
+    n32 = 2 * n16
     for i in range(y.size // QK_K):
         o = i * 176
         d = _get_f16(x, o)
         vmin = _get_f16(x, o + 2)
         qh = o + 16
-        out = i * QK_K
-        u1 = 1
-        u2 = 2
         for j in range(4):
             ql = o + 48 + 32 * j
+            out = i * QK_K + 64 * j
+            u1 = 1 << (2 * j)
+            u2 = 2 << (2 * j)
             sc, m = get_scale_min_k4(2 * j, x, o + 4)
             d1 = d * np.float32(sc)
             m1 = vmin * np.float32(m)
             sc, m = get_scale_min_k4(2 * j + 1, x, o + 4)
             d2 = d * np.float32(sc)
             m2 = vmin * np.float32(m)
-            for l in range(32):
-                y[out + l] = d1 * np.float32((_b(x, ql + l) & 0xF) + (16 if _b(x, qh + l) & u1 else 0)) - m1
-            for l in range(32):
-                y[out + 32 + l] = d2 * np.float32((_b(x, ql + l) >> 4) + (16 if _b(x, qh + l) & u2 else 0)) - m2
-            out += 64
-            u1 <<= 2
-            u2 <<= 2
+            for l in range(n32):
+                y[out + l] = d1 * np.float32((x[ql + l] & 0xF) + (16 if x[qh + l] & u1 else 0)) - m1
+            for l in range(n32):
+                y[out + 32 + l] = d2 * np.float32((x[ql + l] >> 4) + (16 if x[qh + l] & u2 else 0)) - m2
+
+
+@njit(cache=True)
+def dequantize_row_q5_K(x, y):
+    """ggml `dequantize_row_q5_K`: x (nb*176,) uint8 -> y (nb*256,) f32."""
+    _dequantize_row_q5_K(x, y, 16)
 
 
 @njit(cache=True)
@@ -827,80 +393,8 @@ def vec_dot_q5_K_q8_K(x, d8, qs8, bsums8):
 # block_q6_K: ql:128 qh:64 scales:16 (int8) d:2  (210 bytes)
 
 @njit(cache=True, inline="always")
-def _q6_K_finish(x, y, o, L, scales, max_scale, max_abs_scale):
-    # shared tail of quantize_row_q6_K_ref / _impl once the 16 sub-block scales are known
-    if max_abs_scale < GROUP_MAX_EPS:
-        for k in range(210):
-            y[o + k] = 0
-        return
-    iscale = np.float32(-128.0) / max_scale
-    _put_f16(y, o + 208, fp32_to_fp16(np.float32(1.0) / iscale))
-    for ib in range(QK_K // 16):
-        y[o + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
-    d_all = _get_f16(y, o + 208)
-    for j in range(QK_K // 16):
-        d = d_all * np.float32(_i8(np.int64(y[o + 192 + j])))
-        if d == 0:
-            continue
-        for ii in range(16):
-            l = nearest_int(x[16 * j + ii] / d)
-            L[16 * j + ii] = max(-32, min(31, l)) + 32
-    for j in range(0, QK_K, 128):
-        ql = o + j // 2
-        qh = o + 128 + j // 4
-        for l in range(32):
-            q1 = L[j + l] & 0xF
-            q2 = L[j + l + 32] & 0xF
-            q3 = L[j + l + 64] & 0xF
-            q4 = L[j + l + 96] & 0xF
-            y[ql + l] = q1 | (q3 << 4)
-            y[ql + l + 32] = q2 | (q4 << 4)
-            y[qh + l] = ((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4)
-                         | ((L[j + l + 96] >> 4) << 6))
-
-
-@njit(cache=True)
-def quantize_row_q6_K_ref(x, y):
-    """ggml `quantize_row_q6_K_ref`: x (cols,) f32 -> y (cols/256*210,) uint8."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.int8)
-    scales = np.empty(QK_K // 16, dtype=np.float32)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        max_scale = np.float32(0.0)
-        max_abs_scale = np.float32(0.0)
-        for ib in range(QK_K // 16):
-            s = make_qx_quants_ws(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, _EMPTY_F32, ws)
-            scales[ib] = s
-            if np.abs(s) > max_abs_scale:
-                max_abs_scale = np.abs(s)
-                max_scale = s
-        _q6_K_finish(xb, y, i * 210, L, scales, max_scale, max_abs_scale)
-
-
-@njit(cache=True)
-def quantize_row_q6_K_impl(x, y, quant_weights):
-    """ggml `quantize_row_q6_K_impl` with quant_weights (cols,) f32 (used directly as weights)."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.int8)
-    scales = np.empty(QK_K // 16, dtype=np.float32)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        max_scale = np.float32(0.0)
-        max_abs_scale = np.float32(0.0)
-        for ib in range(QK_K // 16):
-            qw = quant_weights[QK_K * i + 16 * ib:QK_K * i + 16 * ib + 16]
-            s = make_qx_quants_ws(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, qw, ws)
-            scales[ib] = s
-            if np.abs(s) > max_abs_scale:
-                max_abs_scale = np.abs(s)
-                max_scale = s
-        _q6_K_finish(xb, y, i * 210, L, scales, max_scale, max_abs_scale)
-
-
-@njit(cache=True)
-def dequantize_row_q6_K(x, y):
-    """ggml `dequantize_row_q6_K`: x (nb*210,) uint8 -> y (nb*256,) f32."""
+def _dequantize_row_q6_K(x, y, n16):
+    # ggml computes d * sc[is] * q: (d*sc) is the same float for 16 consecutive values
     for i in range(y.size // QK_K):
         o = i * 210
         d = _get_f16(x, o + 208)
@@ -908,18 +402,29 @@ def dequantize_row_q6_K(x, y):
             ql = o + 64 * n
             qh = o + 128 + 32 * n
             sc = o + 192 + 8 * n
-            out = i * QK_K + 128 * n
-            for l in range(32):
-                is_ = l // 16
-                h = _b(x, qh + l)
-                q1 = ((_b(x, ql + l) & 0xF) | (((h >> 0) & 3) << 4)) - 32
-                q2 = ((_b(x, ql + l + 32) & 0xF) | (((h >> 2) & 3) << 4)) - 32
-                q3 = ((_b(x, ql + l) >> 4) | (((h >> 4) & 3) << 4)) - 32
-                q4 = ((_b(x, ql + l + 32) >> 4) | (((h >> 6) & 3) << 4)) - 32
-                y[out + l] = d * np.float32(_i8(np.int64(x[sc + is_]))) * np.float32(q1)
-                y[out + l + 32] = d * np.float32(_i8(np.int64(x[sc + is_ + 2]))) * np.float32(q2)
-                y[out + l + 64] = d * np.float32(_i8(np.int64(x[sc + is_ + 4]))) * np.float32(q3)
-                y[out + l + 96] = d * np.float32(_i8(np.int64(x[sc + is_ + 6]))) * np.float32(q4)
+            for half in range(2):
+                out = i * QK_K + 128 * n + 16 * half
+                a = ql + 16 * half
+                h = qh + 16 * half
+                s = sc + half
+                ds1 = d * np.float32(_i8(_b(x, s)))
+                ds2 = d * np.float32(_i8(_b(x, s + 2)))
+                ds3 = d * np.float32(_i8(_b(x, s + 4)))
+                ds4 = d * np.float32(_i8(_b(x, s + 6)))
+                for l in range(n16):
+                    y[out + l] = ds1 * np.float32(((x[a + l] & 0xF) | ((x[h + l] & 3) << 4)) - 32)
+                for l in range(n16):
+                    y[out + 32 + l] = ds2 * np.float32(((x[a + 32 + l] & 0xF) | (((x[h + l] >> 2) & 3) << 4)) - 32)
+                for l in range(n16):
+                    y[out + 64 + l] = ds3 * np.float32(((x[a + l] >> 4) | (((x[h + l] >> 4) & 3) << 4)) - 32)
+                for l in range(n16):
+                    y[out + 96 + l] = ds4 * np.float32(((x[a + 32 + l] >> 4) | (((x[h + l] >> 6) & 3) << 4)) - 32)
+
+
+@njit(cache=True)
+def dequantize_row_q6_K(x, y):
+    """ggml `dequantize_row_q6_K`: x (nb*210,) uint8 -> y (nb*256,) f32."""
+    _dequantize_row_q6_K(x, y, 16)
 
 
 @njit(cache=True)
@@ -952,52 +457,20 @@ def vec_dot_q6_K_q8_K(x, d8, qs8, bsums8):
 # ----------------------------------------------------------------------------- row drivers
 
 @njit(cache=True, parallel=True)
-def _quantize_rows(x, quant_weights, out, qtype):
-    # quant_weights empty: ggml's *_ref path; otherwise *_impl with the importance weights
-    use_qw = quant_weights.size > 0
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        yr = out[r]
-        if qtype == _Q2_K:
-            if use_qw:
-                quantize_row_q2_K_impl(xr, yr, quant_weights)
-            else:
-                quantize_row_q2_K_ref(xr, yr)
-        elif qtype == _Q3_K:
-            if use_qw:
-                quantize_row_q3_K_impl(xr, yr, quant_weights)
-            else:
-                quantize_row_q3_K_ref(xr, yr)
-        elif qtype == _Q4_K:
-            if use_qw:
-                quantize_row_q4_K_impl(xr, yr, quant_weights)
-            else:
-                quantize_row_q4_K_ref(xr, yr)
-        elif qtype == _Q5_K:
-            if use_qw:
-                quantize_row_q5_K_impl(xr, yr, quant_weights)
-            else:
-                quantize_row_q5_K_ref(xr, yr)
-        elif qtype == _Q6_K:
-            if use_qw:
-                quantize_row_q6_K_impl(xr, yr, quant_weights)
-            else:
-                quantize_row_q6_K_ref(xr, yr)
-
-
-@njit(cache=True, parallel=True)
-def _dequantize_rows(data, out, qtype):
+def _dequantize_rows(data, out, qtype, n16):
+    # n16 is 16, passed at run time: with a trip count LLVM cannot see, it vectorises the inner
+    # loops (with alias checks) instead of unrolling them into scalar code
     for r in prange(data.shape[0]):
         if qtype == _Q2_K:
-            dequantize_row_q2_K(data[r], out[r])
+            _dequantize_row_q2_K(data[r], out[r], n16)
         elif qtype == _Q3_K:
-            dequantize_row_q3_K(data[r], out[r])
+            _dequantize_row_q3_K(data[r], out[r], n16)
         elif qtype == _Q4_K:
-            dequantize_row_q4_K(data[r], out[r])
+            _dequantize_row_q4_K(data[r], out[r], n16)
         elif qtype == _Q5_K:
-            dequantize_row_q5_K(data[r], out[r])
+            _dequantize_row_q5_K(data[r], out[r], n16)
         elif qtype == _Q6_K:
-            dequantize_row_q6_K(data[r], out[r])
+            _dequantize_row_q6_K(data[r], out[r], n16)
 
 
 @njit(cache=True, parallel=True)
@@ -1036,7 +509,7 @@ def _quantizer(qtype: GGMLType):
 def _dequantizer(qtype: GGMLType):
     def dequantize(data: npt.NDArray[np.uint8], cols: int) -> npt.NDArray[np.float32]:
         out = np.empty((data.shape[0], cols), dtype=np.float32)
-        _dequantize_rows(data, out, int(qtype))
+        _dequantize_rows(data, out, int(qtype), 16)
         return out
 
     dequantize.__doc__ = f"ggml's dequantize_row_{qtype.name.lower()}."
