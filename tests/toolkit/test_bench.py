@@ -1,0 +1,119 @@
+"""llmtk.bench: tiny runs of each table, checking shape, columns and the ratios (no timed assertions)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from llmtk import bench
+from llmtk.errors import InputError
+
+TINY = "convert/llama/tiny-llama-f16.gguf"
+
+
+def test_kernels_table_columns_and_ratios(monkeypatch):
+    from llmtk import kernels
+
+    # pretend Q2_K requires an imatrix, as IQ2_XXS does (whose kernels take long to compile)
+    real = kernels.requires_imatrix
+    monkeypatch.setattr(kernels, "requires_imatrix", lambda t: real(t) or getattr(t, "name", t) == "Q2_K")
+    df = bench.bench_kernels(["Q4_0", "Q2_K"], rows=2, cols=256, threads=[1, 2], repeat=1)
+    assert list(df["type"]) == ["Q4_0", "Q2_K"]
+    assert list(df.columns) == bench.kernel_columns([1, 2])
+    for _, row in df.iterrows():
+        ggml = bench.GGML_MBPS[row["type"]]
+        for op, ref in (("q", ggml[0]), ("qi", ggml[1]), ("dq", ggml[2])):
+            assert row[f"{op} 1t"] > 0 and row[f"{op} 2t"] > 0
+            assert row[f"{op} 1t/ggml"] == pytest.approx(row[f"{op} 1t"] / ref)
+        assert row["dq 1t/gguf-py"] == pytest.approx(row["dq 1t"] / row["gguf-py dq"])
+    q4, iq2 = df.iloc[0], df.iloc[1]
+    assert q4["q 1t/gguf-py"] == pytest.approx(q4["q 1t"] / q4["gguf-py q"])
+    # gguf-py cannot quantize Q2_K (n/a); a type that requires an imatrix reports that speed as q
+    assert math.isnan(iq2["gguf-py q"]) and math.isnan(iq2["q 1t/gguf-py"])
+    assert iq2["q 1t"] == iq2["qi 1t"]
+
+
+def test_kernels_type_without_ggml_figure_and_bad_input():
+    df = bench.bench_kernels(["Q8_K"], rows=1, cols=256, threads=[2], repeat=1, gguf_py=False)
+    assert list(df.columns) == bench.kernel_columns([2])       # no 1-thread ratio columns
+    assert math.isnan(df.loc[0, "gguf-py dq"]) and df.loc[0, "dq 2t"] > 0
+    with pytest.raises(InputError, match="multiple of 256"):
+        bench.bench_kernels(["Q4_K"], rows=1, cols=100, threads=[1], repeat=1)
+    with pytest.raises(InputError, match="thread count 99"):
+        bench.bench_kernels(["Q4_0"], threads=[99])
+
+
+def test_reference_tables_match_the_shared_readme(shared_dir):
+    """The figures copied into the module are those of ../shared/README.md (re-copy if it changed)."""
+    text = (shared_dir / "README.md").read_text()
+    for name, (q, qi, dq, gq, gdq) in bench.GGML_MBPS.items():
+        cells = [f"{v:g}" if v is not None else "n/a" for v in (q, qi, dq, gq, gdq)]
+        cells = [c if "." in c or c == "n/a" or float(c) >= 100 else f"{float(c):.1f}" for c in cells]
+        assert f"| {name} | " + " | ".join(cells) + " |" in text, name
+    for (t, n), (pp, tg) in bench.LLAMA_BENCH_TPS.items():
+        assert f"| {t} | {n} | {pp:g} | {tg:g} |" in text
+
+
+def test_forward_quantized_variant_and_as_is(shared_dir):
+    model = shared_dir / TINY
+    df = bench.bench_forward(model, ["Q8_0"], threads=[1], n_prompt=8, n_gen=3, repeat=1)
+    assert list(df.columns) == ["type", "threads", "warmup s", "pp8 t/s", "tg3 t/s", "llama pp t/s",
+                                "llama tg t/s", "pp/llama", "tg/llama"]
+    assert df.shape == (1, 9) and df.loc[0, "type"] == "Q8_0"
+    assert df.loc[0, "pp8 t/s"] > 0 and df.loc[0, "tg3 t/s"] > 0
+    # not SmolLM2: llama-bench's figures do not apply
+    assert df[["llama pp t/s", "pp/llama", "tg/llama"]].isna().all().all()
+    df = bench.bench_forward(model, None, threads=[1, 2], n_prompt=4, n_gen=2, repeat=1)
+    assert list(df["type"]) == ["F16", "F16"] and list(df["threads"]) == [1, 2]
+
+
+def test_forward_ratios_where_llama_bench_applies(shared_dir, monkeypatch):
+    monkeypatch.setattr(bench, "is_smollm2_135m", lambda path: True)
+    df = bench.bench_forward(shared_dir / TINY, None, threads=[1, 2], repeat=1)
+    assert list(df.columns)[3:5] == ["pp512 t/s", "tg128 t/s"]
+    for _, row in df.iterrows():
+        pp, tg = bench.LLAMA_BENCH_TPS[("F16", row["threads"])]
+        assert (row["llama pp t/s"], row["llama tg t/s"]) == (pp, tg)
+        assert row["pp/llama"] == pytest.approx(row["pp512 t/s"] / pp)
+        assert row["tg/llama"] == pytest.approx(row["tg128 t/s"] / tg)
+
+
+@pytest.mark.slow
+def test_forward_ratios_on_smollm2(smollm2_path, tmp_path):
+    df = bench.bench_forward(smollm2_path, ["Q8_0"], threads=[2], n_prompt=512, n_gen=2, repeat=1, workdir=tmp_path)
+    row = df.iloc[0]
+    assert row["llama pp t/s"] == 684 and row["pp/llama"] == pytest.approx(row["pp512 t/s"] / 684)
+    assert math.isnan(row["tg/llama"])  # tg2 is not llama-bench's tg128
+    assert (tmp_path / f"{smollm2_path.stem}-Q8_0.gguf").is_file()
+
+
+def test_quantize_table(shared_dir, tmp_path):
+    df = bench.bench_quantize(["Q8_0"], model=shared_dir / TINY, threads=1, workdir=tmp_path)
+    assert list(df.columns) == ["type", "threads", "llmtk s", "size MB", "llama s", "llmtk/llama"]
+    assert df.loc[0, "llmtk s"] > 0 and df.loc[0, "size MB"] > 0
+    assert math.isnan(df.loc[0, "llama s"])  # tiny-llama is not SmolLM2: no llama-quantize figure
+    with pytest.raises(InputError, match="TYPE or TYPE-imatrix"):
+        bench.bench_quantize(["Q8_0-foo"], model=shared_dir / TINY)
+
+
+def test_quantize_reference_times(shared_dir):
+    assert bench.llama_quantize_seconds("Q4_K_M") == pytest.approx(1.95)
+    assert bench.llama_quantize_seconds("Q4_K_M-imatrix") > 0
+    assert bench.llama_quantize_seconds("NOPE") is None
+
+
+def test_render_formats():
+    import json
+
+    import pandas as pd
+
+    df = pd.DataFrame([{"type": "Q4_0", "threads": np.int64(2), "pp512 t/s": 123.456, "pp/llama": 0.5, "x": math.nan}])
+    df.attrs["title"] = "T"
+    md = bench.render(df, "markdown").splitlines()
+    assert md[0] == "T" and md[2] == "| type | threads | pp512 t/s | pp/llama | x |"
+    assert md[4] == "| Q4_0 | 2 | 123 | 0.50 | n/a |"
+    assert json.loads(bench.render(df, "json")) == [{"type": "Q4_0", "threads": 2, "pp512 t/s": 123.456,
+                                                      "pp/llama": 0.5, "x": None}]
+    assert bench.render(df, "csv").splitlines()[1] == "Q4_0,2,123.456,0.5,"
+    assert bench.format_cell(5.123, "q 1t") == "5.12" and bench.format_cell(51.23, "q 1t") == "51.2"
