@@ -515,12 +515,9 @@ def _convert(reader, name: str, c: TensorChoice, imat: np.ndarray | None) -> np.
 
 
 def _to_f32(raw: np.ndarray, qtype: GGMLType, n_cols: int) -> np.ndarray:
+    """Rows of any type as f32 (F16/BF16 through the parallel kernels: several times numpy's astype)."""
     if qtype == GGMLType.F32:
         return raw.view(np.float32).reshape(-1, n_cols)
-    if qtype == GGMLType.F16:
-        return raw.view(np.float16).reshape(-1, n_cols).astype(np.float32)
-    if qtype == GGMLType.BF16:
-        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(-1, n_cols)
     from . import kernels
 
     return kernels.dequantize(np.ascontiguousarray(raw), qtype, (raw.shape[0], n_cols))
