@@ -285,9 +285,18 @@ def make_qx_quants_w(n, nmax, x, L, qw, isc, slx, sl2):
     return scale
 
 
+QKX3_CHUNK = 16  # trial scales of make_qkx3_quants evaluated together
+
+
 @njit(cache=True, error_model="numpy")
-def make_qkx3_quants_w(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep):
-    """ggml's make_qkx3_quants with weights, use_mad false: returns (scale, the_min)."""
+def make_qkx3_quants_w(n, nmax, x, weights, L, rmin, rdelta, nstep, scratch):
+    """ggml's make_qkx3_quants with weights, use_mad false: returns (scale, the_min).
+
+    ggml tries nstep+1 scales in turn and a better one moves `min`, which every later trial
+    uses. Trials are evaluated QKX3_CHUNK at a time with the current `min` (each sum in ggml's
+    order over i), then accepted in ggml's order; after an acceptance the evaluation restarts
+    at the next trial with the new `min`, so the result is ggml's. `scratch` is (7, QKX3_CHUNK).
+    """
     min_ = x[0]
     max_ = x[0]
     sum_w = weights[0]
@@ -314,36 +323,64 @@ def make_qkx3_quants_w(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep):
         L[i] = l
         diff = scale * F32(l) + min_ - x[i]
         best_mad += weights[i] * (diff * diff)
-    for is_ in range(nstep + 1):
-        iscale = (rmin + rdelta * F32(is_) + F32(nmax)) / (max_ - min_)
-        sum_l = F32(0.0)
-        sum_l2 = F32(0.0)
-        sum_xl = F32(0.0)
+    isc = scratch[0]
+    s_l = scratch[1]
+    s_l2 = scratch[2]
+    s_xl = scratch[3]
+    tsc = scratch[4]
+    tmn = scratch[5]
+    mad = scratch[6]
+    is0 = 0
+    while is0 <= nstep:
+        cnt = min(QKX3_CHUNK, nstep + 1 - is0)
+        for k in range(cnt):
+            isc[k] = (rmin + rdelta * F32(is0 + k) + F32(nmax)) / (max_ - min_)
+            s_l[k] = F32(0.0)
+            s_l2[k] = F32(0.0)
+            s_xl[k] = F32(0.0)
+            mad[k] = F32(0.0)
         for i in range(n):
-            l = max(0, min(nmax, nearest_int(iscale * (x[i] - min_))))
-            Laux[i] = l
+            xi = x[i]
+            xm = xi - min_
             w = weights[i]
-            fl = F32(l)
-            sum_l += w * fl
-            sum_l2 += w * fl * fl
-            sum_xl += w * fl * x[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
-        if D > F32(0.0):
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            for k in range(cnt):
+                fl = F32(max(0, min(nmax, nearest_int(isc[k] * xm))))
+                s_l[k] += w * fl
+                s_l2[k] += w * fl * fl
+                s_xl[k] += w * fl * xi
+        for k in range(cnt):
+            D = sum_w * s_l2[k] - s_l[k] * s_l[k]
+            this_scale = (sum_w * s_xl[k] - sum_x * s_l[k]) / D
+            this_min = (s_l2[k] * sum_x - s_l[k] * s_xl[k]) / D
             if this_min > F32(0.0):
                 this_min = F32(0.0)
-                this_scale = sum_xl / sum_l2
-            mad = F32(0.0)
-            for i in range(n):
-                diff = this_scale * F32(Laux[i]) + this_min - x[i]
-                mad += weights[i] * (diff * diff)
-            if mad < best_mad:
-                for i in range(n):
-                    L[i] = Laux[i]
-                best_mad = mad
-                scale = this_scale
-                min_ = this_min
+                this_scale = s_xl[k] / s_l2[k]
+            tsc[k] = this_scale
+            tmn[k] = this_min
+        for i in range(n):
+            xi = x[i]
+            xm = xi - min_
+            w = weights[i]
+            for k in range(cnt):
+                fl = F32(max(0, min(nmax, nearest_int(isc[k] * xm))))
+                diff = tsc[k] * fl + tmn[k] - xi
+                mad[k] += w * (diff * diff)
+        accepted = -1
+        for k in range(cnt):
+            D = sum_w * s_l2[k] - s_l[k] * s_l[k]
+            if D > F32(0.0) and mad[k] < best_mad:
+                accepted = k
+                break
+        if accepted < 0:
+            is0 += cnt
+            continue
+        k = accepted
+        for i in range(n):
+            L[i] = max(0, min(nmax, nearest_int(isc[k] * (x[i] - min_))))
+        best_mad = mad[k]
+        scale = tsc[k]
+        min_ = tmn[k]
+        is0 += k + 1
     return scale, -min_
 
 
@@ -357,7 +394,7 @@ def _quantize_row_imatrix(kind, x, y, qw, ts):
     sigma2 = sum_x2 / F32(n)
     weight = np.empty(32, dtype=np.float32)
     L = np.empty(32, dtype=np.int64)
-    Laux = np.empty(32, dtype=np.int64)
+    scratch = np.empty((7, QKX3_CHUNK), dtype=np.float32)
     isc = np.empty(18, dtype=np.float32)
     slx = np.empty(18, dtype=np.float32)
     sl2 = np.empty(18, dtype=np.float32)
@@ -377,7 +414,7 @@ def _quantize_row_imatrix(kind, x, y, qw, ts):
                 _put_q5(yb, 2, 6, L)
         else:
             nmax = 15 if kind == Q4_1 else 31
-            d, the_min = make_qkx3_quants_w(32, nmax, xb, weight, L, Laux, F32(-0.9), F32(0.05), 36)
+            d, the_min = make_qkx3_quants_w(32, nmax, xb, weight, L, F32(-0.9), F32(0.05), 36, scratch)
             put_u16(yb, 0, fp32_to_fp16(d))
             put_u16(yb, 2, fp32_to_fp16(-the_min))
             if kind == Q4_1:
