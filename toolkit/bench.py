@@ -78,9 +78,12 @@ DEFAULT_QUANTIZE_TYPES = ("F16", "Q8_0", "Q4_0", "Q6_K", "Q4_K_M", "Q3_K_M", "IQ
 
 # --- timing ----------------------------------------------------------------------------------
 
-def best_seconds(fn: Callable[[], Any], repeat: int = 3, min_seconds: float = 1.0, warmup: bool = True) -> float:
-    """Best wall time of at least `repeat` calls, going on until `min_seconds` have passed (at most
-    100 calls): on a shared machine the fastest run is the one that ran undisturbed."""
+def best_seconds(fn: Callable[[], Any], repeat: int = 3, min_seconds: float = 1.0, warmup: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> float:
+    """Best time of at least `repeat` calls, going on until `min_seconds` of wall time have passed
+    (at most 100 calls): on a shared machine the fastest run is the one that ran undisturbed.
+    `clock` may be `time.thread_time` for work done on the calling thread alone (one-thread
+    kernels, NumPy): its CPU time, which other processes on a busy machine do not inflate."""
     if warmup:
         fn()  # compile, load numba's cache, fault pages in
     best = math.inf
@@ -88,14 +91,17 @@ def best_seconds(fn: Callable[[], Any], repeat: int = 3, min_seconds: float = 1.
     for i in range(100):
         if i >= repeat and time.perf_counter() - start > min_seconds:
             break
-        t = time.perf_counter()
+        t = clock()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        best = min(best, clock() - t)
+    return max(best, 1e-9)
 
 
-def _mbps(fn: Callable[[], Any], n_bytes: int, repeat: int) -> float:
-    return n_bytes / best_seconds(fn, repeat) / 1e6
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def _mbps(fn: Callable[[], Any], n_bytes: int, repeat: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    return n_bytes / best_seconds(fn, repeat, clock=clock) / 1e6
 
 
 def _ratio(a: float | None, b: float | None) -> float:
@@ -130,8 +136,8 @@ def _numba_threads(n: int | None) -> None:
 
 # --- kernels ---------------------------------------------------------------------------------
 
-def gguf_py_mbps(name: str, x: np.ndarray, repeat: int = 3,
-                 fallback: np.ndarray | None = None) -> tuple[float | None, float | None]:
+def gguf_py_mbps(name: str, x: np.ndarray, repeat: int = 3, fallback: np.ndarray | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> tuple[float | None, float | None]:
     """gguf-py's NumPy quantize and dequantize of `x` in MB/s of f32, None where it lacks the type.
 
     Where gguf-py can dequantize but not quantize a type, `fallback` (llmtk's bytes for `x`) is
@@ -147,12 +153,12 @@ def gguf_py_mbps(name: str, x: np.ndarray, repeat: int = 3,
     data = fallback
     try:
         data = quants.quantize(x, qt)
-        q = _mbps(lambda: quants.quantize(x, qt), x.nbytes, repeat)
+        q = _mbps(lambda: quants.quantize(x, qt), x.nbytes, repeat, clock)
     except (NotImplementedError, quants.QuantError, KeyError):
         pass
     if data is not None:
         try:
-            d = _mbps(lambda: quants.dequantize(data, qt), x.nbytes, repeat)
+            d = _mbps(lambda: quants.dequantize(data, qt), x.nbytes, repeat, clock)
         except (NotImplementedError, quants.QuantError, KeyError):
             pass
     return q, d
@@ -171,13 +177,15 @@ def kernel_columns(threads: Sequence[int]) -> list[str]:
 
 def bench_kernels(types: Sequence[str] | None = None, *, rows: int = 128, cols: int = 4096,
                   threads: Sequence[int] = (1, 2), repeat: int = 3, gguf_py: bool = True,
-                  progress: Progress | None = None) -> "pandas.DataFrame":
+                  clock: str = "wall", progress: Progress | None = None) -> "pandas.DataFrame":
     """MB/s of f32 data per ggml type for llmtk's quantize (`q`), quantize with an imatrix (`qi`)
     and dequantize (`dq`) on each thread count, gguf-py's NumPy code in the same run, and ratios to
     ggml's one-thread figures (`GGML_MBPS`) and to gguf-py.
 
     Input: a seeded (rows, cols) Gaussian, as ggml's figures were measured (128 x 4096). Types that
-    require an imatrix report their imatrix speed in `q` too, as the ggml table does.
+    require an imatrix report their imatrix speed in `q` too, as the ggml table does. `clock`
+    "cpu" times one-thread runs and gguf-py by the calling thread's CPU time (busy machines);
+    multi-thread runs are always timed by the wall clock.
     """
     import pandas as pd
 
@@ -185,6 +193,8 @@ def bench_kernels(types: Sequence[str] | None = None, *, rows: int = 128, cols: 
     from llmtk.constants import parse_ggml_type, type_traits
 
     threads = parse_threads(threads)
+    if clock not in CLOCKS:
+        raise InputError(f"unknown clock {clock!r}; valid: {', '.join(CLOCKS)}")
     registered = [t for t in kernels.registered_types() if t.name != "F32"]
     if types:
         wanted = [parse_ggml_type(t) for t in types]
@@ -211,19 +221,20 @@ def bench_kernels(types: Sequence[str] | None = None, *, rows: int = 128, cols: 
             row: dict[str, Any] = {"type": t.name}
             for n in threads:
                 _numba_threads(n)
+                ck = CLOCKS[clock] if n == 1 else time.perf_counter
                 if k.quantize is not None:
-                    qi = _mbps(lambda: kernels.quantize(x, t, imatrix=imat), x.nbytes, repeat)
-                    q = qi if kernels.requires_imatrix(t) else _mbps(lambda: kernels.quantize(x, t), x.nbytes, repeat)
+                    qi = _mbps(lambda: kernels.quantize(x, t, imatrix=imat), x.nbytes, repeat, ck)
+                    q = qi if kernels.requires_imatrix(t) else _mbps(lambda: kernels.quantize(x, t), x.nbytes, repeat, ck)
                     row[f"q {n}t"], row[f"qi {n}t"] = q, qi
                     data = kernels.quantize(x, t, imatrix=imat)
-                    row[f"dq {n}t"] = _mbps(lambda: kernels.dequantize(data, t, x.shape), x.nbytes, repeat)
+                    row[f"dq {n}t"] = _mbps(lambda: kernels.dequantize(data, t, x.shape), x.nbytes, repeat, ck)
             _numba_threads(None)
             for op, ref in (("q", ggml[0]), ("qi", ggml[1]), ("dq", ggml[2])):
                 row[f"{op} 1t/ggml"] = _ratio(row.get(f"{op} 1t"), ref)
             gq = gdq = None
             if gguf_py:
                 fallback = kernels.quantize(x, t, imatrix=imat) if k.quantize is not None else None
-                gq, gdq = gguf_py_mbps(t.name, x, repeat, fallback=fallback)
+                gq, gdq = gguf_py_mbps(t.name, x, repeat, fallback=fallback, clock=CLOCKS[clock])
             row["gguf-py q"], row["gguf-py dq"] = _nan(gq), _nan(gdq)
             row["q 1t/gguf-py"] = _ratio(row.get("q 1t"), gq)
             row["dq 1t/gguf-py"] = _ratio(row.get("dq 1t"), gdq)
@@ -231,7 +242,8 @@ def bench_kernels(types: Sequence[str] | None = None, *, rows: int = 128, cols: 
     finally:
         _numba_threads(None)
     df = pd.DataFrame(out, columns=kernel_columns(threads)).astype({c: float for c in kernel_columns(threads)[1:]})
-    df.attrs["title"] = (f"llmtk kernels, MB/s of f32 data ({rows} x {cols} Gaussian, best of >= {repeat}); "
+    df.attrs["title"] = (f"llmtk kernels, MB/s of f32 data ({rows} x {cols} Gaussian, best of >= {repeat} runs "
+                         f"and 1 s; one-thread clock: {clock}); "
                          f"q = quantize, qi = with imatrix, dq = dequantize; Nt = N threads; "
                          f"/ggml = ratio to ggml's 1-thread figure (quiet machine), /gguf-py = same run")
     return df
@@ -252,36 +264,44 @@ for t in kernels.registered_types():
         kernels.dequantize(q, t, x.shape)
         if k.matvec is not None:
             kernels.matvec(q, t, x)
-print(time.perf_counter() - t0)
+print(time.perf_counter() - t0, time.process_time())
 """
 
 
-def warm_start_seconds() -> float:
-    """Seconds for a fresh process to import every kernel module and run each kernel once,
-    measured after a first run has filled numba's on-disk cache (`cache=True`)."""
+def warm_start_seconds() -> tuple[float, float]:
+    """(wall, CPU) seconds for a fresh process to import every kernel module and run each kernel
+    once, measured after a first run has filled numba's on-disk cache (`cache=True`)."""
     subprocess.run([sys.executable, "-c", _START_SNIPPET], check=True, capture_output=True)
     res = subprocess.run([sys.executable, "-c", _START_SNIPPET], check=True, capture_output=True, text=True)
-    return float(res.stdout.strip().splitlines()[-1])
+    wall, cpu = res.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
+
+
+def _children_cpu() -> float:
+    r = os.times()
+    return r.children_user + r.children_system
 
 
 def bench_start(repeat: int = 3, progress: Progress | None = None) -> "pandas.DataFrame":
-    """Start-up costs in fresh processes (best of `repeat`): the warm-cache JIT start of every
-    kernel, and `llmtk --help` (which must import nothing heavy)."""
+    """Start-up costs in fresh processes (best of `repeat`, wall and CPU seconds): the warm-cache
+    JIT start of every kernel (timed inside the process) and `llmtk --help` (the whole process,
+    which must import nothing heavy)."""
     import pandas as pd
 
     if progress:
         progress("start: kernels")
-    kern = min(warm_start_seconds() for _ in range(repeat))
+    kern = [warm_start_seconds() for _ in range(repeat)]
     if progress:
         progress("start: llmtk --help")
     helps = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _children_cpu()
         subprocess.run([sys.executable, "-m", "llmtk.cli", "--help"], check=True, capture_output=True)
-        helps.append(time.perf_counter() - t)
+        helps.append((time.perf_counter() - t, _children_cpu() - c))
     df = pd.DataFrame([
-        {"what": "kernels: import + one call of each (numba cache warm, in-process time)", "seconds": kern},
-        {"what": "llmtk --help (whole process)", "seconds": min(helps)},
+        {"what": "kernels: import + one call of every kernel (numba cache warm)",
+         "wall s": min(w for w, _ in kern), "cpu s": min(c for _, c in kern)},
+        {"what": "llmtk --help (whole process)", "wall s": min(w for w, _ in helps), "cpu s": min(c for _, c in helps)},
     ])
     df.attrs["title"] = f"llmtk start-up, fresh processes, best of {repeat}"
     return df
@@ -309,21 +329,41 @@ def is_smollm2_135m(path: str | os.PathLike) -> bool:
                 and kv.get("llama.embedding_length") == 576 and kv.get("llama.block_count") == 30)
 
 
-def _variants(model: Path, types: Sequence[str], workdir: Path, progress: Progress | None) -> list[tuple[str, Path]]:
-    """(label, path) per requested type, made from `model` with llama-quantize's mixes."""
+def _variants(model: Path, types: Sequence[str], workdir: Path | None,
+              progress: Progress | None) -> list[tuple[str, Path]]:
+    """(label, path) per requested type, made from `model` with llama-quantize's mixes into
+    `workdir`; the model's own type is the file itself."""
     from llmtk.quantize import quantize_model
+    from llmtk.quant_rules import file_type
 
+    own = _file_type_name(model)
     if not types:
-        return [(_file_type_name(model), model)]
+        return [(own, model)]
     out = []
     for t in types:
-        dst = workdir / f"{model.stem}-{t}.gguf"
+        name = file_type(t).name
+        if name == own:
+            out.append((name, model))
+            continue
+        dst = workdir / f"{model.stem}-{name}.gguf"
         if not dst.exists():
             if progress:
-                progress(f"quantize {model.name} -> {t}")
-            quantize_model(model, dst, t, allow_requantize=True)
-        out.append((t.upper(), dst))
+                progress(f"quantize {model.name} -> {name}")
+            quantize_model(model, dst, name, allow_requantize=True)
+        out.append((name, dst))
     return out
+
+
+def sgemm_gflops(threads: int, n: int = 512, k: int = 576, m: int = 1536, repeat: int = 5) -> float:
+    """NumPy float32 sgemm GFLOP/s on `threads` BLAS threads for a SmolLM2 FFN shape ((n, k) @
+    (k, m)), best of `repeat`: the machine's state during a forward run, measured beside it."""
+    from llmtk.model import _blas
+
+    a = np.random.default_rng(0).random((n, k), dtype=np.float32)
+    b = np.random.default_rng(1).random((m, k), dtype=np.float32)
+    with _blas.threads(threads):
+        secs = best_seconds(lambda: a @ b.T, repeat, min_seconds=0)
+    return 2 * n * k * m / secs / 1e9
 
 
 def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] | None = None, *,
@@ -333,25 +373,28 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
     a fresh cache) and generation (`tg`: `n_gen` single-token steps through the KV cache from
     empty), as llama-bench's pp512 and tg128, per type and thread count (numba and BLAS threads).
 
-    `model` defaults to the embedded SmolLM2 (Q4_1); `types` are made from it with
-    `quantize_model(..., allow_requantize=True)` in `workdir` (default: a temporary folder); no
-    types (with a model given) benchmarks the file as it is. Ratios to llama-bench
-    (`LLAMA_BENCH_TPS`) are given for SmolLM2-135M. Random token ids, seeded; best of `repeat`
-    runs after a warm-up pass (which dequantizes the weights to float32, `warmup s`).
+    `model` defaults to the embedded SmolLM2 (Q4_1) and `types` to F16, Q8_0, Q4_K_M; they are
+    made from the model with `quantize_model(..., allow_requantize=True)` in `workdir` (default:
+    llmtk's cache folder for SmolLM2, where they are kept, else a temporary folder); with a model
+    given and no types, the file is benchmarked as it is. Ratios to llama-bench
+    (`LLAMA_BENCH_TPS`) are given for SmolLM2-135M, and NumPy's sgemm GFLOP/s measured just before
+    each row shows how busy the machine was. Random token ids, seeded; best of `repeat` runs after
+    a warm-up pass (`warmup s`, which dequantizes the weights to float32 on its first run).
     Note: `forward` computes logits for every prompt token, llama-bench only for the last one.
     """
     import pandas as pd
 
     from llmtk.model import load_model
-    from llmtk.resources import smollm2_path
+    from llmtk.resources import cache_dir, smollm2_path
 
     threads = parse_threads(threads)
     if n_prompt < 1 or n_gen < 1 or repeat < 1:
         raise InputError(f"n_prompt {n_prompt}, n_gen {n_gen} and repeat {repeat} must all be >= 1")
     if model is None:
         model = smollm2_path()
-        if types is None:
-            types = DEFAULT_FORWARD_TYPES
+        types = DEFAULT_FORWARD_TYPES if types is None else types
+        if workdir is None:
+            workdir = cache_dir()
     model = Path(model)
     if not model.is_file():
         raise InputError(f"model file {str(model)!r} does not exist")
@@ -369,6 +412,7 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
                         progress(f"forward {label}, {n} thread(s)")
                     _numba_threads(n)
                     m.threads = n
+                    gflops = sgemm_gflops(n)
                     t0 = time.perf_counter()
                     m.forward(tokens[:n_prompt], m.new_cache(n_prompt))  # warm-up: dequantizes weights
                     warm = time.perf_counter() - t0
@@ -384,8 +428,8 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
                     pp_tps = n_prompt / best_seconds(pp, repeat, min_seconds=0, warmup=False)
                     tg_tps = n_gen / best_seconds(tg, repeat, min_seconds=0, warmup=False)
                     ref = LLAMA_BENCH_TPS.get((label, n), (None, None)) if smollm2 else (None, None)
-                    rows.append({"type": label, "threads": n,
-                                 "warmup s": warm, f"pp{n_prompt} t/s": pp_tps, f"tg{n_gen} t/s": tg_tps,
+                    rows.append({"type": label, "threads": n, "sgemm GFLOP/s": gflops, "warmup s": warm,
+                                 f"pp{n_prompt} t/s": pp_tps, f"tg{n_gen} t/s": tg_tps,
                                  "llama pp t/s": _nan(ref[0]), "llama tg t/s": _nan(ref[1]),
                                  "pp/llama": _ratio(pp_tps, ref[0]) if n_prompt == 512 else math.nan,
                                  "tg/llama": _ratio(tg_tps, ref[1]) if n_gen == 128 else math.nan})

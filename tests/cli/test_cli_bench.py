@@ -29,9 +29,10 @@ def test_bench_kernels_markdown_and_output_file(tmp_path):
 
 def test_bench_kernels_rich_table():
     r = invoke("kernels", "--types", "Q4_0", "--rows", "1", "--cols", "32", "--threads", "1", "--repeat", "1",
-               "--no-gguf-py")
+               "--no-gguf-py", "--clock", "cpu")
     assert r.exit_code == 0, r.output
     assert "q 1t/ggml" in r.output and "Q4_0" in r.output and "n/a" in r.output  # gguf-py skipped
+    assert "one-thread clock: cpu" in r.output
 
 
 def test_bench_forward_json(shared_dir):

@@ -58,20 +58,21 @@ def test_reference_tables_match_the_shared_readme(shared_dir):
 def test_forward_quantized_variant_and_as_is(shared_dir):
     model = shared_dir / TINY
     df = bench.bench_forward(model, ["Q8_0"], threads=[1], n_prompt=8, n_gen=3, repeat=1)
-    assert list(df.columns) == ["type", "threads", "warmup s", "pp8 t/s", "tg3 t/s", "llama pp t/s",
-                                "llama tg t/s", "pp/llama", "tg/llama"]
-    assert df.shape == (1, 9) and df.loc[0, "type"] == "Q8_0"
+    assert list(df.columns) == ["type", "threads", "sgemm GFLOP/s", "warmup s", "pp8 t/s", "tg3 t/s",
+                                "llama pp t/s", "llama tg t/s", "pp/llama", "tg/llama"]
+    assert df.shape == (1, 10) and df.loc[0, "type"] == "Q8_0"
     assert df.loc[0, "pp8 t/s"] > 0 and df.loc[0, "tg3 t/s"] > 0
     # not SmolLM2: llama-bench's figures do not apply
     assert df[["llama pp t/s", "pp/llama", "tg/llama"]].isna().all().all()
     df = bench.bench_forward(model, None, threads=[1, 2], n_prompt=4, n_gen=2, repeat=1)
     assert list(df["type"]) == ["F16", "F16"] and list(df["threads"]) == [1, 2]
+    assert (df["sgemm GFLOP/s"] > 0).all()
 
 
 def test_forward_ratios_where_llama_bench_applies(shared_dir, monkeypatch):
     monkeypatch.setattr(bench, "is_smollm2_135m", lambda path: True)
     df = bench.bench_forward(shared_dir / TINY, None, threads=[1, 2], repeat=1)
-    assert list(df.columns)[3:5] == ["pp512 t/s", "tg128 t/s"]
+    assert list(df.columns)[4:6] == ["pp512 t/s", "tg128 t/s"]
     for _, row in df.iterrows():
         pp, tg = bench.LLAMA_BENCH_TPS[("F16", row["threads"])]
         assert (row["llama pp t/s"], row["llama tg t/s"]) == (pp, tg)
@@ -117,3 +118,18 @@ def test_render_formats():
                                                       "pp/llama": 0.5, "x": None}]
     assert bench.render(df, "csv").splitlines()[1] == "Q4_0,2,123.456,0.5,"
     assert bench.format_cell(5.123, "q 1t") == "5.12" and bench.format_cell(51.23, "q 1t") == "51.2"
+
+
+def test_kernels_cpu_clock_and_start():
+    df = bench.bench_kernels(["Q8_0"], rows=2, cols=64, threads=[1], repeat=1, clock="cpu")
+    assert df.loc[0, "q 1t"] > 0 and "one-thread clock: cpu" in df.attrs["title"]
+    with pytest.raises(InputError, match="unknown clock"):
+        bench.bench_kernels(["Q8_0"], clock="sundial")
+
+
+def test_start_table(monkeypatch):
+    monkeypatch.setattr(bench, "_START_SNIPPET", "print('noise'); print(0.5, 0.25)")
+    df = bench.bench_start(repeat=1)
+    assert list(df.columns) == ["what", "wall s", "cpu s"] and df.shape == (2, 3)
+    assert (df.loc[0, "wall s"], df.loc[0, "cpu s"]) == (0.5, 0.25)
+    assert df.loc[1, "wall s"] > 0

@@ -73,13 +73,15 @@ def command() -> None:
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated numba thread counts.")
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1), help="Runs per figure (best kept).")
 @click.option("--gguf-py/--no-gguf-py", default=True, show_default=True, help="Measure gguf-py's NumPy quants too.")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="Time one-thread runs by the wall clock or by the thread's CPU time (busy machines).")
 @_output_options
-def kernels(types, rows, cols, threads, repeat, gguf_py, progress):
+def kernels(types, rows, cols, threads, repeat, gguf_py, clock, progress):
     """MB/s of f32 data for quantize, quantize with imatrix and dequantize per ggml type."""
     from llmtk.bench import bench_kernels, parse_threads
 
     return bench_kernels(_types(types), rows=rows, cols=cols, threads=parse_threads(threads), repeat=repeat,
-                         gguf_py=gguf_py, progress=progress)
+                         gguf_py=gguf_py, clock=clock, progress=progress)
 
 
 @command.command("forward")
