@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, LlamaFileType
-from .errors import InputError, UnsupportedError
+from .errors import InputError
 from .quant_rules import (
     FileType,
     MixOptions,
@@ -29,7 +29,6 @@ from .quant_rules import (
     TensorChoice,
     file_type,
     ggml_type_name,
-    layer_of,
     llama_order,
     plan_types,
 )
@@ -230,20 +229,22 @@ def _guess_file_type(kv: dict[str, Any], types: Iterable[GGMLType]) -> int:
     return int(_FTYPE_OF_TYPE.get(best, LlamaFileType.ALL_F32)) | int(LlamaFileType.GUESSED)
 
 
-def _prune_map(names: Sequence[str], prune: Sequence[int]) -> dict[str, str | None]:
-    """Old name -> new name (None: pruned); later layers are renumbered to close the gaps."""
+def _prune_map(names: Sequence[str], prune: Sequence[int]) -> tuple[dict[str, str | None], int | None]:
+    """(old name -> new name or None when pruned, the new block count or None without pruning).
+
+    Names come in llama order (layers ascending); later layers are renumbered to close the gaps."""
     if not prune:
-        return {n: n for n in names}
+        return {n: n for n in names}, None
     prune = sorted(set(prune))
     mapped: dict[int, int | None] = {}
     next_id = 0
     out: dict[str, str | None] = {}
-    for n in names:  # in llama order: layers ascending
-        blk = layer_of(n)
+    for n in names:
         m = re.match(r"blk\.(\d+)\.", n)
         if not m:
             out[n] = n
             continue
+        blk = int(m.group(1))
         if blk not in mapped:
             if blk in prune:
                 mapped[blk] = None
@@ -255,8 +256,7 @@ def _prune_map(names: Sequence[str], prune: Sequence[int]) -> dict[str, str | No
                 next_id += 1
         new = mapped[blk]
         out[n] = None if new is None else n[:m.start(1)] + str(new) + n[m.end(1):]
-    out["__block_count__"] = str(next_id)  # type: ignore[assignment]
-    return out
+    return out, next_id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,8 +288,7 @@ def quantize_model(in_path: str | os.PathLike, out_path: str | os.PathLike | Non
     out = Path(out_path) if out_path is not None else default_output_path(in_path, ft.name)
     if not dry_run and out.exists() and in_path.exists() and os.path.samefile(in_path, out):
         raise InputError(f"input and output files are the same: '{in_path}'")
-    if nthreads is not None:
-        _set_threads(nthreads)
+    threads_before = _set_threads(nthreads) if nthreads is not None else None
 
     opts = MixOptions(
         pure=pure,
@@ -321,14 +320,19 @@ def quantize_model(in_path: str | os.PathLike, out_path: str | os.PathLike | Non
     finally:
         for r in readers:
             r.close()
+        if threads_before is not None:
+            _set_threads(threads_before)
 
 
-def _set_threads(n: int) -> None:
+def _set_threads(n: int) -> int:
+    """Use `n` threads in the kernels (all cores when n <= 0); returns the previous count."""
     import numba
 
+    before = numba.get_num_threads()
     if n <= 0:
         n = os.cpu_count() or 1
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    return before
 
 
 def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVOverride],
@@ -348,8 +352,7 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
     order = llama_order(infos)
     if keep_split:  # by split, then by position in the file
         order = sorted(order, key=lambda n: (where[n][0], infos[n].offset))
-    renamed = _prune_map(order, prune_layers)
-    block_count = renamed.pop("__block_count__", None)
+    renamed, block_count = _prune_map(order, prune_layers)
     kept = [n for n in order if renamed[n] is not None]
 
     warnings: list[str] = []
@@ -399,8 +402,8 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
     set_kv(KEY_FILE_TYPE, ftype_id, VT.UINT32)
     for o in overrides:
         set_kv(o.key, o.value, o.vtype)
-    if prune_layers and block_count is not None:
-        set_kv(f"{model.arch}.block_count", int(block_count), VT.UINT32)
+    if block_count is not None:
+        set_kv(f"{model.arch}.block_count", block_count, VT.UINT32)
 
     reports = [TensorReport(i + 1, c.name, c.ne, c.src_type, c.dst_type, infos[s].n_bytes,
                             _n_bytes(c.dst_type, c.ne)) for i, (c, s) in enumerate(zip(plan, kept))]
