@@ -844,38 +844,32 @@ def _stable_argsort(x, xo, n, idx):
 
 
 @njit(cache=True, inline="always")
-def _find_best_neighbour2(neigh, u_entry, levels, x, xo, weight, wo, scale, xg, L, lo):
+def _find_best_neighbour2(neigh, u_entry, levels, tabs, x, xo, weight, wo, scale, xg, L, lo, d2):
     """iq1_find_best_neighbour2: nearest listed neighbour, distances weighted by `weight`, grid
     levels mapped through the shifted values `xg`; writes its levels into L[lo:lo+8]."""
+    nlev, qoff = tabs
     off = -u_entry - 1
     n = np.int64(neigh[off])
+    # xg[l] == xg[0] + l exactly for both shifted value sets (-0.875, 0.125, 1.125) and
+    # (-1.125, -0.125, 0.875), so the lanes compute C's q = xg[l] from the stored levels
+    _list_dist8(nlev, qoff[off], (n + 15) // 16 * 16, xg[0], scale, x, xo, weight, wo, d2)
     best_score = FLT_MAX
-    grid_index = -1
-    for j in range(1, n + 1):
-        g = np.int64(neigh[off + j])
-        d2 = F32(0.0)
-        for i in range(8):
-            q = xg[levels[g, i]]
-            w = weight[wo + i]
-            diff = scale * q - x[xo + i]
-            d2 += w * diff * diff
-        if d2 < best_score:
-            best_score = d2
-            grid_index = g
+    j = _argmin_first(d2, n)
+    grid_index = np.int64(neigh[off + 1 + j]) if j >= 0 else -1
     if grid_index < 0:
         # only when every distance is NaN or overflows; ggml then scans the whole grid, reading
         # xval[i] with the grid index i (past the group of 8: further along the input row)
         for gi in range(levels.shape[0]):
-            d2 = F32(0.0)
+            dd = F32(0.0)
             xi = xo + gi
             xv = x[xi] if xi < x.shape[0] else F32(0.0)
-            for j in range(8):
-                w = weight[wo + j]
-                q = xg[levels[gi, j]]
+            for jj in range(8):
+                w = weight[wo + jj]
+                q = xg[levels[gi, jj]]
                 diff = scale * q - xv
-                d2 += w * diff * diff
-            if d2 < best_score:
-                best_score = d2
+                dd += w * diff * diff
+            if dd < best_score:
+                best_score = dd
                 grid_index = gi
         if grid_index < 0:
             grid_index = 0
@@ -887,6 +881,9 @@ def _find_best_neighbour2(neigh, u_entry, levels, x, xo, weight, wo, scale, xg, 
 @njit(cache=True, error_model="numpy")
 def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     """quantize_row_iq1_s_impl for one row (imatrix required)."""
+    d2 = np.zeros(max_list, dtype=np.float32)
+    cand = np.zeros((4, 33), dtype=np.float32)  # per i2: sumqx, sumq2 for x_p, then for x_m
+    tail = np.zeros((4, 33), dtype=np.float32)  # per i2: the third terms of those sums
     block_size = 32
     x_p = np.array([F32(-1.0) + IQ1S_DELTA, IQ1S_DELTA, F32(1.0) + IQ1S_DELTA], dtype=np.float32)
     x_m = np.array([F32(-1.0) - IQ1S_DELTA, -IQ1S_DELTA, F32(1.0) - IQ1S_DELTA], dtype=np.float32)
@@ -929,22 +926,40 @@ def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
             besti1 = -1
             besti2 = -1
             best_shift = 0
+            # ggml's exhaustive search over the two split points. Each sum is C's
+            # (first + middle) + third: the first term depends on i1 only, the third on i2 only,
+            # so both are computed once; a vectorizable pass fills the candidates of one i1, and
+            # a scalar pass takes them in C's order (x_p, then x_m, for each i2).
+            for i2 in range(block_size + 1):
+                tail[0, i2] = (sumx[block_size] - sumx[i2]) * x_p[2]
+                tail[1, i2] = (sumw[block_size] - sumw[i2]) * x_p[2] * x_p[2]
+                tail[2, i2] = (sumx[block_size] - sumx[i2]) * x_m[2]
+                tail[3, i2] = (sumw[block_size] - sumw[i2]) * x_m[2] * x_m[2]
             for i1 in range(block_size + 1):
+                hx_p = (sumx[i1] - sumx[0]) * x_p[0]
+                hw_p = (sumw[i1] - sumw[0]) * x_p[0] * x_p[0]
+                hx_m = (sumx[i1] - sumx[0]) * x_m[0]
+                hw_m = (sumw[i1] - sumw[0]) * x_m[0] * x_m[0]
+                sx1 = sumx[i1]
+                sw1 = sumw[i1]
                 for i2 in range(i1, block_size + 1):
-                    sumqx = ((sumx[i1] - sumx[0]) * x_p[0] + (sumx[i2] - sumx[i1]) * x_p[1]
-                             + (sumx[block_size] - sumx[i2]) * x_p[2])
-                    sumq2 = ((sumw[i1] - sumw[0]) * x_p[0] * x_p[0] + (sumw[i2] - sumw[i1]) * x_p[1] * x_p[1]
-                             + (sumw[block_size] - sumw[i2]) * x_p[2] * x_p[2])
+                    dx = sumx[i2] - sx1
+                    dw = sumw[i2] - sw1
+                    cand[0, i2] = hx_p + dx * x_p[1] + tail[0, i2]
+                    cand[1, i2] = hw_p + dw * x_p[1] * x_p[1] + tail[1, i2]
+                    cand[2, i2] = hx_m + dx * x_m[1] + tail[2, i2]
+                    cand[3, i2] = hw_m + dw * x_m[1] * x_m[1] + tail[3, i2]
+                for i2 in range(i1, block_size + 1):
+                    sumqx = cand[0, i2]
+                    sumq2 = cand[1, i2]
                     if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
                         scale = sumqx / sumq2
                         best_score = scale * sumqx
                         besti1 = i1
                         besti2 = i2
                         best_shift = 1
-                    sumqx = ((sumx[i1] - sumx[0]) * x_m[0] + (sumx[i2] - sumx[i1]) * x_m[1]
-                             + (sumx[block_size] - sumx[i2]) * x_m[2])
-                    sumq2 = ((sumw[i1] - sumw[0]) * x_m[0] * x_m[0] + (sumw[i2] - sumw[i1]) * x_m[1] * x_m[1]
-                             + (sumw[block_size] - sumw[i2]) * x_m[2] * x_m[2])
+                    sumqx = cand[2, i2]
+                    sumq2 = cand[3, i2]
                     if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
                         scale = sumqx / sumq2
                         best_score = scale * sumqx
@@ -973,7 +988,7 @@ def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                 gi = kmap[_pack_u(L, 8 * k, 8, 2)]
                 if gi < 0:
                     all_on_grid = False
-                    gi = _find_best_neighbour2(neigh, gi, levels, x, xb + 8 * k, weight, 8 * k, scale, xx, L, 8 * k)
+                    gi = _find_best_neighbour2(neigh, gi, levels, tabs, x, xb + 8 * k, weight, 8 * k, scale, xx, L, 8 * k, d2)
                 index[k] = gi
             if not all_on_grid:
                 sumqx = F32(0.0)
@@ -1010,6 +1025,7 @@ def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
 @njit(cache=True, error_model="numpy")
 def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     """quantize_row_iq1_m_impl for one row (block_iq1_m, 56 bytes: qs:32 qh:16 scales:8)."""
+    d2 = np.zeros(max_list, dtype=np.float32)
     block_size = 16
     x_p = np.array([F32(-1.0) + IQ1M_DELTA, IQ1M_DELTA, F32(1.0) + IQ1M_DELTA], dtype=np.float32)
     x_m = np.array([F32(-1.0) - IQ1M_DELTA, -IQ1M_DELTA, F32(1.0) - IQ1M_DELTA], dtype=np.float32)
@@ -1023,12 +1039,13 @@ def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     shifts = np.zeros(16, dtype=np.int64)
     px = np.zeros((2, 17), dtype=np.float32)
     pw = np.zeros((2, 17), dtype=np.float32)
-    sumqx = np.zeros(4, dtype=np.float32)
-    sumq2 = np.zeros(4, dtype=np.float32)
-    qx_p = np.zeros(2, dtype=np.float32)
-    qx_m = np.zeros(2, dtype=np.float32)
-    q2_p = np.zeros(2, dtype=np.float32)
-    q2_m = np.zeros(2, dtype=np.float32)
+    cand = np.zeros((8, 17), dtype=np.float32)  # per i2: sumqx[0..3], sumq2[0..3]
+    b_p = np.zeros((2, 17), dtype=np.float32)
+    b_m = np.zeros((2, 17), dtype=np.float32)
+    tx_p = np.zeros(2, dtype=np.float32)
+    tx_m = np.zeros(2, dtype=np.float32)
+    tw_p = np.zeros(2, dtype=np.float32)
+    tw_m = np.zeros(2, dtype=np.float32)
     sc = np.zeros(4, dtype=np.int64)
     p2 = x_p[2]
     m2 = x_m[2]
@@ -1076,32 +1093,51 @@ def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                 px[1 - h, j + 1] = px[1 - h, j]
                 pw[h, j + 1] = pw[h, j] + weight[i]
                 pw[1 - h, j + 1] = pw[1 - h, j]
-            txs0 = px[0, block_size]
-            txs1 = px[1, block_size]
-            tws0 = pw[0, block_size]
-            tws1 = pw[1, block_size]
+            # C's sums, with the terms that depend on i1 only or i2 only computed once; a
+            # vectorizable pass fills one i1's candidates, a scalar pass takes them in C's order
+            for h in range(2):
+                txs = px[h, block_size]
+                tws = pw[h, block_size]
+                tx_p[h] = txs * p2
+                tx_m[h] = txs * m2
+                tw_p[h] = tws * p2 * p2
+                tw_m[h] = tws * m2 * m2
+                for i2 in range(block_size + 1):
+                    b_p[h, i2] = pw[h, i2] * cp2
+                    b_m[h, i2] = pw[h, i2] * cm2
             for i1 in range(block_size + 1):
+                px10 = px[0, i1]
+                px11 = px[1, i1]
+                a_p0 = tw_p[0] + pw[0, i1] * cp1
+                a_p1 = tw_p[1] + pw[1, i1] * cp1
+                a_m0 = tw_m[0] + pw[0, i1] * cm1
+                a_m1 = tw_m[1] + pw[1, i1] * cm1
                 for i2 in range(i1, block_size + 1):
-                    for h in range(2):
-                        txs = txs0 if h == 0 else txs1
-                        tws = tws0 if h == 0 else tws1
-                        sx = px[h, i1] + px[h, i2]
-                        qx_p[h] = txs * p2 - sx
-                        qx_m[h] = txs * m2 - sx
-                        q2_p[h] = tws * p2 * p2 + pw[h, i1] * cp1 + pw[h, i2] * cp2
-                        q2_m[h] = tws * m2 * m2 + pw[h, i1] * cm1 + pw[h, i2] * cm2
-                    sumqx[0] = qx_p[0] + qx_p[1]
-                    sumqx[1] = qx_p[0] + qx_m[1]
-                    sumqx[2] = qx_m[0] + qx_p[1]
-                    sumqx[3] = qx_m[0] + qx_m[1]
-                    sumq2[0] = q2_p[0] + q2_p[1]
-                    sumq2[1] = q2_p[0] + q2_m[1]
-                    sumq2[2] = q2_m[0] + q2_p[1]
-                    sumq2[3] = q2_m[0] + q2_m[1]
+                    sx0 = px10 + px[0, i2]
+                    sx1 = px11 + px[1, i2]
+                    qx_p0 = tx_p[0] - sx0
+                    qx_p1 = tx_p[1] - sx1
+                    qx_m0 = tx_m[0] - sx0
+                    qx_m1 = tx_m[1] - sx1
+                    q2_p0 = a_p0 + b_p[0, i2]
+                    q2_p1 = a_p1 + b_p[1, i2]
+                    q2_m0 = a_m0 + b_m[0, i2]
+                    q2_m1 = a_m1 + b_m[1, i2]
+                    cand[0, i2] = qx_p0 + qx_p1
+                    cand[1, i2] = qx_p0 + qx_m1
+                    cand[2, i2] = qx_m0 + qx_p1
+                    cand[3, i2] = qx_m0 + qx_m1
+                    cand[4, i2] = q2_p0 + q2_p1
+                    cand[5, i2] = q2_p0 + q2_m1
+                    cand[6, i2] = q2_m0 + q2_p1
+                    cand[7, i2] = q2_m0 + q2_m1
+                for i2 in range(i1, block_size + 1):
                     for k in range(4):
-                        if sumq2[k] > F32(0.0) and sumqx[k] * sumqx[k] > best_score * sumq2[k]:
-                            scale = sumqx[k] / sumq2[k]
-                            best_score = scale * sumqx[k]
+                        sqx = cand[k, i2]
+                        sq2 = cand[4 + k, i2]
+                        if sq2 > F32(0.0) and sqx * sqx > best_score * sq2:
+                            scale = sqx / sq2
+                            best_score = scale * sqx
                             besti1 = i1
                             besti2 = i2
                             best_k = k
@@ -1130,7 +1166,7 @@ def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                 gi = kmap[_pack_u(L, 8 * k, 8, 2)]
                 if gi < 0:
                     all_on_grid = False
-                    gi = _find_best_neighbour2(neigh, gi, levels, x, xb + 8 * k, weight, 8 * k, scale, xx, L, 8 * k)
+                    gi = _find_best_neighbour2(neigh, gi, levels, tabs, x, xb + 8 * k, weight, 8 * k, scale, xx, L, 8 * k, d2)
                 index[k] = gi
             if not all_on_grid:
                 sumqx_f = F32(0.0)
@@ -1414,6 +1450,7 @@ _QUANTIZE_ROWS = {"IQ1_S": _quantize_iq1_s, "IQ1_M": _quantize_iq1_m, "IQ2_XXS":
 
 def _quantizer(name: str):
     rows_fn, ts = _QUANTIZE_ROWS[name], _TS[name]
+    iq1 = name.startswith("IQ1")
 
     def quantize(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         g = grid(name)
@@ -1421,7 +1458,7 @@ def _quantizer(name: str):
         has_qw = imatrix is not None
         qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has_qw else np.zeros(x.shape[1], np.float32)
         rows_fn(np.ascontiguousarray(x, dtype=np.float32), qw, has_qw, out, g.levels, g.kmap, g.neighbours,
-                (g.nq, g.qoff), g.max_list)
+                (g.nlev if iq1 else g.nq, g.qoff), g.max_list)
         return out
 
     quantize.__doc__ = f"quantize_{name.lower()}: (rows, cols) float32, imatrix (cols,) or None -> uint8."
