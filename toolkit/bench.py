@@ -368,7 +368,8 @@ def sgemm_gflops(threads: int, n: int = 512, k: int = 576, m: int = 1536, repeat
 
 def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] | None = None, *,
                   threads: Sequence[int] = (1, 2), n_prompt: int = 512, n_gen: int = 128, repeat: int = 3,
-                  workdir: str | os.PathLike | None = None, progress: Progress | None = None) -> "pandas.DataFrame":
+                  clock: str = "wall", workdir: str | os.PathLike | None = None,
+                  progress: Progress | None = None) -> "pandas.DataFrame":
     """Tokens/s of `Model.forward` for prompt processing (`pp`: one batch of `n_prompt` tokens in
     a fresh cache) and generation (`tg`: `n_gen` single-token steps through the KV cache from
     empty), as llama-bench's pp512 and tg128, per type and thread count (numba and BLAS threads).
@@ -380,6 +381,7 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
     (`LLAMA_BENCH_TPS`) are given for SmolLM2-135M, and NumPy's sgemm GFLOP/s measured just before
     each row shows how busy the machine was. Random token ids, seeded; best of `repeat` runs after
     a warm-up pass (`warmup s`, which dequantizes the weights to float32 on its first run).
+    `clock` "cpu" times the one-thread rows by the process's CPU time (busy machines).
     Note: `forward` computes logits for every prompt token, llama-bench only for the last one.
     """
     import pandas as pd
@@ -388,6 +390,8 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
     from llmtk.resources import cache_dir, smollm2_path
 
     threads = parse_threads(threads)
+    if clock not in CLOCKS:
+        raise InputError(f"unknown clock {clock!r}; valid: {', '.join(CLOCKS)}")
     if n_prompt < 1 or n_gen < 1 or repeat < 1:
         raise InputError(f"n_prompt {n_prompt}, n_gen {n_gen} and repeat {repeat} must all be >= 1")
     if model is None:
@@ -425,8 +429,9 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
                         for i in range(n_gen):
                             m.forward(tokens[i:i + 1], cache)
 
-                    pp_tps = n_prompt / best_seconds(pp, repeat, min_seconds=0, warmup=False)
-                    tg_tps = n_gen / best_seconds(tg, repeat, min_seconds=0, warmup=False)
+                    ck = time.process_time if clock == "cpu" and n == 1 else time.perf_counter
+                    pp_tps = n_prompt / best_seconds(pp, repeat, min_seconds=0, warmup=False, clock=ck)
+                    tg_tps = n_gen / best_seconds(tg, repeat, min_seconds=0, warmup=False, clock=ck)
                     ref = LLAMA_BENCH_TPS.get((label, n), (None, None)) if smollm2 else (None, None)
                     rows.append({"type": label, "threads": n, "sgemm GFLOP/s": gflops, "warmup s": warm,
                                  f"pp{n_prompt} t/s": pp_tps, f"tg{n_gen} t/s": tg_tps,
@@ -435,7 +440,8 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
                                  "tg/llama": _ratio(tg_tps, ref[1]) if n_gen == 128 else math.nan})
         _numba_threads(None)
     df = pd.DataFrame(rows)
-    df.attrs["title"] = (f"llmtk forward on {model.name}, tokens/s (best of {repeat}): pp{n_prompt} = one "
+    df.attrs["title"] = (f"llmtk forward on {model.name}, tokens/s (best of {repeat}; one-thread clock: {clock}): "
+                         f"pp{n_prompt} = one "
                          f"{n_prompt}-token batch, tg{n_gen} = {n_gen} single-token steps with the KV cache; "
                          f"/llama = ratio to llama-bench on SmolLM2-135M (quiet machine)")
     return df
@@ -548,8 +554,8 @@ def bench_quantize(types: Sequence[str] = DEFAULT_QUANTIZE_TYPES, *, model: str 
 # --- rendering -------------------------------------------------------------------------------
 
 def is_ratio_column(column: str) -> bool:
-    """Ratio columns are named `a/b` (`q 1t/ggml`, `pp/llama`); `t/s` is a unit, not a ratio."""
-    return "/" in column and not column.endswith("t/s")
+    """Ratio columns are named `a/b` (`q 1t/ggml`, `pp/llama`); `t/s`, `GFLOP/s` are units."""
+    return "/" in column and not column.endswith("/s")
 
 
 def format_cell(value: Any, column: str = "") -> str:

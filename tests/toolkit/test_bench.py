@@ -64,7 +64,8 @@ def test_forward_quantized_variant_and_as_is(shared_dir):
     assert df.loc[0, "pp8 t/s"] > 0 and df.loc[0, "tg3 t/s"] > 0
     # not SmolLM2: llama-bench's figures do not apply
     assert df[["llama pp t/s", "pp/llama", "tg/llama"]].isna().all().all()
-    df = bench.bench_forward(model, None, threads=[1, 2], n_prompt=4, n_gen=2, repeat=1)
+    df = bench.bench_forward(model, None, threads=[1, 2], n_prompt=4, n_gen=2, repeat=1, clock="cpu")
+    assert "one-thread clock: cpu" in df.attrs["title"]
     assert list(df["type"]) == ["F16", "F16"] and list(df["threads"]) == [1, 2]
     assert (df["sgemm GFLOP/s"] > 0).all()
 

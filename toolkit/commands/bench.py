@@ -92,13 +92,15 @@ def kernels(types, rows, cols, threads, repeat, gguf_py, clock, progress):
 @click.option("-p", "--n-prompt", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("-n", "--n-gen", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="Time one-thread rows by the wall clock or by the process's CPU time (busy machines).")
 @_output_options
-def forward(model, types, threads, n_prompt, n_gen, repeat, progress):
+def forward(model, types, threads, n_prompt, n_gen, repeat, clock, progress):
     """Tokens/s for prompt processing (pp512) and generation (tg128), like llama-bench."""
     from llmtk.bench import bench_forward, parse_threads
 
     return bench_forward(model, _types(types), threads=parse_threads(threads), n_prompt=n_prompt, n_gen=n_gen,
-                         repeat=repeat, progress=progress)
+                         repeat=repeat, clock=clock, progress=progress)
 
 
 @command.command("quantize")
