@@ -1,0 +1,71 @@
+"""Slow: fresh random checkpoints of every architecture, converted by llmtk and by llama.cpp's own
+`convert_hf_to_gguf.py` (from /work/ref, run with torch), must be byte-identical.
+
+Widths are chosen so that some rows (intermediate 100) are not a multiple of Q8_0's 32-value
+block and take the converter's F16 fallback. Skips without the llama.cpp sources or torch.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from convert_helpers import ARCHS
+
+REFERENCE = Path("/work/ref/llama_cpp_python-0.3.36/vendor/llama.cpp/convert_hf_to_gguf.py")
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(tie_word_embeddings=False)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=None)),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(num_local_experts=4, num_experts_per_tok=2)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=32)),
+    "qwen3moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(num_experts=4, num_experts_per_tok=2,
+                                                               moe_intermediate_size=48, head_dim=32)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(pad_token_id=0)),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(head_dim=32, query_pre_attn_scalar=32)),
+}
+
+
+def _build(arch: str, dest: Path, shared: Path) -> None:
+    import torch
+    import transformers
+
+    cfg_name, model_name, extra = CONFIGS[arch]
+    cfg = getattr(transformers, cfg_name)(vocab_size=49152, hidden_size=64, intermediate_size=100,
+                                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                           max_position_embeddings=1024, **extra)
+    torch.manual_seed(1)
+    model = getattr(transformers, model_name)(cfg).to(torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model.save_pretrained(dest, safe_serialization=True)
+    (dest / "tokenizer.json").symlink_to(shared / "convert" / "_tokenizer" / "tokenizer.json")
+    (dest / "tokenizer_config.json").symlink_to(shared / "convert" / "llama" / "tiny-llama" / "tokenizer_config.json")
+
+
+@pytest.mark.parametrize("outtype", ["bf16", "q8_0"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_byte_identical_to_llama_cpp(shared_dir: Path, tmp_path: Path, arch: str, outtype: str) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if not REFERENCE.is_file():
+        pytest.skip(f"llama.cpp's converter not found at {REFERENCE}")
+    from llmtk.converters import convert
+
+    src = tmp_path / f"rand-{arch}"
+    _build(arch, src, shared_dir)
+    stub = tmp_path / "stub"  # the reference imports sentencepiece even for BPE-only folders
+    stub.mkdir()
+    (stub / "sentencepiece.py").write_text("class SentencePieceProcessor:\n    pass\n")
+    ref = tmp_path / "ref.gguf"
+    res = subprocess.run([sys.executable, str(REFERENCE), str(src), "--outfile", str(ref), "--outtype", outtype],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(stub)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = convert(src, tmp_path / "mine.gguf", outtype, progress=False)
+    assert out.read_bytes() == ref.read_bytes()
