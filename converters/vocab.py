@@ -410,30 +410,74 @@ class SpecialVocab:
             self.set_id(typ, next((a.get("id") for a in added if a.get("content") == content), None))
 
     def _post_processor(self, tj: dict, cfg: dict | None) -> None:
-        """add_bos/add_eos from the post-processor, as gguf-py reads simple templates."""
+        """add_bos/add_eos/add_sep from the post-processor, reading simple templates the way
+        gguf-py does (including how it fills in tokenizer_config's bos/cls/sep/eot entries)."""
+        c = cfg or {}
+        bos, cls_, eos, sep = c.get("bos_token"), c.get("cls_token"), c.get("eos_token"), c.get("sep_token")
+        if not bos and cls_ and cfg:
+            cfg["bos_token"] = bos = cls_
+        if not eos and sep and cfg:
+            cfg["eos_token"] = eos = sep
         pp = tj.get("post_processor")
         if not pp:
             return
-        c = cfg if cfg is not None else {}
-        bos, eos = c.get("bos_token") or c.get("cls_token"), c.get("eos_token") or c.get("sep_token")
-        bos = bos.get("content") if isinstance(bos, dict) else bos
-        eos = eos.get("content") if isinstance(eos, dict) else eos
         for proc in pp.get("processors", [pp]):
-            t = proc.get("type")
-            if t == "ByteLevel":
+            kind = proc.get("type")
+            if kind == "ByteLevel":
                 self.add.setdefault("bos", False)
                 self.add.setdefault("eos", False)
-            elif t == "RobertaProcessing":
+            elif kind == "RobertaProcessing":
                 self.add.update(bos=True, eos=True, sep=True)
-            elif t == "TemplateProcessing":
-                single = proc.get("single", [])
-                if len(single) > 1:
-                    first = single[0].get("SpecialToken", {}).get("id")
-                    last = single[-1].get("SpecialToken", {}).get("id")
-                    if first:
-                        self.add["bos"] = first == bos if cfg else True
-                    if last:
-                        self.add["eos"] = last == eos if cfg else True
+                if not cls_ and cfg:
+                    cfg["cls_token"] = cls_ = proc.get("cls", [bos])[0]
+                if not sep and cfg:
+                    cfg["sep_token"] = sep = proc.get("sep", [eos])[0]
+            elif kind == "TemplateProcessing":
+                bos, cls_, eos, sep = self._template(proc, cfg, bos, cls_, eos, sep)
+
+    def _template(self, proc: dict, cfg: dict | None, bos, cls_, eos, sep):
+        def special(item: dict):
+            return item.get("SpecialToken", {}).get("id")
+
+        single, pair = proc.get("single", []), proc.get("pair", [])
+        first = last = None
+        if len(single) > 1:
+            if first := special(single[0]):
+                if not cfg:
+                    bos = first
+                elif first not in (bos, cls_):
+                    if not bos:
+                        cfg["bos_token"] = bos = first
+                    if not cls_:
+                        cfg["cls_token"] = cls_ = first
+                self.add["bos"] = first in (bos, cls_)
+            if last := special(single[-1]):
+                if not cfg:
+                    eos = last
+                elif last != eos:
+                    # the template ends with another token: the old eos becomes eot (or eom)
+                    for extra in ("eot", "eom"):
+                        if extra not in self.types:
+                            self.types = (*self.types, extra)
+                            cfg[f"{extra}_token"] = eos
+                            break
+                    cfg["eos_token"] = eos = last
+                self.add["eos"] = last == eos
+        if pair:
+            start = 1 if first and special(pair[0]) == first else 0
+            stop = -1 if last and special(pair[-1]) == last else None
+            middle = pair[start:stop]
+            if middle and middle[0].get("Sequence", {}).get("id") == "A" \
+                    and middle[-1].get("Sequence", {}).get("id") == "B" and (middle := middle[1:-1]):
+                add_sep = False
+                if (entry := special(middle[0])) and entry in (sep, eos) and not last:
+                    add_sep = True
+                if len(middle) == 2 and (entry := special(middle[1])) and entry in (sep, eos):
+                    add_sep = True
+                self.add["sep"] = add_sep
+                if add_sep and not sep and cfg:
+                    cfg["sep_token"] = eos
+        return bos, cls_, eos, sep
 
     def _from_config_json(self) -> None:
         path = self.hf_dir / "config.json"

@@ -69,3 +69,68 @@ def test_byte_identical_to_llama_cpp(shared_dir: Path, tmp_path: Path, arch: str
     assert res.returncode == 0, res.stderr[-3000:]
     out = convert(src, tmp_path / "mine.gguf", outtype, progress=False)
     assert out.read_bytes() == ref.read_bytes()
+
+
+def _llama_hf_folder(dest: Path, shared: Path) -> None:
+    """A Llama folder whose tokenizer is a byte-fallback BPE tokenizer.json (no tokenizer.model),
+    with a TemplateProcessing post-processor and a non-special added token."""
+    import json
+    import struct
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+
+    dest.mkdir()
+    src = shared / "convert" / "llama" / "tiny-llama"
+    cfg = json.loads((src / "config.json").read_text())
+    (dest / "config.json").write_text(json.dumps({**cfg, "vocab_size": 300}))
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    for t in ("\u2581", "a", "b", "\u2581a", "ab", "\u2581ab", "c", "\u2581c", "\u2581abc", "bc", "abc"):
+        vocab.setdefault(t, len(vocab))
+    merges = [("\u2581", "a"), ("a", "b"), ("\u2581a", "b"), ("\u2581", "c"), ("b", "c"), ("ab", "c"), ("\u2581ab", "c")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<s>", "</s>", "<unk>")])
+    tok.add_tokens([AddedToken("<extra_1>", special=False, normalized=False)])
+    tok.add_special_tokens([AddedToken("<|im_start|>", special=True, normalized=False)])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    tok.save(str(dest / "tokenizer.json"))
+    (dest / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "add_bos_token": True, "add_eos_token": False, "legacy": False}))
+    raw = (src / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+    out, blobs, off = {}, [], 0
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        b, shape = data[v["data_offsets"][0]:v["data_offsets"][1]], v["shape"]
+        if k in ("lm_head.weight", "model.embed_tokens.weight"):  # cut to the 300-token vocabulary
+            shape, b = [300, shape[1]], b[:300 * shape[1] * 2]
+        out[k] = {"dtype": v["dtype"], "shape": shape, "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(out).encode()
+    (dest / "model.safetensors").write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def test_llama_hf_bpe_vocab_byte_identical(shared_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    if not REFERENCE.is_file():
+        pytest.skip(f"llama.cpp's converter not found at {REFERENCE}")
+    from llmtk.converters import convert
+
+    src = tmp_path / "tiny-hf"
+    _llama_hf_folder(src, shared_dir)
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "sentencepiece.py").write_text("class SentencePieceProcessor:\n    pass\n")
+    ref = tmp_path / "ref.gguf"
+    res = subprocess.run([sys.executable, str(REFERENCE), str(src), "--outfile", str(ref), "--outtype", "f16"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(stub)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = convert(src, tmp_path / "mine.gguf", "f16", progress=False)
+    assert out.read_bytes() == ref.read_bytes()
