@@ -177,8 +177,9 @@ def _perturb(model: Any, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
 
 
-def build(name: str, out_dir: Path, seed: int = 0) -> tuple[Any, Path]:
-    """(torch model in f32 eval mode, path of its f32 GGUF) for case `name`."""
+def build(name: str, out_dir: Path, seed: int = 0, qtype: str = "F32") -> tuple[Any, Path]:
+    """(torch model in f32 eval mode, path of its GGUF) for case `name`: float32, or with the
+    2-D weights whose rows fit `qtype`'s blocks stored in that type (by llmtk's quantizer)."""
     import gguf
     import torch
     import transformers
@@ -194,7 +195,7 @@ def build(name: str, out_dir: Path, seed: int = 0) -> tuple[Any, Path]:
     a = case.gguf_arch
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     n_rot = int(head_dim * getattr(cfg, "partial_rotary_factor", 1.0))
-    path = out_dir / f"tiny-{name}.gguf"
+    path = out_dir / f"tiny-{name}-{qtype}.gguf"
     w = gguf.GGUFWriter(str(path), a)
     w.add_uint32(f"{a}.block_count", cfg.num_hidden_layers)
     w.add_uint32(f"{a}.context_length", cfg.max_position_embeddings)
@@ -215,8 +216,15 @@ def build(name: str, out_dir: Path, seed: int = 0) -> tuple[Any, Path]:
             w.add_float32(key, v)
         else:
             w.add_uint32(key, int(v))
+    from llmtk import kernels
+    from llmtk.constants import GGML_TYPE_TRAITS, GGMLType
+    block = GGML_TYPE_TRAITS[GGMLType[qtype]].block_size
     for tname, t in tensors.items():
-        w.add_tensor(tname, np.ascontiguousarray(t, dtype=np.float32))
+        t = np.ascontiguousarray(t, dtype=np.float32)
+        if qtype != "F32" and t.ndim == 2 and t.shape[1] % block == 0:
+            w.add_tensor(tname, kernels.quantize(t, qtype), raw_dtype=gguf.GGMLQuantizationType[qtype])
+        else:
+            w.add_tensor(tname, t)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

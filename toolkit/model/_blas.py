@@ -1,4 +1,4 @@
-"""Thread count of NumPy's OpenBLAS, set through its C API (no threadpoolctl dependency).
+"""Thread counts of NumPy's OpenBLAS (through its C API, no threadpoolctl) and of numba.
 
 Small matmuls (per-head attention) run faster on one BLAS thread: waking OpenBLAS's workers for
 a 128 x 64 x 512 product costs more than it saves, and on a busy machine it can cost 10x.
@@ -65,3 +65,19 @@ def threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         set_threads(old)
+
+
+@contextmanager
+def numba_threads(n: int | None) -> Iterator[None]:
+    """Run a block with `n` numba threads (None: leave as is), restoring the count after."""
+    import numba
+
+    if n is None:
+        yield
+        return
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)

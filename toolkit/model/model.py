@@ -29,6 +29,9 @@ F32 = np.float32
 # hook(weight_name, x, ids) with x (n, n_expert_used, cols) and ids (n, n_expert_used) int32.
 Hook = Callable[..., None]
 
+# batches of at most this many tokens multiply the file's own blocks (llmtk.model.decode) on numba
+# threads, reading 0.7-2 bytes a weight; larger ones use BLAS sgemm on float32 copies
+DECODE_ROWS = 4
 ATTN_Q_CHUNK = 128  # query rows per attention block: bounds the scores, skips masked keys
 
 
@@ -216,7 +219,11 @@ class Model:
         if hook is not None:
             for name in names:
                 hook(name, x)
-        y = x @ self.w.fused(names).T
+        if x.shape[0] <= DECODE_ROWS:
+            parts = [self.w.matvec(name, x) for name in names]
+            y = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        else:
+            y = x @ self.w.fused(names).T
         b = self._bias(names, biases)
         if b is not None:
             y += b
@@ -353,7 +360,9 @@ class Model:
         gives the same logits as one forward over the whole sequence. `hook(name, x)` sees the
         float32 activations entering every matmul (for importance matrices).
         """
-        with _blas.threads(self.threads):
+        # decoding runs its matvecs on numba threads: keep OpenBLAS's workers from competing
+        n = int(np.size(tokens))
+        with _blas.threads(1 if n <= DECODE_ROWS else self.threads), _blas.numba_threads(self.threads):
             return self._forward(tokens, cache, hook)
 
     def _forward(self, tokens: npt.ArrayLike, cache: KVCache | None, hook: Hook | None) -> npt.NDArray[np.float32]:
@@ -408,7 +417,8 @@ def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET,
     """Open a GGUF model (a path or an open `GGUFReader`) for `Model.forward`.
 
     `weight_budget` bounds the bytes of float32 weights kept dequantized between calls;
-    `threads` sets the BLAS thread count during `forward` (None: OpenBLAS's default, all cores).
+    `threads` sets the BLAS and numba thread counts during `forward` (None: their defaults,
+    all cores).
     """
     owns = isinstance(path, (str, Path))
     if owns and not Path(path).is_file():

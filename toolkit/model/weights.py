@@ -106,3 +106,23 @@ class Weights:
             return self.get(name)[e]
         raw = self.reader.raw(name).reshape(n_exp * rows, -1)[e * rows:(e + 1) * rows]
         return dequantize(np.ascontiguousarray(raw), info.qtype, (rows, cols))
+
+    def matvec(self, name: str, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """x (n, cols) @ W.T for a few rows of x, reading the file's own blocks where a decode
+        kernel exists (F16 from the memory map, legacy quants unpacked to int8 once)."""
+        from . import decode
+
+        info = self.reader.tensors[name]
+        if info.qtype == GGMLType.F16 and len(info.shape) == 2:
+            return decode.matvec_f16(self.reader.raw(name).reshape(info.shape[0], -1), x)
+        if info.qtype in decode.AFFINE_TYPES and len(info.shape) == 2:
+            key = f"{name}#affine"
+            aff = self._cache.get(key)
+            if aff is None:
+                aff = decode.unpack(self.reader.raw(name), info.qtype, *info.shape)
+                if aff is not None and self.used + aff.nbytes <= self.budget:
+                    self._cache[key] = aff
+                    self.used += aff.nbytes
+            if aff is not None:
+                return aff.matvec(x)
+        return decode.matvec_f32(self.get(name), x)

@@ -1,0 +1,79 @@
+"""Decode matvecs on raw GGUF blocks (llmtk.model.decode) against llmtk's dequantize + float64."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmtk import kernels
+from llmtk.constants import GGMLType
+from llmtk.model import decode, load_model
+
+AFFINE = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+
+
+def _weights(rows: int = 40, cols: int = 96) -> np.ndarray:
+    w = (np.random.default_rng(0).standard_normal((rows, cols)) * 0.05).astype(np.float32)
+    w[0, :6] = [0.0, -0.0, 1e-6, -3e-7, 60000.0, -2.5]  # zeros, f16 subnormals, large values
+    return w
+
+
+def test_half_conversion_is_exact_for_every_finite_half():
+    from numba import njit
+
+    @njit
+    def all_halves(out):
+        for h in range(65536):
+            out[h] = decode._half(np.int32(h))
+
+    got = np.empty(65536, np.float32)
+    all_halves(got)
+    ref = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+    finite = np.isfinite(ref)
+    np.testing.assert_array_equal(got[finite].view(np.uint32), ref[finite].view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", AFFINE)
+def test_unpacked_blocks_equal_dequantize_bit_for_bit(qtype):
+    w = _weights()
+    raw = kernels.quantize(w, qtype)
+    aff = decode.unpack(raw, GGMLType[qtype], *w.shape)
+    nb = w.shape[1] // 32
+    vals = aff.a.repeat(32, axis=1) * aff.q.astype(np.float32)
+    if aff.b.shape[1]:
+        vals = vals + aff.b.repeat(32, axis=1)
+    assert aff.a.shape == (w.shape[0], nb)
+    np.testing.assert_array_equal(vals.astype(np.float32), kernels.dequantize(raw, qtype, w.shape))
+
+
+@pytest.mark.parametrize("qtype", AFFINE + ["F16", "F32"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_matvec_matches_dequantized_product(qtype, n):
+    w = _weights()
+    x = np.random.default_rng(1).standard_normal((n, w.shape[1])).astype(np.float32)
+    raw = kernels.quantize(w, qtype)
+    deq = kernels.dequantize(raw, qtype, w.shape).astype(np.float64)
+    if qtype == "F16":
+        got = decode.matvec_f16(raw, x)
+    elif qtype == "F32":
+        got = decode.matvec_f32(w, x)
+    else:
+        got = decode.unpack(raw, GGMLType[qtype], *w.shape).matvec(x)
+    ref = x.astype(np.float64) @ deq.T
+    # float32 sums in another order than float64: a few ulps of the row's magnitude
+    assert np.abs(got - ref).max() < 1e-5 * np.abs(x).max() * np.abs(deq).sum(axis=1).max()
+
+
+@pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_1", "Q5_0"])
+def test_decoding_quantized_model_equals_batch_forward(tmp_path, qtype):
+    # single tokens take the raw-block matvecs, the batch takes sgemm on dequantized copies
+    pytest.importorskip("transformers")
+    from tiny_models import N_VOCAB, build
+
+    _, path = build("llama", tmp_path, qtype=qtype)
+    toks = np.random.default_rng(2).integers(0, N_VOCAB, 10).astype(np.int32)
+    with load_model(path) as m:
+        assert m.reader.tensors["blk.0.attn_q.weight"].qtype == GGMLType[qtype]
+        full = m.forward(toks)
+        cache = m.new_cache(10)
+        inc = np.concatenate([m.forward(toks[:5], cache)] + [m.forward(toks[i:i + 1], cache) for i in range(5, 10)])
+    assert np.abs(inc - full).max() / np.abs(full).max() < 1e-5

@@ -1,0 +1,185 @@
+"""Matrix-vector products on the raw GGUF bytes for token-by-token decoding.
+
+Decoding one token reads every weight once, so its speed is the bytes read: float32 copies cost
+4 bytes a weight, the file's own F16/Q8_0/Q5_0/Q4_1 blocks 2 to 0.6. These kernels multiply
+float32 activations by the weights exactly as the types dequantize (ggml's `dequantize_row_*`),
+without quantizing the activations (unlike ggml's vec_dot), so results equal the float32 path up
+to summation order. Rows are independent: `prange` over rows, each writing its own outputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit, prange
+
+from llmtk.constants import GGMLType
+from llmtk.kernels._numeric import f32_from_bits
+
+F32 = np.float32
+# Only reassociation and FMA contraction: float sums may be reordered into SIMD lanes (these
+# products need not match ggml's bytes: ggml quantizes the activations, we do not).
+_REASSOC = {"reassoc", "contract"}
+
+
+@njit(cache=True, inline="always")
+def _half(h):
+    # exact IEEE half -> float32, branch-free so loops vectorise: the 15 magnitude bits moved to
+    # float32's exponent/mantissa position read as 2^-112 times the value (subnormals included),
+    # then scaled by 2^112 and signed (weights hold no inf/nan, which this would not keep)
+    mag = f32_from_bits((h & 0x7FFF) << 13) * np.float32(5.192296858534828e+33)
+    return mag * np.float32(1 - ((h >> 14) & 2))
+
+
+ROWS_PER_TASK = 16
+
+
+# The kernels accumulate in 32 independent lanes (`lanes[j]`, summed at the end): LLVM turns
+# that into SIMD registers, which a single scalar accumulator would prevent.
+
+@njit(cache=True, parallel=True, fastmath=_REASSOC)
+def _matvec_f16(w, x, out):
+    """x @ W.T for F16 rows w (rows, cols) uint16 (ggml_fp16_to_fp32_row, then a float32 dot)."""
+    rows, cols = w.shape
+    n = x.shape[0]
+    for task in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        lanes = np.empty(32, dtype=np.float32)
+        for r in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
+            wr = w[r]
+            for t in range(n):
+                xt = x[t]
+                lanes[:] = 0.0
+                for k in range(cols // 32):
+                    for j in range(32):
+                        lanes[j] += _half(np.int32(wr[k * 32 + j])) * xt[k * 32 + j]
+                acc = np.float32(0.0)
+                for j in range(cols - cols % 32, cols):
+                    acc += _half(np.int32(wr[j])) * xt[j]
+                for j in range(32):
+                    acc += lanes[j]
+                out[t, r] = acc
+
+
+@njit(cache=True, parallel=True, fastmath=_REASSOC)
+def _matvec_affine(q, a, b, x, xs, out):
+    """Blocks of 32 values a * q (+ b): sum_k a_k * (q . x)_k + b_k * sum(x)_k."""
+    rows, cols = q.shape
+    n = x.shape[0]
+    nb = cols // 32
+    has_b = b.shape[1] > 0
+    for task in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        lanes = np.empty(32, dtype=np.float32)
+        for r in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
+            qr = q[r]
+            ar = a[r]
+            for t in range(n):
+                xt = x[t]
+                lanes[:] = 0.0
+                for k in range(nb):
+                    ak = ar[k]
+                    for j in range(32):
+                        lanes[j] += ak * (np.float32(qr[k * 32 + j]) * xt[k * 32 + j])
+                acc = np.float32(0.0)
+                for j in range(32):
+                    acc += lanes[j]
+                if has_b:
+                    for k in range(nb):
+                        acc += b[r, k] * xs[t, k]
+                out[t, r] = acc
+
+
+@njit(cache=True, parallel=True, fastmath=_REASSOC)
+def _matvec_f32(w, x, out):
+    """x @ W.T for float32 rows (the dequantized cache of types without a kernel here)."""
+    rows, cols = w.shape
+    n = x.shape[0]
+    for task in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        lanes = np.empty(32, dtype=np.float32)
+        for r in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
+            wr = w[r]
+            for t in range(n):
+                xt = x[t]
+                lanes[:] = 0.0
+                for k in range(cols // 32):
+                    for j in range(32):
+                        lanes[j] += wr[k * 32 + j] * xt[k * 32 + j]
+                acc = np.float32(0.0)
+                for j in range(cols - cols % 32, cols):
+                    acc += wr[j] * xt[j]
+                for j in range(32):
+                    acc += lanes[j]
+                out[t, r] = acc
+
+
+class Affine:
+    """A legacy-quant tensor unpacked for decoding: int8 q (rows, cols), per-32 scale a and
+    offset b (rows, cols/32) float32, value = a * q + b exactly as dequantize_row_* computes it."""
+
+    def __init__(self, q: np.ndarray, a: np.ndarray, b: np.ndarray | None):
+        self.q = np.ascontiguousarray(q, dtype=np.int8)
+        self.a = np.ascontiguousarray(a, dtype=F32)
+        self.b = np.zeros((a.shape[0], 0), dtype=F32) if b is None else np.ascontiguousarray(b, dtype=F32)
+
+    @property
+    def nbytes(self) -> int:
+        return self.q.nbytes + self.a.nbytes + self.b.nbytes
+
+    def matvec(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        x = np.ascontiguousarray(x, dtype=F32)
+        xs = x.reshape(x.shape[0], -1, 32).sum(axis=2, dtype=F32) if self.b.shape[1] else x[:, :0]
+        out = np.empty((x.shape[0], self.q.shape[0]), dtype=F32)
+        _matvec_affine(self.q, self.a, self.b, x, np.ascontiguousarray(xs), out)
+        return out
+
+
+def _halves(blocks: np.ndarray, at: int) -> np.ndarray:
+    return np.ascontiguousarray(blocks[:, :, at:at + 2]).view(np.float16)[..., 0].astype(F32)
+
+
+def _nibbles(qs: np.ndarray) -> np.ndarray:
+    # qs (rows, nb, 16): low nibbles are values 0..15 of the block, high nibbles 16..31
+    return np.concatenate([qs & 0x0F, qs >> 4], axis=2).astype(np.int16)
+
+
+def _fifth_bits(blocks: np.ndarray, at: int) -> np.ndarray:
+    qh = np.ascontiguousarray(blocks[:, :, at:at + 4]).view("<u4")  # (rows, nb, 1)
+    return (((qh >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.int16)
+
+
+AFFINE_TYPES = frozenset({GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1})
+
+
+def unpack(raw: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affine | None:
+    """The Affine form of a Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 tensor given as raw bytes; None otherwise."""
+    nb = cols // 32
+    if cols % 32:
+        return None
+    blocks = raw.reshape(rows, nb, -1)
+    if qtype == GGMLType.Q8_0:        # d:2 qs:32
+        q = blocks[:, :, 2:].view(np.int8)
+        return Affine(q.reshape(rows, cols), _halves(blocks, 0), None)
+    if qtype == GGMLType.Q4_0:        # d:2 qs:16, value (q - 8) * d
+        return Affine((_nibbles(blocks[:, :, 2:]) - 8).reshape(rows, cols), _halves(blocks, 0), None)
+    if qtype == GGMLType.Q4_1:        # d:2 m:2 qs:16, value q * d + m
+        return Affine(_nibbles(blocks[:, :, 4:]).reshape(rows, cols), _halves(blocks, 0), _halves(blocks, 2))
+    if qtype == GGMLType.Q5_0:        # d:2 qh:4 qs:16, value (q - 16) * d
+        q = _nibbles(blocks[:, :, 6:]) | _fifth_bits(blocks, 2)
+        return Affine((q - 16).reshape(rows, cols), _halves(blocks, 0), None)
+    if qtype == GGMLType.Q5_1:        # d:2 m:2 qh:4 qs:16, value q * d + m
+        q = _nibbles(blocks[:, :, 8:]) | _fifth_bits(blocks, 4)
+        return Affine(q.reshape(rows, cols), _halves(blocks, 0), _halves(blocks, 2))
+    return None
+
+
+def matvec_f16(raw: npt.NDArray[np.uint8], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """x (n, cols) @ W.T for F16 weights given as raw bytes (rows, 2 * cols)."""
+    w = raw.view(np.uint16)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
+    _matvec_f16(w, np.ascontiguousarray(x, dtype=F32), out)
+    return out
+
+
+def matvec_f32(w: npt.NDArray[np.float32], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """x (n, cols) @ w.T with w (rows, cols) float32, on numba threads."""
+    out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
+    _matvec_f32(w, np.ascontiguousarray(x, dtype=F32), out)
+    return out
