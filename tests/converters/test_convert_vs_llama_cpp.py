@@ -134,3 +134,61 @@ def test_llama_hf_bpe_vocab_byte_identical(shared_dir: Path, tmp_path: Path) -> 
     assert res.returncode == 0, res.stderr[-3000:]
     out = convert(src, tmp_path / "mine.gguf", "f16", progress=False)
     assert out.read_bytes() == ref.read_bytes()
+
+
+def _spm_folder(arch: str, dest: Path, shared: Path, model: Path, n_vocab: int) -> None:
+    """tiny-<arch> with a trained SentencePiece tokenizer.model (no tokenizer.json), config's
+    vocab_size above the model's pieces (padding), added tokens in tokenizer_config.json."""
+    import json
+    import struct
+
+    src = shared / "convert" / arch / f"tiny-{arch}"
+    dest.mkdir()
+    cfg = json.loads((src / "config.json").read_text())
+    (dest / "config.json").write_text(json.dumps({**cfg, "vocab_size": n_vocab}))
+    (dest / "tokenizer.model").write_bytes(model.read_bytes())
+    (dest / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True,
+        "add_eos_token": False, "tokenizer_class": "LlamaTokenizer",
+        "added_tokens_decoder": {"3": {"content": "<ctrl>", "special": True},
+                                 "4": {"content": "<extra_0>", "special": False},
+                                 str(n_vocab - 3): {"content": "<|x|>", "special": True}}}))
+    raw = (src / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+    out, blobs, off = {}, [], 0
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        b, shape = data[v["data_offsets"][0]:v["data_offsets"][1]], v["shape"]
+        if k in ("lm_head.weight", "model.embed_tokens.weight"):
+            shape, b = [n_vocab, shape[1]], b[:n_vocab * shape[1] * 2]
+        out[k] = {"dtype": v["dtype"], "shape": shape, "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(out).encode()
+    (dest / "model.safetensors").write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "phi3"])
+def test_sentencepiece_vocab_byte_identical(shared_dir: Path, tmp_path: Path, arch: str) -> None:
+    """llmtk parses tokenizer.model by hand; llama.cpp reads it with the sentencepiece package,
+    which this test needs (to train a small model and to run the reference)."""
+    spm = pytest.importorskip("sentencepiece")
+    if not REFERENCE.is_file():
+        pytest.skip(f"llama.cpp's converter not found at {REFERENCE}")
+    from llmtk.converters import convert
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((shared_dir / "README.md").read_text() * 3)
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "spm"), vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, user_defined_symbols=["<extra_0>"],
+                                   control_symbols=["<ctrl>"], minloglevel=2)
+    src = tmp_path / f"tiny-{arch}"
+    _spm_folder(arch, src, shared_dir, tmp_path / "spm.model", 404)
+    ref = tmp_path / "ref.gguf"
+    res = subprocess.run([sys.executable, str(REFERENCE), str(src), "--outfile", str(ref), "--outtype", "f16"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = convert(src, tmp_path / "mine.gguf", "f16", progress=False)
+    assert out.read_bytes() == ref.read_bytes()
