@@ -8,10 +8,10 @@ from llmtk import kernels
 from llmtk.constants import GGMLType
 from llmtk.model import decode, load_model
 
-AFFINE = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+AFFINE = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K"]
 
 
-def _weights(rows: int = 40, cols: int = 96) -> np.ndarray:
+def _weights(rows: int = 40, cols: int = 512) -> np.ndarray:
     w = (np.random.default_rng(0).standard_normal((rows, cols)) * 0.05).astype(np.float32)
     w[0, :6] = [0.0, -0.0, 1e-6, -3e-7, 60000.0, -2.5]  # zeros, f16 subnormals, large values
     return w
@@ -37,11 +37,11 @@ def test_unpacked_blocks_equal_dequantize_bit_for_bit(qtype):
     w = _weights()
     raw = kernels.quantize(w, qtype)
     aff = decode.unpack(raw, GGMLType[qtype], *w.shape)
-    nb = w.shape[1] // 32
-    vals = aff.a.repeat(32, axis=1) * aff.q.astype(np.float32)
+    bs = 16 if qtype == "Q6_K" else 32
+    vals = aff.a.repeat(bs, axis=1) * aff.q.astype(np.float32)
     if aff.b.shape[1]:
-        vals = vals + aff.b.repeat(32, axis=1)
-    assert aff.a.shape == (w.shape[0], nb)
+        vals = vals + aff.b.repeat(bs, axis=1)
+    assert aff.a.shape == (w.shape[0], w.shape[1] // bs)
     np.testing.assert_array_equal(vals.astype(np.float32), kernels.dequantize(raw, qtype, w.shape))
 
 

@@ -61,10 +61,11 @@ def _matvec_f16(w, x, out):
 
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
 def _matvec_affine(q, a, b, x, xs, out):
-    """Blocks of 32 values a * q (+ b): sum_k a_k * (q . x)_k + b_k * sum(x)_k."""
+    """Blocks of bs = cols / a.shape[1] values a * q (+ b): sum_k a_k (q . x)_k + b_k sum(x)_k."""
     rows, cols = q.shape
     n = x.shape[0]
-    nb = cols // 32
+    nb = a.shape[1]
+    bs = cols // nb
     has_b = b.shape[1] > 0
     for task in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         lanes = np.empty(32, dtype=np.float32)
@@ -74,10 +75,19 @@ def _matvec_affine(q, a, b, x, xs, out):
             for t in range(n):
                 xt = x[t]
                 lanes[:] = 0.0
-                for k in range(nb):
-                    ak = ar[k]
-                    for j in range(32):
-                        lanes[j] += ak * (np.float32(qr[k * 32 + j]) * xt[k * 32 + j])
+                if bs == 32:
+                    for k in range(nb):
+                        ak = ar[k]
+                        for j in range(32):
+                            lanes[j] += ak * (np.float32(qr[k * 32 + j]) * xt[k * 32 + j])
+                else:  # bs == 16: two blocks per 32 lanes
+                    for k in range(nb // 2):
+                        a0 = ar[2 * k]
+                        a1 = ar[2 * k + 1]
+                        for j in range(16):
+                            lanes[j] += a0 * (np.float32(qr[k * 32 + j]) * xt[k * 32 + j])
+                        for j in range(16, 32):
+                            lanes[j] += a1 * (np.float32(qr[k * 32 + j]) * xt[k * 32 + j])
                 acc = np.float32(0.0)
                 for j in range(32):
                     acc += lanes[j]
@@ -111,8 +121,8 @@ def _matvec_f32(w, x, out):
 
 
 class Affine:
-    """A legacy-quant tensor unpacked for decoding: int8 q (rows, cols), per-32 scale a and
-    offset b (rows, cols/32) float32, value = a * q + b exactly as dequantize_row_* computes it."""
+    """A quantized tensor unpacked for decoding: int8 q (rows, cols), a scale a and offset b per
+    block of 32 (16 for Q6_K) values, float32, value = a * q + b as dequantize_row_* computes it."""
 
     def __init__(self, q: np.ndarray, a: np.ndarray, b: np.ndarray | None):
         self.q = np.ascontiguousarray(q, dtype=np.int8)
@@ -125,7 +135,8 @@ class Affine:
 
     def matvec(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         x = np.ascontiguousarray(x, dtype=F32)
-        xs = x.reshape(x.shape[0], -1, 32).sum(axis=2, dtype=F32) if self.b.shape[1] else x[:, :0]
+        bs = self.q.shape[1] // self.a.shape[1]
+        xs = x.reshape(x.shape[0], -1, bs).sum(axis=2, dtype=F32) if self.b.shape[1] else x[:, :0]
         out = np.empty((x.shape[0], self.q.shape[0]), dtype=F32)
         _matvec_affine(self.q, self.a, self.b, x, np.ascontiguousarray(xs), out)
         return out
@@ -145,11 +156,22 @@ def _fifth_bits(blocks: np.ndarray, at: int) -> np.ndarray:
     return (((qh >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.int16)
 
 
-AFFINE_TYPES = frozenset({GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1})
+AFFINE_TYPES = frozenset({GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1,
+                          GGMLType.Q4_K, GGMLType.Q6_K})
+
+
+def _scale_min_k4(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # ggml get_scale_min_k4 for j = 0..7 over scales (..., 12): 6-bit scales and mins
+    s = s.astype(np.int32)
+    sc = np.concatenate([s[..., 0:4] & 63, (s[..., 8:12] & 0xF) | ((s[..., 0:4] >> 6) << 4)], axis=-1)
+    m = np.concatenate([s[..., 4:8] & 63, (s[..., 8:12] >> 4) | ((s[..., 4:8] >> 6) << 4)], axis=-1)
+    return sc, m
 
 
 def unpack(raw: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affine | None:
     """The Affine form of a Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 tensor given as raw bytes; None otherwise."""
+    if qtype in (GGMLType.Q4_K, GGMLType.Q6_K):
+        return _unpack_k(raw, qtype, rows, cols)
     nb = cols // 32
     if cols % 32:
         return None
@@ -168,6 +190,30 @@ def unpack(raw: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affine | N
         q = _nibbles(blocks[:, :, 8:]) | _fifth_bits(blocks, 4)
         return Affine(q.reshape(rows, cols), _halves(blocks, 0), _halves(blocks, 2))
     return None
+
+
+def _unpack_k(raw: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affine | None:
+    if cols % 256:
+        return None
+    nbk = cols // 256
+    blocks = raw.reshape(rows, nbk, -1)
+    if qtype == GGMLType.Q4_K:        # d:2 dmin:2 scales:12 qs:128; value d*sc * q - dmin*m per 32
+        d, dmin = _halves(blocks, 0), _halves(blocks, 2)                  # (rows, nbk)
+        sc, m = _scale_min_k4(blocks[:, :, 4:16])                         # (rows, nbk, 8)
+        a = d[..., None] * sc.astype(F32)
+        b = -(dmin[..., None] * m.astype(F32))
+        qs = blocks[:, :, 16:].reshape(rows, nbk, 4, 32)
+        q = np.stack([qs & 0x0F, qs >> 4], axis=3)                        # (rows, nbk, 4, 2, 32)
+        return Affine(q.reshape(rows, cols), a.reshape(rows, -1), b.reshape(rows, -1))
+    # Q6_K: ql:128 qh:64 scales:16 d:2; value (d*sc) * q per 16, scales in value order
+    ql = blocks[:, :, 0:128].reshape(rows, nbk, 2, 64).astype(np.int16)
+    qh = blocks[:, :, 128:192].reshape(rows, nbk, 2, 32).astype(np.int16)
+    sc = blocks[:, :, 192:208].view(np.int8).astype(F32)                 # (rows, nbk, 16)
+    d = _halves(blocks, 208)
+    q = np.stack([(ql[..., :32] & 0xF) | ((qh & 3) << 4), (ql[..., 32:] & 0xF) | (((qh >> 2) & 3) << 4),
+                  (ql[..., :32] >> 4) | (((qh >> 4) & 3) << 4), (ql[..., 32:] >> 4) | (((qh >> 6) & 3) << 4)],
+                 axis=3) - 32                                             # (rows, nbk, 2, 4, 32)
+    return Affine(q.reshape(rows, cols), (d[..., None] * sc).reshape(rows, -1), None)
 
 
 def matvec_f16(raw: npt.NDArray[np.uint8], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
