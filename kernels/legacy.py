@@ -105,9 +105,15 @@ def _q5_0_block(xb, y, L):
     d = max_ / F32(-16.0)
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
-    for j in range(32):
-        L[j] = min(31, _to_int8(np.int64(xb[j] * id_ + F32(16.5)))) & 0xFF
-    _put_q5(y, 2, 6, L)
+    qh = 0
+    for j in range(16):
+        xi0 = min(31, _to_int8(np.int64(xb[j] * id_ + F32(16.5)))) & 0xFF
+        xi1 = min(31, _to_int8(np.int64(xb[j + 16] * id_ + F32(16.5)))) & 0xFF
+        y[6 + j] = ((xi0 & 0x0F) | ((xi1 & 0x0F) << 4)) & 0xFF
+        qh |= ((xi0 & 0x10) >> 4) << j
+        qh |= ((xi1 & 0x10) >> 4) << (j + 16)
+    for b in range(4):
+        y[2 + b] = (qh >> (8 * b)) & 0xFF
 
 
 @njit(cache=True, error_model="numpy")
@@ -125,9 +131,15 @@ def _q5_1_block(xb, y, L):
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
     put_u16(y, 2, fp32_to_fp16(min_))
-    for j in range(32):
-        L[j] = np.int64((xb[j] - min_) * id_ + F32(0.5)) & 0xFF  # (uint8_t) cast
-    _put_q5(y, 4, 8, L)
+    qh = 0
+    for j in range(16):
+        xi0 = np.int64((xb[j] - min_) * id_ + F32(0.5)) & 0xFF  # (uint8_t) casts
+        xi1 = np.int64((xb[j + 16] - min_) * id_ + F32(0.5)) & 0xFF
+        y[8 + j] = ((xi0 & 0x0F) | ((xi1 & 0x0F) << 4)) & 0xFF
+        qh |= ((xi0 & 0x10) >> 4) << j
+        qh |= ((xi1 & 0x10) >> 4) << (j + 16)
+    for b in range(4):
+        y[4 + b] = (qh >> (8 * b)) & 0xFF
 
 
 @njit(cache=True, error_model="numpy")
