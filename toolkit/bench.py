@@ -469,27 +469,57 @@ def llama_quantize_seconds(name: str, reference_dir: str | os.PathLike | None = 
     return float(f.read_text().split()[0])
 
 
+def smollm2_f16(workdir: str | os.PathLike | None = None) -> Path:
+    """An F16 of the embedded SmolLM2 (from its Q4_1, as llama.cpp's references were made from an
+    F16), made once into `workdir` (default: llmtk's cache folder) and kept."""
+    from llmtk.quantize import quantize_model
+    from llmtk.resources import cache_dir, smollm2_path
+
+    out = Path(workdir if workdir is not None else cache_dir()) / "smollm2-f16.gguf"
+    if not out.is_file():
+        quantize_model(smollm2_path(), out, "F16", allow_requantize=True)
+    return out
+
+
+def _quantize_in_process(model: Path, out: Path, name: str, imatrix: Any, threads: int) -> tuple[float, float]:
+    from llmtk.quantize import quantize_model
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    quantize_model(model, out, name, imatrix=imatrix, nthreads=threads, allow_requantize=True)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _quantize_process(model: Path, out: Path, name: str, imatrix: Any, threads: int) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "llmtk.cli", "quantize", "--allow-requantize"]
+    cmd += ["--imatrix", str(imatrix)] if imatrix else []
+    cmd += [str(model), str(out), name, str(threads)]
+    t0, c0 = time.perf_counter(), _children_cpu()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
+    if res.returncode != 0:
+        raise InputError(f"llmtk quantize {name} failed: {res.stderr.strip().splitlines()[-1:]}")
+    return wall, cpu
+
+
 def bench_quantize(types: Sequence[str] = DEFAULT_QUANTIZE_TYPES, *, model: str | os.PathLike | None = None,
                    threads: int = 2, imatrix: str | os.PathLike | None = None, repeat: int = 1,
-                   process: bool = False, reference_dir: str | os.PathLike | None = None,
+                   process: bool = True, reference_dir: str | os.PathLike | None = None,
                    workdir: str | os.PathLike | None = None,
                    progress: Progress | None = None) -> "pandas.DataFrame":
-    """Whole-model quantize wall time of llmtk against llama-quantize's (`<TYPE>.time`, 2 threads,
-    SmolLM2's F16 as input).
+    """Whole-model quantize time of llmtk against llama-quantize's (`<TYPE>.time`: wall seconds
+    of `llama-quantize smollm2-f16.gguf OUT TYPE 2` on a quiet machine).
 
-    `model` (an F16 GGUF) defaults to an F16 of the embedded SmolLM2, made in `workdir` (default:
-    a temporary folder). A type written `TYPE-imatrix` is quantized with `imatrix` (default:
-    llama-imatrix's `imatrix.gguf` for SmolLM2 in the shared data). `llmtk s` is the time of
-    `quantize_model` in this process (kernels already compiled: one untimed warm-up quantize runs
-    first); with `process`, `process s` is the wall time of a fresh `llmtk quantize` process,
-    which like llama-quantize's figure includes start-up. llama-quantize's figures are shown only
-    when the input is SmolLM2-135M.
+    `model` (an F16 GGUF) defaults to `smollm2_f16()`. A type written `TYPE-imatrix` is quantized
+    with `imatrix` (default: llama-imatrix's `imatrix.gguf` for SmolLM2 in the shared data). With
+    `process` (the default) each run is a fresh `llmtk quantize` process, start-up included as
+    llama-quantize's figure includes it; without, `quantize_model` is timed in this process after
+    an untimed warm-up. Wall and CPU seconds, best of `repeat`. On a busy machine the wall ratio is
+    pessimistic; `cpu/Nt/llama` (CPU seconds over the thread count) is what the run would take
+    with its N cores to itself. llama-quantize's figures are shown only for SmolLM2-135M inputs.
     """
     import pandas as pd
 
-    from llmtk.quantize import quantize_model
     from llmtk.quant_rules import file_type
-    from llmtk.resources import smollm2_path
 
     parse_threads([threads])
     specs = []
@@ -502,51 +532,34 @@ def bench_quantize(types: Sequence[str] = DEFAULT_QUANTIZE_TYPES, *, model: str 
         sd = shared_dir()
         imatrix = sd / "llamacpp" / "smollm2" / "imatrix.gguf" if sd is not None else None
         if imatrix is None or not Path(imatrix).is_file():
-            raise InputError("TYPE-imatrix needs --imatrix FILE (no shared SmolLM2 imatrix.gguf found)")
+            raise InputError("TYPE-imatrix needs an imatrix file (no shared SmolLM2 imatrix.gguf found)")
+    if progress and model is None:
+        progress("make SmolLM2 F16")
+    model = Path(model) if model is not None else smollm2_f16(workdir)
+    if not model.is_file():
+        raise InputError(f"model file {str(model)!r} does not exist")
+    smollm2 = is_smollm2_135m(model)
     rows = []
     with tempfile.TemporaryDirectory(prefix="llmtk-bench-") as tmp:
-        wd = Path(workdir) if workdir is not None else Path(tmp)
-        wd.mkdir(parents=True, exist_ok=True)
-        if model is None:
-            model = wd / "smollm2-f16.gguf"
-            if not model.exists():
-                if progress:
-                    progress("make SmolLM2 F16")
-                quantize_model(smollm2_path(), model, "F16", allow_requantize=True)
-        model = Path(model)
-        if not model.is_file():
-            raise InputError(f"model file {str(model)!r} does not exist")
-        smollm2 = is_smollm2_135m(model)
-        out = wd / "bench-out.gguf"
+        out = Path(tmp) / "out.gguf"
         for label, name, use_imat in specs:
             if progress:
                 progress(f"quantize {label}")
             im = imatrix if use_imat else None
-
-            def run() -> None:
-                quantize_model(model, out, name, imatrix=im, nthreads=threads, allow_requantize=True)
-
-            secs = best_seconds(run, repeat, min_seconds=0)
-            size = out.stat().st_size
-            row = {"type": label, "threads": threads, "llmtk s": secs, "size MB": size / 1e6,
-                   "llama s": _nan(llama_quantize_seconds(label, reference_dir) if smollm2 else None)}
-            row["llmtk/llama"] = _ratio(secs, row["llama s"])
-            if process:
-                cmd = [sys.executable, "-m", "llmtk.cli", "quantize", "--allow-requantize"]
-                cmd += ["--imatrix", str(im)] if im else []
-                cmd += [str(model), str(out), name, str(threads)]
-                best = math.inf
-                for _ in range(repeat):
-                    t0 = time.perf_counter()
-                    subprocess.run(cmd, check=True, capture_output=True)
-                    best = min(best, time.perf_counter() - t0)
-                row["process s"] = best
-                row["process/llama"] = _ratio(best, row["llama s"])
-            rows.append(row)
+            run = _quantize_process if process else _quantize_in_process
+            if not process:
+                run(model, out, name, im, threads)  # warm-up: numba caches, page cache
+            runs = [run(model, out, name, im, threads) for _ in range(repeat)]
+            ref = llama_quantize_seconds(label, reference_dir) if smollm2 else None
+            wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
+            rows.append({"type": label, "threads": threads, "size MB": out.stat().st_size / 1e6,
+                         "wall s": wall, "cpu s": cpu, "llama s": _nan(ref), "wall/llama": _ratio(wall, ref),
+                         f"cpu/{threads}t/llama": _ratio(cpu / threads, ref)})
             out.unlink(missing_ok=True)
-        _numba_threads(None)
+    _numba_threads(None)
     df = pd.DataFrame(rows)
-    df.attrs["title"] = (f"whole-model quantize of {model.name}, wall seconds (best of {repeat}); llama s = "
+    how = "fresh `llmtk quantize` processes" if process else "quantize_model in one process, after a warm-up"
+    df.attrs["title"] = (f"whole-model quantize of {model.name} ({how}), seconds, best of {repeat}; llama s = "
                          f"llama-quantize on SmolLM2 F16, 2 threads, quiet machine; /llama < 1 is faster")
     return df
 

@@ -45,10 +45,12 @@ def test_bench_forward_json(shared_dir):
 
 
 def test_bench_quantize_csv(shared_dir):
-    r = invoke("quantize", "-m", str(shared_dir / TINY), "--types", "Q4_0", "--threads", "1", "--format", "csv")
+    r = invoke("quantize", "-m", str(shared_dir / TINY), "--types", "Q4_0", "--threads", "1", "--in-process",
+               "--format", "csv")
     assert r.exit_code == 0, r.output
     lines = r.output.strip().splitlines()
-    assert lines[0] == "type,threads,llmtk s,size MB,llama s,llmtk/llama" and lines[1].startswith("Q4_0,1,")
+    assert lines[0] == "type,threads,size MB,wall s,cpu s,llama s,wall/llama,cpu/1t/llama"
+    assert lines[1].startswith("Q4_0,1,")
 
 
 def test_bench_errors_exit_2(shared_dir):

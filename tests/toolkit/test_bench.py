@@ -91,12 +91,34 @@ def test_forward_ratios_on_smollm2(smollm2_path, tmp_path):
 
 
 def test_quantize_table(shared_dir, tmp_path):
-    df = bench.bench_quantize(["Q8_0"], model=shared_dir / TINY, threads=1, workdir=tmp_path)
-    assert list(df.columns) == ["type", "threads", "llmtk s", "size MB", "llama s", "llmtk/llama"]
-    assert df.loc[0, "llmtk s"] > 0 and df.loc[0, "size MB"] > 0
-    assert math.isnan(df.loc[0, "llama s"])  # tiny-llama is not SmolLM2: no llama-quantize figure
+    df = bench.bench_quantize(["Q8_0", "Q4_0"], model=shared_dir / TINY, threads=1, process=False)
+    assert list(df.columns) == ["type", "threads", "size MB", "wall s", "cpu s", "llama s", "wall/llama",
+                                "cpu/1t/llama"]
+    assert list(df["type"]) == ["Q8_0", "Q4_0"] and (df["wall s"] > 0).all() and (df["size MB"] > 0).all()
+    assert df["llama s"].isna().all()  # tiny-llama is not SmolLM2: no llama-quantize figure
+    assert df.loc[0, "size MB"] > df.loc[1, "size MB"]
     with pytest.raises(InputError, match="TYPE or TYPE-imatrix"):
         bench.bench_quantize(["Q8_0-foo"], model=shared_dir / TINY)
+
+
+def test_quantize_ratios_where_llama_quantize_applies(shared_dir, monkeypatch):
+    monkeypatch.setattr(bench, "is_smollm2_135m", lambda path: True)
+    monkeypatch.setattr(bench, "_quantize_process", bench._quantize_in_process)  # the real one is slow
+    df = bench.bench_quantize(["Q4_K_M"], model=shared_dir / TINY, threads=2)
+    row = df.iloc[0]
+    assert row["llama s"] == pytest.approx(1.95) and row["wall s"] > 0 and row["cpu s"] > 0
+    assert row["wall/llama"] == pytest.approx(row["wall s"] / 1.95)
+    assert row["cpu/2t/llama"] == pytest.approx(row["cpu s"] / 2 / 1.95)
+    assert "fresh `llmtk quantize` processes" in df.attrs["title"]
+
+
+@pytest.mark.slow
+def test_quantize_in_a_fresh_process(shared_dir):
+    df = bench.bench_quantize(["Q8_0"], model=shared_dir / TINY, threads=1)
+    assert df.loc[0, "wall s"] > 0 and df.loc[0, "cpu s"] > 0 and df.loc[0, "size MB"] > 0
+    # SmolLM2's imatrix does not fit tiny-llama: the child's error comes back as an InputError
+    with pytest.raises(InputError, match="llmtk quantize Q4_K_M failed.*imatrix size"):
+        bench.bench_quantize(["Q4_K_M-imatrix"], model=shared_dir / TINY, threads=1)
 
 
 def test_quantize_reference_times(shared_dir):

@@ -111,7 +111,9 @@ def forward(model, types, threads, n_prompt, n_gen, repeat, clock, progress):
 @click.option("--imatrix", type=click.Path(dir_okay=False, exists=True),
               help="Importance matrix for TYPE-imatrix (default: SmolLM2's in the shared data).")
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--process", is_flag=True, help="Also time a fresh `llmtk quantize` process (start-up included).")
+@click.option("--process/--in-process", default=True, show_default=True,
+              help="Time fresh `llmtk quantize` processes (start-up included, like llama-quantize's figure) "
+                   "or quantize_model inside this process.")
 @_output_options
 def quantize(model, types, threads, imatrix, repeat, process, progress):
     """Whole-model quantize time against llama-quantize's."""
