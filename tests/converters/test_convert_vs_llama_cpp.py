@@ -28,6 +28,20 @@ CONFIGS = {
                                                                moe_intermediate_size=48, head_dim=32)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(pad_token_id=0)),
     "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(head_dim=32, query_pre_attn_scalar=32)),
+    # RoPE scaling variants: Llama-3 factors as a rope_freqs tensor, Phi-3 LongRoPE factor tensors
+    # and attention factor, Qwen2 YaRN keys, Gemma 3 linear scaling
+    "llama-rope3": ("LlamaConfig", "LlamaForCausalLM", dict(rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 256})),
+    "phi3-longrope": ("Phi3Config", "Phi3ForCausalLM", dict(
+        pad_token_id=0, original_max_position_embeddings=256, rope_scaling={
+            "type": "longrope", "long_factor": [1.0 + i / 8 for i in range(8)],
+            "short_factor": [1.0 - i / 32 for i in range(8)]})),
+    "qwen2-yarn": ("Qwen2Config", "Qwen2ForCausalLM", dict(rope_scaling={
+        "type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256})),
+    "gemma3-linear": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+        head_dim=32, query_pre_attn_scalar=32, rope_scaling={"rope_type": "linear", "factor": 8.0},
+        final_logit_softcapping=30.0)),
 }
 
 
@@ -50,7 +64,7 @@ def _build(arch: str, dest: Path, shared: Path) -> None:
 
 
 @pytest.mark.parametrize("outtype", ["bf16", "q8_0"])
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + ["llama-rope3", "phi3-longrope", "qwen2-yarn", "gemma3-linear"])
 def test_byte_identical_to_llama_cpp(shared_dir: Path, tmp_path: Path, arch: str, outtype: str) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
