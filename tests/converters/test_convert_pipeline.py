@@ -208,3 +208,24 @@ def test_split_output_as_llama_cpp_shards(tiny, tmp_path: Path) -> None:
 def test_bad_split_size(tiny, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="invalid split size '2X'"):
         convert(tiny("llama"), tmp_path / "x.gguf", "f16", progress=False, split_max_size="2X")
+
+
+def test_fused_expert_layout_gives_the_same_file(tiny, tmp_path: Path) -> None:
+    """Qwen3-MoE experts saved fused (`mlp.experts.gate_up_proj` (n_expert, 2 n_ff, n_embd) and
+    `mlp.experts.down_proj`, as newer transformers do) convert like the per-expert layout."""
+    src = tiny("qwen3moe")
+    ref = convert(src, tmp_path / "ref.gguf", "bf16", progress=False)
+    tensors = _tensors(src)
+    fused = {k: v for k, v in tensors.items() if ".experts." not in k}
+    for bid in range(2):
+        def experts(w: str) -> list[bytes]:
+            return [tensors[f"model.layers.{bid}.mlp.experts.{x}.{w}.weight"] for x in range(4)]
+        gate, up, down = experts("gate_proj"), experts("up_proj"), experts("down_proj")
+        n_ff, n_embd = gate[0][1]
+        fused[f"model.layers.{bid}.mlp.experts.gate_up_proj"] = (
+            "BF16", [4, 2 * n_ff, n_embd], b"".join(g[2] + u[2] for g, u in zip(gate, up)))
+        fused[f"model.layers.{bid}.mlp.experts.down_proj"] = ("BF16", [4, *down[0][1]], b"".join(d[2] for d in down))
+    dest = _copy_dir(src, tmp_path / "tiny-qwen3moe", skip=("model.safetensors",))
+    _write_st(dest / "model.safetensors", dict(sorted(fused.items())))
+    out = convert(dest, tmp_path / "fused.gguf", "bf16", progress=False)
+    assert out.read_bytes() == ref.read_bytes()
