@@ -1,4 +1,4 @@
-"""The converter base class: hooks an architecture overrides, and the shared conversion pipeline.
+"""The converter base class: the hooks an architecture overrides, and their llama.cpp defaults.
 
 An architecture module subclasses `ModelConverter`, sets `model_arch` (the GGUF name), its
 tensor-name table `tensor_map` (one HF spelling per row, `{bid}` for the block) and the config
@@ -6,8 +6,9 @@ defaults transformers would fill in, and overrides a few hooks as llama.cpp's co
 `set_gguf_parameters(kv)`, `set_vocab(kv)`, `modify_tensors(t, name, bid)` (a generator over
 lazy tensors) and `generate_extra_tensors()`.
 
-The pipeline plans every output tensor from the checkpoint headers alone (names, shapes, types,
-byte sizes), writes the GGUF header, then computes and writes one tensor at a time.
+`pipeline.py` drives them: it plans every output tensor from the checkpoint headers alone
+(names, shapes, types, byte sizes), writes the GGUF header, then computes and writes one tensor
+at a time.
 """
 from __future__ import annotations
 
