@@ -70,9 +70,12 @@ class ImatrixCollector:
 
 @dataclass
 class ImatrixRun:
+    """The collected matrix and llama-imatrix's side product, the chunks' perplexity."""
+
     imatrix: Imatrix
     n_chunks: int
     ppl: float | None
+    ppl_stderr: float | None
     running_ppl: list[float]
 
 
@@ -126,7 +129,13 @@ def compute_imatrix(model_path: str | Path, text: str, *, n_ctx: int = 512, n_ch
     max_count = max((int(e.counts.max()) for e in im.entries.values() if e.counts.size), default=0)
     im.chunk_count = max_count // n_ctx
     im.has_metadata = True
-    return ImatrixRun(im, n_chunk, math.exp(nll / count) if count else None, running)
+    ppl = stderr = None
+    if count:
+        mean, mean2 = nll / count, nll2 / count
+        ppl = math.exp(mean)
+        var = mean2 - mean * mean
+        stderr = math.sqrt(var / (count - 1)) * ppl if var > 0 and count > 1 else None
+    return ImatrixRun(im, n_chunk, ppl, stderr, running)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from llmtk.constants import GGMLType
+from llmtk.errors import LlmtkError
 from llmtk.gguf_file import GGUFReader
 
 # given on llama-quantize's command line, so it names the reference machine's path
@@ -52,3 +55,37 @@ def manifest_differences(path: Path, man: dict) -> list[str]:
                 if gv != v:
                     errs.append(f"metadata {k}: {gv!r}, expected {v!r}")
     return errs
+
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "llamacpp"
+TINY = SHARED / "tiny-qwen2-w256"
+SMOL = SHARED / "smollm2"
+
+
+def stems(model_dir: Path) -> list[str]:
+    """The manifests of a model folder (without base.json), for parametrize."""
+    return [p.stem for p in sorted((model_dir / "quantize").glob("*.json")) if p.stem != "base"] or ["none"]
+
+
+def skip_without_kernels(base_dir: Path, stem: str) -> None:
+    """Skip while a type of this mix has no quantize kernel yet (kernels land type by type)."""
+    from llmtk.kernels import kernel_for
+
+    man = load_manifest(base_dir / "quantize" / f"{stem}.json")
+    for t in {t for _, _, t in manifest_tensors(man)}:
+        try:
+            k = kernel_for(t)
+        except (LlmtkError, ModuleNotFoundError):
+            pytest.skip(f"no kernels for {t.name} yet")
+        if k.quantize is None:
+            pytest.skip(f"no quantize kernel for {t.name} yet")
+
+
+def check_quantize(src: Path, model_dir: Path, stem: str, tmp_path: Path, imatrix: Path) -> None:
+    """Quantize `src` as the manifest `<model_dir>/quantize/<stem>.json` was made and compare."""
+    from llmtk.quantize import quantize_model
+
+    skip_without_kernels(model_dir, stem)
+    out = tmp_path / f"{stem}.gguf"
+    quantize_model(src, out, stem.removesuffix("-imatrix"), imatrix=imatrix if stem.endswith("-imatrix") else None)
+    assert manifest_differences(out, load_manifest(model_dir / "quantize" / f"{stem}.json")) == []

@@ -1,8 +1,8 @@
-"""`llmtk quantize` against llama-quantize's outputs: tensor types, bytes (sha256) and metadata.
+"""`llmtk quantize` against llama-quantize's outputs on SmolLM2 (slow), refusals and options.
 
-Fast: every tiny-qwen2-w256 manifest (widths are multiples of 256, so the direct K-quant and
-i-quant paths), skipped per type while its kernel is missing. Slow: SmolLM2-135M, the F16 base
-made from the packaged Q4_1 and all 39 manifests made from it.
+Slow: SmolLM2-135M, the F16 base made from the packaged Q4_1 and all 39 manifests made from it
+(576-wide rows: most tensors take the shape fallbacks). The fast sweep over the tiny-qwen2
+manifests is test_quantize_tiny.py.
 """
 from __future__ import annotations
 
@@ -12,48 +12,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from quant_manifest import load_manifest, manifest_differences, manifest_tensors
+from quant_manifest import (SMOL, TINY, check_quantize, load_manifest, manifest_differences, skip_without_kernels,
+                            stems)
 
 from llmtk.cli import main
 from llmtk.constants import GGMLType
 from llmtk.errors import LlmtkError
 from llmtk.gguf_file import GGUFReader, GGUFWriter
-from llmtk.quant_rules import FILE_TYPES, ModelInfo, llama_order, plan_types
 from llmtk.quantize import quantize_model
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "llamacpp"
-TINY = SHARED / "tiny-qwen2-w256"
-SMOL = SHARED / "smollm2"
-
-
-def _stems(model_dir: Path) -> list[str]:
-    return [p.stem for p in sorted((model_dir / "quantize").glob("*.json")) if p.stem != "base"] or ["none"]
-
-
-def _skip_without_kernels(base_dir: Path, stem: str) -> None:
-    """Skip while a type of this mix has no quantize kernel yet (kernels land type by type)."""
-    from llmtk.kernels import kernel_for
-
-    man = load_manifest(base_dir / "quantize" / f"{stem}.json")
-    for t in {t for _, _, t in manifest_tensors(man)}:
-        try:
-            k = kernel_for(t)
-        except (LlmtkError, ModuleNotFoundError):
-            pytest.skip(f"no kernels for {t.name} yet")
-        if k.quantize is None:
-            pytest.skip(f"no quantize kernel for {t.name} yet")
-
-
-def _check(src: Path, model_dir: Path, stem: str, tmp_path: Path, imatrix: Path) -> None:
-    _skip_without_kernels(model_dir, stem)
-    out = tmp_path / f"{stem}.gguf"
-    quantize_model(src, out, stem.removesuffix("-imatrix"), imatrix=imatrix if stem.endswith("-imatrix") else None)
-    assert manifest_differences(out, load_manifest(model_dir / "quantize" / f"{stem}.json")) == []
-
-
-@pytest.mark.parametrize("stem", _stems(TINY))
-def test_tiny_qwen2_matches_llama_quantize(shared_dir, tmp_path, stem):
-    _check(TINY / "tiny-qwen2-f16.gguf", TINY, stem, tmp_path, TINY / "imatrix.gguf")
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +32,14 @@ def smollm2_f16(shared_dir, smollm2_path, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stem", _stems(SMOL))
+@pytest.mark.parametrize("stem", stems(SMOL))
 def test_smollm2_matches_llama_quantize(smollm2_f16, tmp_path, stem):
-    _check(smollm2_f16, SMOL, stem, tmp_path, SMOL / "imatrix.gguf")
+    check_quantize(smollm2_f16, SMOL, stem, tmp_path, SMOL / "imatrix.gguf")
 
 
 @pytest.mark.slow
 def test_smollm2_legacy_dat_imatrix_gives_the_same_bytes(smollm2_f16, tmp_path):
-    _skip_without_kernels(SMOL, "Q4_K_M-imatrix")
+    skip_without_kernels(SMOL, "Q4_K_M-imatrix")
     out = tmp_path / "q.gguf"
     quantize_model(smollm2_f16, out, "Q4_K_M", imatrix=SMOL / "imatrix.dat")
     diffs = manifest_differences(out, load_manifest(SMOL / "quantize" / "Q4_K_M-imatrix.json"))

@@ -58,7 +58,8 @@ def command(model_path, text_path, n_ctx, n_chunks, out_path, output_format, in_
         im = run.imatrix
         if run.running_ppl:
             click.echo(",".join(f"[{i + 1}]{p:.4f}" for i, p in enumerate(run.running_ppl)) + ",", err=True)
-            click.echo(f"Final estimate: PPL = {run.ppl:.4f}", err=True)
+            err = f" +/- {run.ppl_stderr:.5f}" if run.ppl_stderr is not None else ""
+            click.echo(f"Final estimate: PPL = {run.ppl:.4f}{err}", err=True)
     if output_format == "dat":
         write_imatrix_dat(out_path, im, dataset=text_path)
     else:
