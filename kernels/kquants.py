@@ -24,6 +24,7 @@ import numpy.typing as npt
 from numba import njit, prange
 
 from llmtk.constants import GGMLType, type_traits
+from llmtk.kernels._kquant_dot import matvec_rows
 from llmtk.kernels._kquant_quantize import (  # noqa: F401  (re-exported)
     _b,
     _get_f16,
@@ -473,24 +474,6 @@ def _dequantize_rows(data, out, qtype, n16):
             _dequantize_row_q6_K(data[r], out[r], n16)
 
 
-@njit(cache=True, parallel=True)
-def _matvec_rows(w, d8, qs8, bsums8, out, qtype):
-    # out[t, r] = dot(weight row r, activation row t), each weight row owned by one thread
-    for r in prange(w.shape[0]):
-        wr = w[r]
-        for t in range(d8.shape[0]):
-            if qtype == _Q2_K:
-                out[t, r] = vec_dot_q2_K_q8_K(wr, d8[t], qs8[t], bsums8[t])
-            elif qtype == _Q3_K:
-                out[t, r] = vec_dot_q3_K_q8_K(wr, d8[t], qs8[t], bsums8[t])
-            elif qtype == _Q4_K:
-                out[t, r] = vec_dot_q4_K_q8_K(wr, d8[t], qs8[t], bsums8[t])
-            elif qtype == _Q5_K:
-                out[t, r] = vec_dot_q5_K_q8_K(wr, d8[t], qs8[t], bsums8[t])
-            elif qtype == _Q6_K:
-                out[t, r] = vec_dot_q6_K_q8_K(wr, d8[t], qs8[t], bsums8[t])
-
-
 # ----------------------------------------------------------------------------- registration
 
 def _quantizer(qtype: GGMLType):
@@ -520,7 +503,7 @@ def _matvec(qtype: GGMLType):
     def matvec(w: npt.NDArray[np.uint8], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         d8, qs8, bsums8 = quantize_q8_K(x)
         out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-        _matvec_rows(w, d8, qs8, bsums8, out, int(qtype))
+        matvec_rows(w, d8, qs8, bsums8, out, int(qtype))
         return out
 
     matvec.__doc__ = f"x @ W.T via Q8_K activations and ggml_vec_dot_{qtype.name.lower()}_q8_K_generic."

@@ -108,6 +108,24 @@ def test_matvec_against_dequantized_dot(qtype):
 
 
 @pytest.mark.parametrize("qtype", K_TYPES)
+def test_matvec_equals_one_row_vec_dot(qtype):
+    # the unpacked, lane-parallel matvec must give exactly the floats of the one-row
+    # transcription of ggml_vec_dot_<type>_q8_K_generic (an all-zero activation block included)
+    from llmtk.kernels import kquants
+
+    rng = np.random.default_rng(13)
+    w = kernels.quantize((rng.standard_t(4, (40, 1024)) * 0.05).astype(np.float32), qtype)
+    x = rng.standard_normal((3, 1024)).astype(np.float32)
+    x[1, :256] = 0.0
+    d8, qs8, bsums8 = kquants.quantize_q8_K(x)
+    vec_dot = getattr(kquants, f"vec_dot_{qtype[:2].lower()}_K_q8_K")
+    want = np.array([[vec_dot(w[r], d8[t], qs8[t], bsums8[t]) for r in range(w.shape[0])] for t in range(3)],
+                    dtype=np.float32)
+    got = kernels.matvec(w, qtype, x)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", K_TYPES)
 def test_results_do_not_depend_on_threads(qtype):
     import numba
 
