@@ -16,15 +16,12 @@ does not divide a row. This module holds those rules as data, read from llama.cp
 """
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from .constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType
 from .errors import InputError, UnsupportedError
-
-log = logging.getLogger(__name__)
 
 T = GGMLType
 F = LlamaFileType
