@@ -466,7 +466,7 @@ def _imatrix_for(c: TensorChoice, src_name: str, means: dict[str, np.ndarray],
     if v.size != c.ne[0] * n_mat:
         msg = f"imatrix size {v.size} is different from tensor size {c.ne[0] * n_mat} for {c.name}"
         if c.name not in ("token_embd.weight", "per_layer_token_embd.weight"):
-            raise InputError(msg)
+            raise InputError(msg + " (was the imatrix computed on another model?)")
         warnings.append(msg)
         return None
     return v
