@@ -87,3 +87,24 @@ def test_smollm2_imatrix_within_1_percent(shared_dir, smollm2_path, tmp_path):
     worst, median = _compare_means(read_imatrix(tmp_path / "im.gguf"),
                                    read_imatrix(shared_dir / "llamacpp" / "smollm2" / "imatrix.gguf"))
     assert worst < 0.01 and median < 1e-3, (worst, median)
+
+
+def test_collector_sums_squares_per_weight_and_per_expert():
+    from llmtk.evals.imatrix import ImatrixCollector
+
+    col = ImatrixCollector(n_expert=3)
+    x = np.arange(16 * 4, dtype=np.float32).reshape(16, 4) / 10
+    col("blk.0.attn_q.weight", x)
+    col("blk.0.attn_q.weight", x)
+    col("blk.0.attn_k.weight", x[:8])            # fewer than 16 rows: ignored, as llama.cpp does
+    col("token_embd.weight", x)                  # not a blk.* weight (nor output.weight)
+    e = col.im.entries["blk.0.attn_q.weight"]
+    np.testing.assert_allclose(e.sums, 2 * (x.astype(np.float64) ** 2).sum(0), rtol=1e-6)
+    assert e.counts.tolist() == [32] and set(col.im.entries) == {"blk.0.attn_q.weight"}
+    # experts: token t routed to experts ids[t]; x (n, n_used, cols)
+    xe = np.ones((2, 2, 4), np.float32) * np.array([[[1], [2]], [[3], [4]]], np.float32)
+    ids = np.array([[0, 2], [2, 1]], np.int32)
+    col("blk.0.ffn_up_exps.weight", xe, ids)
+    e = col.im.entries["blk.0.ffn_up_exps.weight"]
+    assert e.counts.tolist() == [1, 1, 2]
+    np.testing.assert_array_equal(e.sums.reshape(3, 4), [[1] * 4, [16] * 4, [4 + 9] * 4])
