@@ -360,6 +360,14 @@ def _sumqx_q2(weight, xval, L, n):
 
 
 @njit(cache=True, inline="always")
+def _round_levels(xval, id_, kMaxQ, Laux, n):
+    # C's per-value nearest_int(0.5f*(id*xval-1)) clamped to [0, kMaxQ-1], as one SIMD loop
+    for i in range(n):
+        l = nearest_int(F32(0.5) * (id_ * xval[i] - F32(1.0)))
+        Laux[i] = max(0, min(kMaxQ - 1, l))
+
+
+@njit(cache=True, inline="always")
 def _pack_u(L, o, dim, bits):
     u = 0
     for i in range(dim):
@@ -419,10 +427,8 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
             for is_ in range(-15, 16):
                 id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.2)) / vmax
                 this_scale = F32(1.0) / id_
+                _round_levels(xval, id_, kMaxQ, Laux, 8 * 4)
                 for k in range(8):
-                    for i in range(4):
-                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
-                        Laux[4 * k + i] = max(0, min(kMaxQ - 1, l))
                     u = _pack_u(Laux, 4 * k, 4, 3)
                     gi = kmap[u]
                     is_on_grid_aux[k] = True
@@ -536,10 +542,8 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
             for is_ in range(-9, 10):
                 id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.2)) / vmax
                 this_scale = F32(1.0) / id_
+                _round_levels(xval, id_, kMaxQ, Laux, bs4 * 4)
                 for k in range(bs4):
-                    for i in range(4):
-                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
-                        Laux[4 * k + i] = max(0, min(kMaxQ - 1, l))
                     u = _pack_u(Laux, 4 * k, 4, 3)
                     gi = kmap[u]
                     is_on_grid_aux[k] = True
@@ -651,10 +655,8 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
             for is_ in range(-6, 7):
                 id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.1)) / eff_max
                 this_scale = F32(1.0) / id_
+                _round_levels(xval, id_, kMaxQ, Laux, 4 * 8)
                 for k in range(4):
-                    for i in range(8):
-                        l = nearest_int(F32(0.5) * (id_ * xval[8 * k + i] - F32(1.0)))
-                        Laux[8 * k + i] = max(0, min(kMaxQ - 1, l))
                     gi = kmap[_pack_u(Laux, 8 * k, 8, 2)]
                     if gi < 0:
                         _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, this_scale, Laux, 8, 16, d2)
@@ -755,10 +757,8 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s)
             for is_ in range(-9, 10):
                 id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.1)) / vmax
                 this_scale = F32(1.0) / id_
+                _round_levels(xval, id_, kMaxQ, Laux, 2 * 8)
                 for k in range(2):
-                    for i in range(8):
-                        l = nearest_int(F32(0.5) * (id_ * xval[8 * k + i] - F32(1.0)))
-                        Laux[8 * k + i] = max(0, min(kMaxQ - 1, l))
                     gi = kmap[_pack_u(Laux, 8 * k, 8, 2)]
                     is_on_grid_aux[k] = True
                     if gi < 0:
@@ -830,17 +830,18 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s)
 @njit(cache=True, inline="always")
 def _stable_argsort(x, xo, n, idx):
     """Indices of x[xo:xo+n] in ascending order, equal values (also -0.0 and 0.0) kept in index
-    order: what glibc's qsort (a merge sort for arrays this small) gives ggml's iq1_sort_helper."""
-    for j in range(n):
-        idx[j] = j
-    for j in range(1, n):
-        key = idx[j]
-        v = x[xo + key]
-        i = j - 1
-        while i >= 0 and x[xo + idx[i]] > v:
-            idx[i + 1] = idx[i]
-            i -= 1
-        idx[i + 1] = key
+    order: what glibc's qsort (a merge sort for arrays this small) gives ggml's iq1_sort_helper.
+
+    Ties broken by index make the order total, so each value's place is its rank: the count of
+    smaller values plus equal ones before it (branch-free, vectorizable)."""
+    for i in range(n):
+        v = x[xo + i]
+        r = 0
+        for j in range(n):
+            r += x[xo + j] < v
+        for j in range(i):
+            r += x[xo + j] == v
+        idx[r] = i
 
 
 @njit(cache=True, inline="always")
@@ -949,6 +950,14 @@ def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                     cand[1, i2] = hw_p + dw * x_p[1] * x_p[1] + tail[1, i2]
                     cand[2, i2] = hx_m + dx * x_m[1] + tail[2, i2]
                     cand[3, i2] = hw_m + dw * x_m[1] * x_m[1] + tail[3, i2]
+                # a candidate can only win if it beats the best so far: skip the scalar pass
+                # when no candidate of this i1 does (nothing would change in it)
+                hit = 0
+                for i2 in range(i1, block_size + 1):
+                    hit |= (cand[1, i2] > F32(0.0)) & (cand[0, i2] * cand[0, i2] > best_score * cand[1, i2])
+                    hit |= (cand[3, i2] > F32(0.0)) & (cand[2, i2] * cand[2, i2] > best_score * cand[3, i2])
+                if not hit:
+                    continue
                 for i2 in range(i1, block_size + 1):
                     sumqx = cand[0, i2]
                     sumq2 = cand[1, i2]
@@ -1131,6 +1140,12 @@ def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                     cand[5, i2] = q2_p0 + q2_m1
                     cand[6, i2] = q2_m0 + q2_p1
                     cand[7, i2] = q2_m0 + q2_m1
+                hit = 0
+                for i2 in range(i1, block_size + 1):
+                    for k in range(4):
+                        hit |= (cand[4 + k, i2] > F32(0.0)) & (cand[k, i2] * cand[k, i2] > best_score * cand[4 + k, i2])
+                if not hit:
+                    continue
                 for i2 in range(i1, block_size + 1):
                     for k in range(4):
                         sqx = cand[k, i2]
