@@ -18,7 +18,7 @@ QK_K = 256
 _Q2_K, _Q3_K, _Q4_K, _Q5_K, _Q6_K = 10, 11, 12, 13, 14
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _unpack_row(qtype, w, a, sc, mn, dx, dmx):
     # w: one weight row; a (cols,) int8 quants with their offsets applied; sc, mn (nb*16,)
     # int64 scale and min multiplier of each 16 values; dx, dmx (nb,) fp16 d and dmin
@@ -80,7 +80,7 @@ def _unpack_row(qtype, w, a, sc, mn, dx, dmx):
                     a[k + 128 * n + 96 + l] = ((hi >> 4) | (((h >> 6) & 3) << 4)) - 32
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _dot_unpacked(qtype, a, sc, mn, dx, dmx, d8, qs8, bsums8):
     sumf = np.float32(0.0)
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
@@ -138,7 +138,7 @@ def _dot_unpacked(qtype, a, sc, mn, dx, dmx, d8, qs8, bsums8):
     return sumf
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def matvec_rows(w, d8, qs8, bsums8, out, qtype):
     """out[t, r] = ggml_vec_dot_<qtype>_q8_K(weight row r, Q8_K activation row t).
 

@@ -28,31 +28,31 @@ _EMPTY_F32 = np.empty(0, dtype=np.float32)
 
 # ----------------------------------------------------------------------------- byte helpers
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _b(a, i):
     # read a byte as int64: numba types uint8 >> int as uint64, and uint64 mixed with int64
     # silently becomes float64 (or fails for bitwise ops)
     return np.int64(a[i])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _put_f16(y, off, h):
     y[off] = h & 0xFF
     y[off + 1] = h >> 8
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _get_f16(y, off):
     return fp16_to_fp32(np.int64(y[off]) | (np.int64(y[off + 1]) << 8))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _i8(v):
     # C's conversion of an int to int8_t (wraps)
     return ((v + 128) & 0xFF) - 128
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def get_scale_min_k4(j, q, off):
     """ggml `get_scale_min_k4`: the j-th 6-bit (scale, min) pair of Q4_K/Q5_K's 12 scale bytes."""
     if j < 4:
@@ -62,14 +62,14 @@ def get_scale_min_k4(j, q, off):
     return sc, m
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q3_K_scale(y, off, j):
     # the j-th signed 6-bit scale of Q3_K's 12 scale bytes, minus 32
     lo = (_b(y, off + j) & 0xF) if j < 8 else (_b(y, off + j - 8) >> 4)
     return (lo | (((_b(y, off + 8 + j % 4) >> (2 * (j // 4))) & 3) << 4)) - 32
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _pack_2bit(L, y, off):
     # four 2-bit planes per 128 values, shared by Q2_K and Q3_K
     for j in range(0, QK_K, 128):
@@ -78,7 +78,7 @@ def _pack_2bit(L, y, off):
                                    | (L[j + l + 96] << 6))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _pack_k4_scales(y, off, Ls, Lm):
     # 8 (scale, min) 6-bit pairs into 12 bytes, the layout get_scale_min_k4 reads
     for j in range(QK_K // 32):
@@ -96,7 +96,7 @@ def _pack_k4_scales(y, off, Ls, Lm):
 # ----------------------------------------------------------------------------- Q2_K
 # block_q2_K: scales:16 qs:64 d:2 dmin:2  (84 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q2_K_requantize_and_pack(x, y, o, L):
     d_all = _get_f16(y, o + 80)
     m_all = _get_f16(y, o + 82)
@@ -111,7 +111,7 @@ def _q2_K_requantize_and_pack(x, y, o, L):
     _pack_2bit(L, y, o + 16)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q2_K_ref(x, y):
     """ggml `quantize_row_q2_K_ref`: x (cols,) f32 -> y (cols/256*84,) uint8."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
@@ -157,7 +157,7 @@ def quantize_row_q2_K_ref(x, y):
         _q2_K_requantize_and_pack(xb, y, o, L)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q2_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q2_K_impl` (importance-weighted): quant_weights (cols,) f32."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
@@ -200,7 +200,7 @@ def quantize_row_q2_K_impl(x, y, quant_weights):
 # ----------------------------------------------------------------------------- Q3_K
 # block_q3_K: hmask:32 qs:64 scales:12 d:2  (110 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q3_K_put_scale(y, off, j, l):
     # store the j-th biased 6-bit scale l (0..63) into Q3_K's 12 scale bytes
     if j < 8:
@@ -210,7 +210,7 @@ def _q3_K_put_scale(y, off, j, l):
     y[off + j % 4 + 8] |= (l >> 4) << (2 * (j // 4))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q3_K_requantize_and_pack(x, y, o, L):
     d_all = _get_f16(y, o + 108)
     for j in range(QK_K // 16):
@@ -230,7 +230,7 @@ def _q3_K_requantize_and_pack(x, y, o, L):
     _pack_2bit(L, y, o + 32)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q3_K_ref(x, y):
     """ggml `quantize_row_q3_K_ref`: x (cols,) f32 -> y (cols/256*110,) uint8."""
     L = np.empty(QK_K, dtype=np.int8)
@@ -259,7 +259,7 @@ def quantize_row_q3_K_ref(x, y):
         _q3_K_requantize_and_pack(xb, y, o, L)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q3_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q3_K_impl` with quant_weights (cols,) f32."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
@@ -296,7 +296,7 @@ def quantize_row_q3_K_impl(x, y, quant_weights):
 # ----------------------------------------------------------------------------- Q4_K
 # block_q4_K: d:2 dmin:2 scales:12 qs:128  (144 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q4_K_requantize_and_pack(x, y, o, L):
     d_all = _get_f16(y, o)
     m_all = _get_f16(y, o + 2)
@@ -314,7 +314,7 @@ def _q4_K_requantize_and_pack(x, y, o, L):
             y[o + 16 + j // 2 + l] = L[j + l] | (L[j + l + 32] << 4)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q4_K_ref(x, y):
     """ggml `quantize_row_q4_K_ref`: x (cols,) f32 -> y (cols/256*144,) uint8."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
@@ -358,7 +358,7 @@ def quantize_row_q4_K_ref(x, y):
         _q4_K_requantize_and_pack(xb, y, o, L)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, mins, ws):
     # the part of quantize_row_q4_K_impl / q5_K_impl before the super-block scales
     sum_x2 = np.float32(0.0)
@@ -379,7 +379,7 @@ def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, min
         mins[j] = m
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q4_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q4_K_impl` with quant_weights (cols,) f32."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
@@ -406,7 +406,7 @@ def quantize_row_q4_K_impl(x, y, quant_weights):
 # ----------------------------------------------------------------------------- Q5_K
 # block_q5_K: d:2 dmin:2 scales:12 qh:32 qs:128  (176 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q5_K_requantize_and_pack(x, y, o, L):
     d_all = _get_f16(y, o)
     m_all = _get_f16(y, o + 2)
@@ -441,7 +441,7 @@ def _q5_K_requantize_and_pack(x, y, o, L):
         ql += 32
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q5_K_ref(x, y):
     """ggml `quantize_row_q5_K_ref`: x (cols,) f32 -> y (cols/256*176,) uint8."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
@@ -484,7 +484,7 @@ def quantize_row_q5_K_ref(x, y):
         _q5_K_requantize_and_pack(xb, y, o, L)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q5_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q5_K_impl` with quant_weights (cols,) f32."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
@@ -516,7 +516,7 @@ def quantize_row_q5_K_impl(x, y, quant_weights):
 # ----------------------------------------------------------------------------- Q6_K
 # block_q6_K: ql:128 qh:64 scales:16 (int8) d:2  (210 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q6_K_finish(x, y, o, L, scales, max_scale, max_abs_scale):
     # shared tail of quantize_row_q6_K_ref / _impl once the 16 sub-block scales are known
     if max_abs_scale < GROUP_MAX_EPS:
@@ -549,7 +549,7 @@ def _q6_K_finish(x, y, o, L, scales, max_scale, max_abs_scale):
                          | ((L[j + l + 96] >> 4) << 6))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q6_K_ref(x, y):
     """ggml `quantize_row_q6_K_ref`: x (cols,) f32 -> y (cols/256*210,) uint8."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
@@ -568,7 +568,7 @@ def quantize_row_q6_K_ref(x, y):
         _q6_K_finish(xb, y, i * 210, L, scales, max_scale, max_abs_scale)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q6_K_impl(x, y, quant_weights):
     """ggml `quantize_row_q6_K_impl` with quant_weights (cols,) f32 (used directly as weights)."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
@@ -590,7 +590,7 @@ def quantize_row_q6_K_impl(x, y, quant_weights):
 
 # ----------------------------------------------------------------------------- row drivers
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, quant_weights, out, qtype):
     # quant_weights empty: ggml's *_ref path; otherwise *_impl with the importance weights
     use_qw = quant_weights.size > 0

@@ -2,7 +2,9 @@
 
 Each function reproduces the ggml C function of the same name in `ggml-quants.c` /
 `ggml-impl.h` bit for bit: float32 arithmetic in the C source's order (every int operand is
-converted to float32 first, as C's usual conversions do), no fastmath, no FMA contraction.
+converted to float32 first, as C's usual conversions do), no fastmath, no FMA contraction, and
+`error_model="numpy"` so that a float division by zero gives inf/NaN as in C instead of raising
+(it happens, e.g., with an importance matrix that is zero over a sparse row's non-zeros).
 Other kernel families import these (`from llmtk.kernels._kquant_search import make_qx_quants`).
 
 Conventions that replace C's pointers:
@@ -52,7 +54,7 @@ def bits_to_f32(typingctx, x):
     return types.float32(x), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def nearest_int(fval):
     """ggml `nearest_int`: round-half-even through the 1.5*2^23 magic add, keeping the low 23
     bits, so out-of-range values wrap exactly as ggml's do (its assert is compiled out)."""
@@ -61,13 +63,13 @@ def nearest_int(fval):
     return np.int32((i & np.int32(0x007FFFFF)) - np.int32(0x00400000))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _u32(v):
     # a C uint32_t: wrap an int64 intermediate to 32 bits
     return np.int64(v) & np.int64(0xFFFFFFFF)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def fp16_to_fp32(h):
     """ggml `ggml_compute_fp16_to_fp32` for a raw half given as an integer (exact)."""
     w = (np.int64(h) & np.int64(0xFFFF)) << np.int64(16)
@@ -83,7 +85,7 @@ def fp16_to_fp32(h):
     return bits_to_f32(np.uint32(result))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def fp32_to_fp16(f):
     """ggml `ggml_compute_fp32_to_fp16`: round-to-nearest-even float32 -> IEEE half bits (uint16)."""
     scale_to_inf = bits_to_f32(np.uint32(0x77800000))   # 0x1.0p+112f
@@ -105,7 +107,7 @@ def fp32_to_fp16(f):
     return np.uint16(((sign >> np.int64(16)) | nonsign) & np.int64(0xFFFF))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _weight_of(x, weights, i, rmse_type):
     # make_qx_quants' per-element weight when no quant weights are given
     if weights.size:
@@ -119,7 +121,7 @@ def _weight_of(x, weights, i, rmse_type):
     return np.sqrt(np.abs(x[i]))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _sum2(p1, p2, n):
     # two float32 sums in index order, as ggml's loops accumulate them
     s1 = np.float32(0.0)
@@ -130,7 +132,7 @@ def _sum2(p1, p2, n):
     return s1, s2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, ws):
     """`make_qx_quants` with a float32 workspace `ws` of at least 4*n values (no allocation).
 
@@ -195,7 +197,7 @@ def make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, ws):
     return scale
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     """ggml `make_qx_quants`: symmetric scale search, L (int8) in [0, 2*nmax). Returns scale.
 
@@ -203,7 +205,7 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     return make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, np.empty(4 * n, dtype=np.float32))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def make_q3_quants(n, nmax, x, L, do_rmse):
     """ggml `make_q3_quants`: symmetric search with x*x weights and coordinate-descent passes."""
     vmax = np.float32(0.0)
@@ -260,7 +262,7 @@ def make_q3_quants(n, nmax, x, L, do_rmse):
     return np.float32(1.0) / iscale
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_qkx1_quants(n, nmax, x, L, ntry, alpha):
     """ggml `make_qkx1_quants` (iterative min refinement). Returns (scale, the_min)."""
     vmin = x[0]
@@ -303,12 +305,12 @@ def make_qkx1_quants(n, nmax, x, L, ntry, alpha):
     return scale, -vmin
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _search_error(diff, use_mad):
     return np.abs(diff) if use_mad else diff * diff
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _qkx_error(n, x, w, Lq, scale, vmin, use_mad, p):
     # sum of w * err(scale*L + min - x) in index order
     for i in range(n):
@@ -320,7 +322,7 @@ def _qkx_error(n, x, w, Lq, scale, vmin, use_mad, p):
     return e
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, empty_if_le):
     # the body shared by make_qkx2_quants and make_qkx3_quants once the weights `w` exist;
     # ws holds 4*n floats. `empty_if_le`: qkx3 gives up when max <= min, qkx2 when max == min
@@ -391,13 +393,13 @@ def _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, empty_
     return scale, -vmin
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qkx2_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws):
     """`make_qkx2_quants` with a float32 workspace of at least 4*n values (no allocation)."""
     return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws, False)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
     """ggml `make_qkx2_quants`: asymmetric (scale, min) grid search with weighted least squares.
 
@@ -407,7 +409,7 @@ def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
                        np.empty(4 * n, dtype=np.float32), False)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qkx3_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws):
     """`make_qkx3_quants` with a float32 workspace of at least 5*n values (no allocation)."""
     if weights.size:
@@ -418,7 +420,7 @@ def make_qkx3_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_m
     return _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, True)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
     """ggml `make_qkx3_quants`: like make_qkx2_quants; empty `weights` means x*x (C's NULL).
 
@@ -428,7 +430,7 @@ def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
                                np.empty(5 * n, dtype=np.float32))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qp_quants(n, nmax, x, L, quant_weights):
     """ggml `make_qp_quants`: non-negative values (scales/mins) onto [0, nmax] (L uint8)."""
     vmax = np.float32(0.0)

@@ -72,7 +72,7 @@ _EMPTY_F32 = np.empty(0, dtype=np.float32)
 # ----------------------------------------------------------------------------- Q8_K
 # block_q8_K: d:f32 qs:int8[256] bsums:int16[16]  (292 bytes)
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quantize_row_q8_K(x, d, qs, bsums):
     """ggml `quantize_row_q8_K_ref` on one row x (cols,) f32 into d (nb,), qs (cols,), bsums (nb*16,).
 
@@ -107,7 +107,7 @@ def quantize_row_q8_K(x, d, qs, bsums):
         d[i] = np.float32(1.0) / iscale
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def quantize_q8_K(x):
     """Rows of x (n, cols) f32 to Q8_K as (d (n, nb) f32, qs (n, cols) int8, bsums (n, nb*16) int16)."""
     n, cols = x.shape
@@ -120,7 +120,7 @@ def quantize_q8_K(x):
     return d, qs, bsums
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _pack_q8_K(d, qs, bsums, out):
     n, nb = d.shape
     for r in prange(n):
@@ -137,7 +137,7 @@ def _pack_q8_K(d, qs, bsums, out):
                 out[r, o + 261 + 2 * j] = (v >> 8) & 0xFF
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _dequantize_q8_K(data, out):
     # ggml `dequantize_row_q8_K`: d * qs
     rows, cols = out.shape
@@ -154,7 +154,7 @@ def _dequantize_q8_K(data, out):
 # ----------------------------------------------------------------------------- Q2_K
 # block_q2_K: scales:16 qs:64 d:2 dmin:2  (84 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _dequantize_row_q2_K(x, y, n16):
     for i in range(y.size // QK_K):
         o = i * 84
@@ -176,13 +176,13 @@ def _dequantize_row_q2_K(x, y, n16):
                         y[out + l] = dl * np.float32((x[qq + l] >> shift) & 3) - ml
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dequantize_row_q2_K(x, y):
     """ggml `dequantize_row_q2_K`: x (nb*84,) uint8 -> y (nb*256,) f32."""
     _dequantize_row_q2_K(x, y, 16)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def vec_dot_q2_K_q8_K(x, d8, qs8, bsums8):
     """ggml `ggml_vec_dot_q2_K_q8_K_generic`: one Q2_K row against one Q8_K row."""
     sumf = np.float32(0.0)
@@ -214,7 +214,7 @@ def vec_dot_q2_K_q8_K(x, d8, qs8, bsums8):
 # ----------------------------------------------------------------------------- Q3_K
 # block_q3_K: hmask:32 qs:64 scales:12 d:2  (110 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _dequantize_row_q3_K(x, y, n16):
     for i in range(y.size // QK_K):
         o = i * 110
@@ -236,13 +236,13 @@ def _dequantize_row_q3_K(x, y, n16):
                         y[out + l] = dl * np.float32(v)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dequantize_row_q3_K(x, y):
     """ggml `dequantize_row_q3_K`: x (nb*110,) uint8 -> y (nb*256,) f32."""
     _dequantize_row_q3_K(x, y, 16)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def vec_dot_q3_K_q8_K(x, d8, qs8, bsums8):
     """ggml `ggml_vec_dot_q3_K_q8_K_generic` (8 float lanes summed at the end, in order)."""
     sums = np.zeros(8, dtype=np.float32)
@@ -268,7 +268,7 @@ def vec_dot_q3_K_q8_K(x, d8, qs8, bsums8):
 # ----------------------------------------------------------------------------- Q4_K
 # block_q4_K: d:2 dmin:2 scales:12 qs:128  (144 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _dequantize_row_q4_K(x, y, n16):
     n32 = 2 * n16
     for i in range(y.size // QK_K):
@@ -290,13 +290,13 @@ def _dequantize_row_q4_K(x, y, n16):
                 y[out + 32 + l] = d2 * np.float32(x[q + l] >> 4) - m2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dequantize_row_q4_K(x, y):
     """ggml `dequantize_row_q4_K`: x (nb*144,) uint8 -> y (nb*256,) f32."""
     _dequantize_row_q4_K(x, y, 16)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _k4_dot_tail(x, o, i, d8, bsums8, aux32, sums, sumf):
     # common end of the Q4_K / Q5_K generic dot products: min correction and lane sums
     sumi = 0
@@ -310,7 +310,7 @@ def _k4_dot_tail(x, o, i, d8, bsums8, aux32, sums, sumf):
     return sumf - dmin * np.float32(sumi)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def vec_dot_q4_K_q8_K(x, d8, qs8, bsums8):
     """ggml `ggml_vec_dot_q4_K_q8_K_generic`."""
     sums = np.zeros(8, dtype=np.float32)
@@ -336,7 +336,7 @@ def vec_dot_q4_K_q8_K(x, d8, qs8, bsums8):
 # ----------------------------------------------------------------------------- Q5_K
 # block_q5_K: d:2 dmin:2 scales:12 qh:32 qs:128  (176 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _dequantize_row_q5_K(x, y, n16):
     n32 = 2 * n16
     for i in range(y.size // QK_K):
@@ -361,13 +361,13 @@ def _dequantize_row_q5_K(x, y, n16):
                 y[out + 32 + l] = d2 * np.float32((x[ql + l] >> 4) + (16 if x[qh + l] & u2 else 0)) - m2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dequantize_row_q5_K(x, y):
     """ggml `dequantize_row_q5_K`: x (nb*176,) uint8 -> y (nb*256,) f32."""
     _dequantize_row_q5_K(x, y, 16)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def vec_dot_q5_K_q8_K(x, d8, qs8, bsums8):
     """ggml `ggml_vec_dot_q5_K_q8_K_generic`."""
     sums = np.zeros(8, dtype=np.float32)
@@ -393,7 +393,7 @@ def vec_dot_q5_K_q8_K(x, d8, qs8, bsums8):
 # ----------------------------------------------------------------------------- Q6_K
 # block_q6_K: ql:128 qh:64 scales:16 (int8) d:2  (210 bytes)
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _dequantize_row_q6_K(x, y, n16):
     # ggml computes d * sc[is] * q: (d*sc) is the same float for 16 consecutive values
     for i in range(y.size // QK_K):
@@ -422,13 +422,13 @@ def _dequantize_row_q6_K(x, y, n16):
                     y[out + 96 + l] = ds4 * np.float32(((x[a + 32 + l] >> 4) | (((x[h + l] >> 6) & 3) << 4)) - 32)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dequantize_row_q6_K(x, y):
     """ggml `dequantize_row_q6_K`: x (nb*210,) uint8 -> y (nb*256,) f32."""
     _dequantize_row_q6_K(x, y, 16)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def vec_dot_q6_K_q8_K(x, d8, qs8, bsums8):
     """ggml `ggml_vec_dot_q6_K_q8_K_generic`."""
     sums = np.zeros(8, dtype=np.float32)
@@ -457,7 +457,7 @@ def vec_dot_q6_K_q8_K(x, d8, qs8, bsums8):
 
 # ----------------------------------------------------------------------------- row drivers
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _dequantize_rows(data, out, qtype, n16):
     # n16 is 16, passed at run time: with a trip count LLVM cannot see, it vectorises the inner
     # loops (with alias checks) instead of unrolling them into scalar code

@@ -21,6 +21,40 @@ def test_dequantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
     check_dequantize(ggml_quants, qtype, mode, case, cols)
 
 
+# sha256 prefixes of ggml's own bytes (libggml-base quantize_qN_K, baseline x86-64, no FMA) for
+# the inputs of _edge_inputs(): (sparse + imatrix zero at half the columns, sparse + all-zero
+# imatrix, |x| up to 3.25e38 plain, the same with the imatrix)
+GGML_EDGE_SHA256 = {
+    "Q2_K": ('59dd12da9980d9ab', 'ad9404a29d115a21', 'bb51da249aca5efa', '8a6db0d138a461ea'),
+    "Q3_K": ('d274ba35c9d1112a', '2c09cb1a2fcd5e1e', 'cd535b231a0ce015', 'cd535b231a0ce015'),
+    "Q4_K": ('4762dc4fbd296fb3', '64e6b6f3911faf45', '40ab742f393fa8af', '8f07ac85b63c2702'),
+    "Q5_K": ('5b4b9576cb0fb337', 'ab0e0a9584bd16d4', 'ba53e2a0ab8b32b3', '411c689b4a2f4a46'),
+    "Q6_K": ('04d9cd43884497b6', '065cc6b2b996ca72', '065cc6b2b996ca72', '0851c9e32c38403c'),
+}
+
+
+def _edge_inputs():
+    # integer arithmetic only, so the inputs are the same on every platform
+    r = np.arange(4)[:, None]
+    c = np.arange(512)[None, :]
+    v = ((c * 37 + r * 11) % 101 - 50).astype(np.float64)
+    sparse = np.where((c * 7 + r) % 23 == 0, v / 17, 0).astype(np.float32)
+    imat = np.where(c % 2 == 0, 0, (c % 5 + 1) / 5).astype(np.float32)[0]
+    huge = (v * 6.5e36).astype(np.float32)
+    return [(sparse, imat), (sparse, np.zeros(512, np.float32)), (huge, None), (huge, imat)]
+
+
+@pytest.mark.parametrize("qtype", K_TYPES)
+def test_zero_importance_and_huge_values_match_ggml(qtype):
+    # regression: with an imatrix that is zero where a sparse row is non-zero, the searches
+    # divide by zero; ggml gets inf/NaN and carries on, numba's default error model raised
+    import hashlib
+
+    got = tuple(hashlib.sha256(kernels.quantize(x, qtype, imatrix=im).tobytes()).hexdigest()[:16]
+                for x, im in _edge_inputs())
+    assert got == GGML_EDGE_SHA256[qtype]
+
+
 def test_every_k_type_has_imatrix_cases(ggml_quants):
     # the parametrisation above must really cover both ggml paths (ref and impl)
     from reference import reference_cases
