@@ -309,14 +309,27 @@ def bench_start(repeat: int = 3, progress: Progress | None = None) -> "pandas.Da
 
 # --- forward pass ----------------------------------------------------------------------------
 
+def _ftype_names() -> dict[int, str]:
+    """general.file_type -> llama-quantize's name; aliases (Q4_K, COPY) give way to Q4_K_M, F32."""
+    from llmtk.quant_rules import FILE_TYPES
+
+    return {int(f.ftype): n for n, f in FILE_TYPES.items() if n != "COPY"}
+
+
+def canonical_type(name: str) -> str:
+    """llama-quantize's main spelling of a type name (`q4_k` -> `Q4_K_M`), as the references use."""
+    from llmtk.quant_rules import file_type
+
+    ft = file_type(name)
+    return _ftype_names().get(int(ft.ftype), ft.name) if ft.name != "COPY" else ft.name
+
+
 def _file_type_name(path: Path) -> str:
     from llmtk.gguf_file import GGUFReader
-    from llmtk.quant_rules import FILE_TYPES
 
     with GGUFReader(path) as r:
         ft = r.kv.get("general.file_type")
-    names = {int(f.ftype): n for n, f in FILE_TYPES.items()}
-    return names.get(int(ft), f"ftype {ft}") if ft is not None else "?"
+    return _ftype_names().get(int(ft), f"ftype {ft}") if ft is not None else "?"
 
 
 def is_smollm2_135m(path: str | os.PathLike) -> bool:
@@ -334,14 +347,13 @@ def _variants(model: Path, types: Sequence[str], workdir: Path | None,
     """(label, path) per requested type, made from `model` with llama-quantize's mixes into
     `workdir`; the model's own type is the file itself."""
     from llmtk.quantize import quantize_model
-    from llmtk.quant_rules import file_type
 
     own = _file_type_name(model)
     if not types:
         return [(own, model)]
     out = []
     for t in types:
-        name = file_type(t).name
+        name = canonical_type(t)
         if name == own:
             out.append((name, model))
             continue
@@ -519,15 +531,14 @@ def bench_quantize(types: Sequence[str] = DEFAULT_QUANTIZE_TYPES, *, model: str 
     """
     import pandas as pd
 
-    from llmtk.quant_rules import file_type
-
     parse_threads([threads])
     specs = []
     for t in types:
         base, _, suffix = t.partition("-")
         if suffix and suffix.lower() != "imatrix":
             raise InputError(f"type {t!r}: write TYPE or TYPE-imatrix")
-        specs.append((f"{file_type(base).name}{'-imatrix' if suffix else ''}", file_type(base).name, bool(suffix)))
+        name = canonical_type(base)
+        specs.append((f"{name}{'-imatrix' if suffix else ''}", name, bool(suffix)))
     if imatrix is None and any(s[2] for s in specs):
         sd = shared_dir()
         imatrix = sd / "llamacpp" / "smollm2" / "imatrix.gguf" if sd is not None else None

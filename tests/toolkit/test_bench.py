@@ -121,6 +121,11 @@ def test_quantize_in_a_fresh_process(shared_dir):
         bench.bench_quantize(["Q4_K_M-imatrix"], model=shared_dir / TINY, threads=1)
 
 
+def test_canonical_type_names():
+    assert [bench.canonical_type(t) for t in ("q4_k", "Q4_K_M", "Q3_K", "f32", "COPY", "iq4_xs")] == \
+        ["Q4_K_M", "Q4_K_M", "Q3_K_M", "F32", "COPY", "IQ4_XS"]
+
+
 def test_quantize_reference_times(shared_dir):
     assert bench.llama_quantize_seconds("Q4_K_M") == pytest.approx(1.95)
     assert bench.llama_quantize_seconds("Q4_K_M-imatrix") > 0
