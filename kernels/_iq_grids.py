@@ -43,6 +43,7 @@ class IQGrid:
     max_list: int           # longest list, padded
 
 
+@lru_cache(maxsize=None)
 def _gguf_levels(name: str) -> tuple[np.ndarray, tuple]:
     """(n, dim) level indices of gguf-py's grid `name`, and its value map."""
     from gguf import quants as gq
@@ -158,16 +159,26 @@ _SPECS = {
 
 
 @lru_cache(maxsize=None)
+def grid_values(name: str) -> np.ndarray:
+    """The dequantization grid of `name` (ggml's iq2xxs_grid, ..., iq1s_grid) as (n, dim)
+    uint8, int8 for IQ1_S/IQ1_M; cheap, without the quantizer tables."""
+    if name == "IQ1_M":
+        name = "IQ1_S"
+    levels, value_map = _gguf_levels(name)
+    if name == "IQ1_S":
+        return (levels.astype(np.int16) - 1).astype(np.int8)  # value map (-1, 0, 1)
+    return np.ascontiguousarray(np.asarray(value_map, dtype=np.uint8)[levels])
+
+
+@lru_cache(maxsize=None)
 def grid(name: str) -> IQGrid:
-    """The lattice of i-quant `name` (IQ1_M shares IQ1_S's), built on first use."""
+    """The lattice of i-quant `name` with its quantizer tables (IQ1_M shares IQ1_S's), built
+    on first use."""
     if name == "IQ1_M":
         return grid("IQ1_S")
     bits, kmap_size, nwant, max_level = _SPECS[name]
-    levels, value_map = _gguf_levels(name)
-    if name == "IQ1_S":
-        values = (levels.astype(np.int16) - 1).astype(np.int8)  # value map (-1, 0, 1)
-    else:
-        values = np.asarray(value_map, dtype=np.uint8)[levels]
+    levels, _ = _gguf_levels(name)
+    values = grid_values(name)
     kmap, neighbours = _build_tables(levels, bits, nwant, kmap_size, max_level)
     pad = 8 if levels.shape[1] == 4 else 16
     nq, nlev, qoff, longest = _transpose_lists(levels, kmap, neighbours, pad)

@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, prange
 
-from ._iq_grids import KSIGNS, grid
+from ._iq_grids import KSIGNS, grid, grid_values
 from ._kquant_search import make_qp_quants
 from ._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, nearest_int, put_u16
 from ._registry import register
@@ -1405,7 +1405,7 @@ _KIND = {"IQ2_XXS": 0, "IQ2_XS": 1, "IQ2_S": 2, "IQ3_XXS": 3, "IQ3_S": 4, "IQ1_S
 @lru_cache(maxsize=None)
 def _grid_values(name: str) -> np.ndarray:
     # int16 so that the uint8 (IQ2/IQ3) and int8 (IQ1) grids share one compiled signature
-    return grid(name).values.astype(np.int16)
+    return grid_values(name).astype(np.int16)
 
 
 def _dequantizer(name: str):

@@ -41,3 +41,37 @@ def test_matvec_matches_dequantized_dot(qtype):
     scale = np.abs(x8) @ np.abs(wd).T
     np.testing.assert_array_less(np.abs(ours - ref), 1e-5 * scale)
     np.testing.assert_array_less(np.abs(ours - x.astype(np.float64) @ wd.T), 0.02 * scale)
+
+
+def test_ksigns_has_even_parity():
+    from llmtk.kernels._iq_grids import KSIGNS
+
+    assert KSIGNS.shape == (128,)
+    assert all(bin(int(v)).count("1") % 2 == 0 and int(v) & 127 == i for i, v in enumerate(KSIGNS))
+
+
+@pytest.mark.parametrize("name,dim,bits,nwant,max_level", [
+    ("IQ2_XXS", 8, 2, 2, 2), ("IQ2_XS", 8, 2, 2, 2), ("IQ2_S", 8, 2, 1, 2), ("IQ1_S", 8, 2, 3, 2),
+    ("IQ3_XXS", 4, 3, 2, 7), ("IQ3_S", 4, 3, 3, 7)])
+def test_neighbour_lists_are_the_nearest_grid_points(name, dim, bits, nwant, max_level):
+    """Spot-check the tables against a brute force: every grid point maps to itself, and an
+    off-grid point lists all grid points of its `nwant` smallest distances by (distance, index)."""
+    from llmtk.kernels._iq_grids import grid
+
+    g = grid(name)
+    n = g.levels.shape[0]
+    packed = (g.levels.astype(np.int64) << (bits * np.arange(dim))).sum(axis=1)
+    assert np.array_equal(g.kmap[packed], np.arange(n))
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        lv = rng.integers(0, max_level + 1, dim)
+        u = int((lv << (bits * np.arange(dim))).sum())
+        if g.kmap[u] >= 0:
+            continue
+        d2 = (((2 * g.levels.astype(np.int64) + 1) - (2 * lv + 1)) ** 2).sum(axis=1)
+        keep = np.isin(d2, np.unique(d2)[:nwant])
+        order = np.lexsort((np.arange(n), d2))
+        want = order[keep[order]]
+        off = -int(g.kmap[u]) - 1
+        got = g.neighbours[off + 1:off + 1 + g.neighbours[off]]
+        assert np.array_equal(got, want), (name, lv)
