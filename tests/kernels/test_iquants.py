@@ -73,5 +73,5 @@ def test_neighbour_lists_are_the_nearest_grid_points(name, dim, bits, nwant, max
         order = np.lexsort((np.arange(n), d2))
         want = order[keep[order]]
         off = -int(g.kmap[u]) - 1
-        got = g.neighbours[off + 1:off + 1 + g.neighbours[off]]
+        got = g.neighbours[off + 1:off + 1 + int(g.neighbours[off])]
         assert np.array_equal(got, want), (name, lv)
