@@ -356,9 +356,10 @@ def _dequantize_row_q5_K(x, y, n16):
             d2 = d * np.float32(sc)
             m2 = vmin * np.float32(m)
             for l in range(n32):
-                y[out + l] = d1 * np.float32((x[ql + l] & 0xF) + (16 if x[qh + l] & u1 else 0)) - m1
-            for l in range(n32):
-                y[out + 32 + l] = d2 * np.float32((x[ql + l] >> 4) + (16 if x[qh + l] & u2 else 0)) - m2
+                v = x[ql + l]
+                h = x[qh + l]
+                y[out + l] = d1 * np.float32((v & 0xF) + (16 if h & u1 else 0)) - m1
+                y[out + 32 + l] = d2 * np.float32((v >> 4) + (16 if h & u2 else 0)) - m2
 
 
 @njit(cache=True, error_model="numpy")
@@ -413,13 +414,13 @@ def _dequantize_row_q6_K(x, y, n16):
                 ds3 = d * np.float32(_i8(_b(x, s + 4)))
                 ds4 = d * np.float32(_i8(_b(x, s + 6)))
                 for l in range(n16):
-                    y[out + l] = ds1 * np.float32(((x[a + l] & 0xF) | ((x[h + l] & 3) << 4)) - 32)
-                for l in range(n16):
-                    y[out + 32 + l] = ds2 * np.float32(((x[a + 32 + l] & 0xF) | (((x[h + l] >> 2) & 3) << 4)) - 32)
-                for l in range(n16):
-                    y[out + 64 + l] = ds3 * np.float32(((x[a + l] >> 4) | (((x[h + l] >> 4) & 3) << 4)) - 32)
-                for l in range(n16):
-                    y[out + 96 + l] = ds4 * np.float32(((x[a + 32 + l] >> 4) | (((x[h + l] >> 6) & 3) << 4)) - 32)
+                    lo = x[a + l]
+                    hi = x[a + 32 + l]
+                    hh = x[h + l]
+                    y[out + l] = ds1 * np.float32(((lo & 0xF) | ((hh & 3) << 4)) - 32)
+                    y[out + 32 + l] = ds2 * np.float32(((hi & 0xF) | (((hh >> 2) & 3) << 4)) - 32)
+                    y[out + 64 + l] = ds3 * np.float32(((lo >> 4) | (((hh >> 4) & 3) << 4)) - 32)
+                    y[out + 96 + l] = ds4 * np.float32(((hi >> 4) | (((hh >> 6) & 3) << 4)) - 32)
 
 
 @njit(cache=True, error_model="numpy")
