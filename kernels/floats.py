@@ -24,19 +24,25 @@ def _quantize_f16(x, out):
             out[r, j] = fp32_to_fp16(x[r, j])
 
 
+_U32 = np.uint32
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _dequantize_f16(h, out):
     """ggml_fp16_to_fp32_row: ggml_compute_fp16_to_fp32's bit arithmetic, which (unlike a table
-    lookup) the loop vectorizer turns into SIMD; `out` is the uint32 view of the float32 result."""
+    lookup) the loop vectorizer turns into SIMD; `out` is the uint32 view of the float32 result.
+    numba widens uint32 arithmetic to 64 bits, so every step is cast back to uint32 (the
+    32-bit wrap of `w + w` is part of the algorithm, and 32-bit lanes vectorize twice as wide)."""
     for r in prange(h.shape[0]):
         for j in range(h.shape[1]):
-            w = np.int64(h[r, j]) << 16
-            sign = w & 0x80000000
-            two_w = (w + w) & 0xFFFFFFFF
-            normalized = f32_from_bits((two_w >> 4) + (0xE0 << 23)) * F32(2.0 ** -112)
-            denormalized = f32_from_bits((two_w >> 17) | (126 << 23)) - F32(0.5)
-            bits = f32_bits(denormalized) if two_w < (1 << 27) else f32_bits(normalized)
-            out[r, j] = sign | bits
+            w = _U32(_U32(h[r, j]) << _U32(16))
+            sign = _U32(w & _U32(0x80000000))
+            two_w = _U32(w + w)
+            normalized = f32_from_bits(_U32(_U32(two_w >> _U32(4)) + _U32(0xE0 << 23))) * F32(2.0 ** -112)
+            denormalized = f32_from_bits(_U32(_U32(two_w >> _U32(17)) | _U32(126 << 23))) - F32(0.5)
+            nb = _U32(f32_bits(normalized))
+            db = _U32(f32_bits(denormalized))
+            out[r, j] = _U32(sign | (db if two_w < _U32(1 << 27) else nb))
 
 
 def quantize_f16(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:

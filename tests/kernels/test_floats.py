@@ -44,6 +44,16 @@ def test_f16_is_ieee_round_to_nearest_even():
     np.testing.assert_array_equal(back[finite], h.view(np.float16)[finite].astype(np.float32))
 
 
+def test_f16_decoding_matches_the_table_for_every_half():
+    # the vectorized bit arithmetic of the F16 dequantizer against the 65536-entry table built
+    # from ggml_compute_fp16_to_fp32 in NumPy (which the other kernels use), NaNs included
+    from llmtk.kernels._numeric import FP16_TO_FP32
+
+    h = np.arange(0x10000, dtype=np.uint16)
+    back = kernels.dequantize(h.view(np.uint8), "F16", (0x10000,))
+    np.testing.assert_array_equal(back.view(np.uint32), FP16_TO_FP32.view(np.uint32))
+
+
 def test_bf16_rounding_hand_values():
     # 1 + 2^-8 is a tie -> even (1.0); 1 + 3*2^-8 is a tie -> up; 1 + 2^-8 + 2^-20 rounds up
     x = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -2.5, 3.4e38], dtype=np.float32)
