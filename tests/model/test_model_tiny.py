@@ -126,3 +126,17 @@ def test_phi3_longrope_switches_to_long_factors_past_the_original_context(built)
     assert np.abs(long - ref_long).max() / scale < REL_TOL
     assert np.abs(short - ref_short).max() / scale < REL_TOL
     assert np.abs(long[:60] - short).max() / scale > 100 * REL_TOL
+
+
+def test_threads_do_not_change_logits(built):
+    # two threads: kv heads attended in parallel, numba matvecs on two workers
+    hf, path = built("qwen3")
+    toks = _tokens(13, seed=6)
+    with load_model(path, threads=1) as one, load_model(path, threads=2) as two:
+        a = one.forward(toks)
+        c1, c2 = one.new_cache(16), two.new_cache(16)
+        b = two.forward(toks)
+        for i in range(3):
+            np.testing.assert_allclose(one.forward(toks[i:i + 1], c1), two.forward(toks[i:i + 1], c2),
+                                       rtol=0, atol=1e-6 * np.abs(a).max())
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(a).max())

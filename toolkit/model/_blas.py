@@ -81,3 +81,17 @@ def numba_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(old)
+
+
+def auto_threads() -> int:
+    """All cores, or one when the machine is already saturated (1-minute load average >= cores).
+
+    Thread pools that spin while they wait (OpenBLAS, OpenMP) collapse on an oversubscribed
+    machine: on a shared 2-core box at load 9, two threads ran 2-10x slower than one.
+    """
+    n = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0] >= n
+    except OSError:
+        busy = False
+    return 1 if busy else n

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -162,7 +163,9 @@ class Model:
     def __init__(self, reader: Any, *, weight_budget: int = DEFAULT_BUDGET, threads: int | None = None,
                  owns_reader: bool = False):
         self.reader = reader
-        self.threads = threads
+        # BLAS and numba threads during forward; None picks all cores unless the machine is busy
+        self.threads = threads if threads is not None else _blas.auto_threads()
+        log.debug("llmtk.model: %d thread(s)", self.threads)
         self._owns_reader = owns_reader
         kv = reader.kv
         arch = kv.get("general.architecture")
@@ -182,6 +185,8 @@ class Model:
         self._rope_short = "rope_factors_short.weight" if "rope_factors_short.weight" in tensors else None
         self._rope_freqs = "rope_freqs.weight" if "rope_freqs.weight" in tensors else None
         self._biases: dict[str, np.ndarray] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         hp = self.hp
         if self.spec.attn_scale is not None:
             self.kq_scale = self.spec.attn_scale(hp)
@@ -197,6 +202,9 @@ class Model:
         return KVCache(self.hp, n_ctx)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._owns_reader and hasattr(self.reader, "close"):
             self.reader.close()
 
@@ -285,23 +293,39 @@ class Model:
 
     def _attend(self, Q: np.ndarray, K: np.ndarray, V: np.ndarray, out: np.ndarray,
                 chunks: list[tuple[int, int, int, int, np.ndarray]]) -> None:
-        """out = softmax(Q K^T + mask) V per kv head and query chunk (Q already scaled)."""
+        """out = softmax(Q K^T + mask) V per kv head and query chunk (Q already scaled).
+
+        Each kv head is an independent task (its own sgemms on one BLAS thread and its own
+        softmax, both releasing the GIL), spread over the model's worker threads.
+        """
         n_kv, g, n, head_k = Q.shape
-        head_v = V.shape[2]
-        for c0, c1, t0, t1, mask in chunks:
-            m = c1 - c0
-            Qc = Q if m == n else np.ascontiguousarray(Q[:, :, c0:c1])
-            Qc = Qc.reshape(n_kv, g * m, head_k)
-            s = np.empty((n_kv, g * m, t1 - t0), dtype=F32)
-            o = np.empty((n_kv, g * m, head_v), dtype=F32)
-            # one sgemm per kv head: np.matmul over the stack is far slower with threaded BLAS
+
+        def head(h: int) -> None:
+            for c0, c1, t0, t1, mask in chunks:
+                m = c1 - c0
+                Qc = Q[h] if m == n else np.ascontiguousarray(Q[h, :, c0:c1])
+                s = np.dot(Qc.reshape(g * m, head_k), K[h, t0:t1].T)   # (g*m, t1-t0)
+                s.reshape(g, m, t1 - t0)[...] += mask
+                ops.softmax_(s)
+                out[h, :, c0:c1] = np.dot(s, V[h, t0:t1]).reshape(g, m, -1)
+
+        pool = self._workers()
+        if pool is None or n_kv == 1 or n == 1:
             for h in range(n_kv):
-                np.dot(Qc[h], K[h, t0:t1].T, out=s[h])
-            s.reshape(n_kv, g, m, t1 - t0)[...] += mask
-            ops.softmax_(s)
-            for h in range(n_kv):
-                np.dot(s[h], V[h, t0:t1], out=o[h])
-            out[:, :, c0:c1] = o.reshape(n_kv, g, m, head_v)
+                head(h)
+        else:
+            list(pool.map(head, range(n_kv)))
+
+    def _workers(self) -> ThreadPoolExecutor | None:
+        n = self.threads
+        if n <= 1:
+            return None
+        if self._pool is None or self._pool_size != n:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="llmtk-attn")
+            self._pool_size = n
+        return self._pool
 
     def _ffn(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
         L = self.layers[il]
@@ -417,8 +441,8 @@ def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET,
     """Open a GGUF model (a path or an open `GGUFReader`) for `Model.forward`.
 
     `weight_budget` bounds the bytes of float32 weights kept dequantized between calls;
-    `threads` sets the BLAS and numba thread counts during `forward` (None: their defaults,
-    all cores).
+    `threads` sets the BLAS and numba thread counts during `forward` (None: all cores, or one
+    when the 1-minute load average already reaches the core count). `Model.threads` may be changed.
     """
     owns = isinstance(path, (str, Path))
     if owns and not Path(path).is_file():
