@@ -93,7 +93,7 @@ def _put_q5(y, off_qh, off_qs, L):
 
 
 @njit(cache=True, error_model="numpy")
-def _q5_0_block(xb, y, L):
+def _q5_0_block(xb, y):
     """quantize_row_q5_0_ref. # d:2 qh:4 qs:16"""
     amax = F32(0.0)
     max_ = F32(0.0)
@@ -117,7 +117,7 @@ def _q5_0_block(xb, y, L):
 
 
 @njit(cache=True, error_model="numpy")
-def _q5_1_block(xb, y, L):
+def _q5_1_block(xb, y):
     """quantize_row_q5_1_ref. # d:2 m:2 qh:4 qs:16"""
     min_ = xb[0]
     max_ = xb[0]
@@ -209,7 +209,7 @@ def _q2_0_block(xb, y):
 
 
 @njit(cache=True, error_model="numpy")
-def _quantize_row(kind, x, y, qk, ts, L):
+def _quantize_row(kind, x, y, qk, ts):
     nb = x.shape[0] // qk
     for i in range(nb):
         xb = x[i * qk:(i + 1) * qk]
@@ -219,9 +219,9 @@ def _quantize_row(kind, x, y, qk, ts, L):
         elif kind == Q4_1:
             _q4_1_block(xb, yb)
         elif kind == Q5_0:
-            _q5_0_block(xb, yb, L)
+            _q5_0_block(xb, yb)
         elif kind == Q5_1:
-            _q5_1_block(xb, yb, L)
+            _q5_1_block(xb, yb)
         elif kind == Q8_0:
             _q8_0_block(xb, yb)
         elif kind == Q8_1:
@@ -235,8 +235,7 @@ def _quantize_row(kind, x, y, qk, ts, L):
 @njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_rows(kind, x, out, qk, ts):
     for r in prange(x.shape[0]):
-        L = np.empty(32, dtype=np.int64)
-        _quantize_row(kind, x[r], out[r], qk, ts, L)
+        _quantize_row(kind, x[r], out[r], qk, ts)
 
 
 # --- imatrix quantizers ------------------------------------------------------------------------

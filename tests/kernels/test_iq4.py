@@ -49,3 +49,20 @@ def test_iq4_xs_zero_row_has_negative_zero_scale():
 @pytest.mark.parametrize("qtype", IQ4_TYPES)
 def test_matvec(qtype):
     check_matvec(qtype, cols=512)
+
+
+@pytest.mark.parametrize("qtype", IQ4_TYPES)
+def test_results_do_not_depend_on_thread_count(qtype):
+    import numba
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 512)).astype(np.float32)
+    imat = rng.random(512).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = kernels.quantize(x, qtype, imatrix=imat)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, kernels.quantize(x, qtype, imatrix=imat))
+    np.testing.assert_array_equal(kernels.quantize(x[2:3], qtype, imatrix=imat), one[2:3])
