@@ -23,7 +23,7 @@ def test_half_conversion_is_exact_for_every_finite_half():
     @njit
     def all_halves(out):
         for h in range(65536):
-            out[h] = decode._half(np.int32(h))
+            out[h] = decode._half(np.uint16(h))
 
     got = np.empty(65536, np.float32)
     all_halves(got)

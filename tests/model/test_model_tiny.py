@@ -37,7 +37,10 @@ def test_logits_match_transformers(built, name):
     ref = hf_logits(hf, toks)
     with load_model(path) as m:
         got = m.forward(toks)
+        last = m.forward(toks, all_logits=False)
     assert got.shape == ref.shape and got.dtype == np.float32
+    assert last.shape == (1, ref.shape[1])
+    assert np.abs(last - got[-1:]).max() / np.abs(ref).max() < REL_TOL
     scale = np.abs(ref).max()
     assert scale > 1.0  # a model whose logits are all ~0 would match anything
     rel = np.abs(got - ref).max() / scale

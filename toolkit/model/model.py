@@ -375,21 +375,23 @@ class Model:
 
     # --- the forward pass ----------------------------------------------------------------
 
-    def forward(self, tokens: npt.ArrayLike, cache: KVCache | None = None,
-                hook: Hook | None = None) -> npt.NDArray[np.float32]:
+    def forward(self, tokens: npt.ArrayLike, cache: KVCache | None = None, hook: Hook | None = None, *,
+                all_logits: bool = True) -> npt.NDArray[np.float32]:
         """Logits (n, n_vocab) float32 for `tokens` (n,) int32, continuing `cache` if given.
 
         Without a cache the tokens are a fresh sequence at positions 0..n-1. With one they sit
         at positions cache.n_past.. and are appended to it, so decoding one token at a time
         gives the same logits as one forward over the whole sequence. `hook(name, x)` sees the
-        float32 activations entering every matmul (for importance matrices).
+        float32 activations entering every matmul (for importance matrices). `all_logits=False`
+        returns only the last token's row (1, n_vocab), as llama.cpp computes for generation.
         """
         # decoding runs its matvecs on numba threads: keep OpenBLAS's workers from competing
         n = int(np.size(tokens))
         with _blas.threads(1 if n <= DECODE_ROWS else self.threads), _blas.numba_threads(self.threads):
-            return self._forward(tokens, cache, hook)
+            return self._forward(tokens, cache, hook, all_logits)
 
-    def _forward(self, tokens: npt.ArrayLike, cache: KVCache | None, hook: Hook | None) -> npt.NDArray[np.float32]:
+    def _forward(self, tokens: npt.ArrayLike, cache: KVCache | None, hook: Hook | None,
+                 all_logits: bool) -> npt.NDArray[np.float32]:
         hp, spec = self.hp, self.spec
         ids = np.asarray(tokens)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
@@ -429,7 +431,7 @@ class Model:
             x = x + h
         cache.n_past += n
 
-        x = self._norm(x, "output_norm.weight")
+        x = self._norm(x if all_logits else x[-1:], "output_norm.weight")
         logits = self._mm(x, self.output, hook, self.output_bias)
         if hp.softcap:
             logits = (np.tanh(logits / F32(hp.softcap)) * F32(hp.softcap)).astype(F32)
