@@ -32,12 +32,11 @@ class IQGrid:
     values: np.ndarray
     kmap: np.ndarray        # int32 (kmap_size,)
     neighbours: np.ndarray  # uint16, count-prefixed lists
-    # For the list at offset o with count c, padded to cp = c rounded up to `pad`: the odd
-    # coordinates 2l+1 of its points coordinate-major, nq[qoff[o] + i*cp + j] for point j and
-    # coordinate i (float32), and the levels l in the same layout (nlev). A search then scores
-    # `pad` points at once in SIMD lanes, each point's sum still in C's coordinate order.
-    nq: np.ndarray
-    nlev: np.ndarray
+    # For the list at offset o with count c, padded to cp = c rounded up to `pad`: its points'
+    # coordinates coordinate-major, tab[qoff[o] + i*cp + j] for point j and coordinate i
+    # (float32): the odd values 2l+1 the IQ2/IQ3 searches compare, the levels l for IQ1's. A
+    # search then scores `pad` points at once in SIMD lanes, each sum still in C's order.
+    tab: np.ndarray
     qoff: np.ndarray        # int64 (neighbours.size,), meaningful at list offsets
     pad: int
     max_list: int           # longest list, padded
@@ -119,7 +118,7 @@ def _build_tables(levels, bits, nwant, kmap_size, max_level):
 
 
 @njit(cache=True)
-def _transpose_lists(levels, kmap, neighbours, pad):
+def _transpose_lists(levels, neighbours, pad, odd):
     n, dim = levels.shape
     qoff = np.full(neighbours.size, -1, dtype=np.int64)
     total = 0
@@ -132,8 +131,7 @@ def _transpose_lists(levels, kmap, neighbours, pad):
         total += cp * dim
         longest = max(longest, cp)
         o += 1 + c
-    nq = np.zeros(total, dtype=np.float32)
-    nlev = np.zeros(total, dtype=np.float32)
+    tab = np.zeros(total, dtype=np.float32)
     o = 0
     while o < neighbours.size:
         c = np.int64(neighbours[o])
@@ -141,10 +139,10 @@ def _transpose_lists(levels, kmap, neighbours, pad):
         for j in range(c):
             g = np.int64(neighbours[o + 1 + j])
             for i in range(dim):
-                nq[qoff[o] + i * cp + j] = np.float32(2 * levels[g, i] + 1)
-                nlev[qoff[o] + i * cp + j] = np.float32(levels[g, i])
+                lv = levels[g, i]
+                tab[qoff[o] + i * cp + j] = np.float32(2 * lv + 1) if odd else np.float32(lv)
         o += 1 + c
-    return nq, nlev, qoff, longest
+    return tab, qoff, longest
 
 
 # name in gguf-py, bits per coordinate in kmap indices, kmap size, nwant, max level the quantizer uses
@@ -181,5 +179,5 @@ def grid(name: str) -> IQGrid:
     values = grid_values(name)
     kmap, neighbours = _build_tables(levels, bits, nwant, kmap_size, max_level)
     pad = 8 if levels.shape[1] == 4 else 16
-    nq, nlev, qoff, longest = _transpose_lists(levels, kmap, neighbours, pad)
-    return IQGrid(levels, np.ascontiguousarray(values), kmap, neighbours, nq, nlev, qoff, pad, int(longest))
+    tab, qoff, longest = _transpose_lists(levels, neighbours, pad, name != "IQ1_S")
+    return IQGrid(levels, values, kmap, neighbours, tab, qoff, pad, int(longest))

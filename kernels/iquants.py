@@ -6,6 +6,13 @@ points off the grid. Arithmetic is float32 in the C order (ints converted to flo
 no fastmath, no FMA. Dequantizers follow `dequantize_row_<type>`; dot products against Q8_K
 activations follow `ggml_vec_dot_<type>_q8_K_generic`.
 
+Speed without changing a single float: ggml's hot loops are latency-bound scalar chains, so
+the work is regrouped where C's order allows it. A neighbour list is scored in SIMD lanes (one
+point per lane, its sum over coordinates in C's order); the per-value level rounding of a scale
+trial is one vector loop; IQ1's split-point search computes the terms that depend on one split
+only once, fills each row of candidates in a vector pass and scans them in C's order only when
+one can beat the best so far; its stable sort is a rank count.
+
 Byte layouts (ggml-common.h), per super-block of 256 values:
   IQ2_XXS  d:2 qs:64 (8 x [4 grid bytes, u32 signs 4x7 bits | scale<<28])
   IQ2_XS   d:2 qs:64 (32 x u16 grid 9 bits | signs<<9) scales:8
@@ -1250,11 +1257,6 @@ def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
 # dot products against Q8_K activations (ggml_vec_dot_<type>_q8_K_generic)
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always")
-def _sgn(v, negative):
-    return -v if negative else v
-
-
 @njit(cache=True, error_model="numpy")
 def _vec_dot(kind, ts, w, d8, q8, bsums8, grid_v, ksigns):
     """One weight row `w` against one Q8_K row (d8 (nb,), q8 (cols,) int8, bsums8 (nb*16,)):
@@ -1328,7 +1330,7 @@ def _vec_dot(kind, ts, w, d8, q8, bsums8, grid_v, ksigns):
                     g = np.int64(b[2 + 8 * ib32 + l])
                     signs = np.int64(ksigns[(aux1 >> (7 * l)) & 127])
                     for j in range(8):
-                        sumi += _sgn(np.int64(grid_v[g, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                        sumi += _signed(np.int64(grid_v[g, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
                 bsum += sumi * ls
             elif kind == 1:  # IQ2_XS
                 sc = np.int64(b[66 + ib32])
@@ -1340,7 +1342,7 @@ def _vec_dot(kind, ts, w, d8, q8, bsums8, grid_v, ksigns):
                         g = q & 511
                         signs = np.int64(ksigns[q >> 9])
                         for j in range(8):
-                            sumi += _sgn(np.int64(grid_v[g, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                            sumi += _signed(np.int64(grid_v[g, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
                     bsum += sumi * ls
             elif kind == 2:  # IQ2_S
                 sc = np.int64(b[74 + ib32])
@@ -1352,7 +1354,7 @@ def _vec_dot(kind, ts, w, d8, q8, bsums8, grid_v, ksigns):
                     signs = np.int64(b[34 + 4 * ib32 + l])
                     t = 0
                     for j in range(8):
-                        t += _sgn(np.int64(q8[oq + 8 * l + j]) * np.int64(grid_v[g, j]), (signs >> j) & 1)
+                        t += _signed(np.int64(q8[oq + 8 * l + j]) * np.int64(grid_v[g, j]), (signs >> j) & 1)
                     if l < 2:
                         sumi1 += t
                     else:
@@ -1367,8 +1369,8 @@ def _vec_dot(kind, ts, w, d8, q8, bsums8, grid_v, ksigns):
                     g2 = np.int64(b[2 + 8 * ib32 + 2 * l + 1])
                     signs = np.int64(ksigns[(aux32 >> (7 * l)) & 127])
                     for j in range(4):
-                        sumi += _sgn(np.int64(grid_v[g1, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
-                        sumi += _sgn(np.int64(grid_v[g2, j]) * np.int64(q8[oq + 8 * l + j + 4]), (signs >> (j + 4)) & 1)
+                        sumi += _signed(np.int64(grid_v[g1, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                        sumi += _signed(np.int64(grid_v[g2, j]) * np.int64(q8[oq + 8 * l + j + 4]), (signs >> (j + 4)) & 1)
                 bsum += sumi * ls
             else:  # IQ3_S
                 sc = np.int64(b[106 + ib32 // 2])
@@ -1380,8 +1382,8 @@ def _vec_dot(kind, ts, w, d8, q8, bsums8, grid_v, ksigns):
                     g2 = np.int64(b[2 + 8 * ib32 + 2 * l + 1]) | ((qh << (7 - 2 * l)) & 256)
                     signs = np.int64(b[74 + 4 * ib32 + l])
                     for j in range(4):
-                        sumi += _sgn(np.int64(grid_v[g1, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
-                        sumi += _sgn(np.int64(grid_v[g2, j]) * np.int64(q8[oq + 8 * l + j + 4]), (signs >> (j + 4)) & 1)
+                        sumi += _signed(np.int64(grid_v[g1, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                        sumi += _signed(np.int64(grid_v[g2, j]) * np.int64(q8[oq + 8 * l + j + 4]), (signs >> (j + 4)) & 1)
                 bsum += sumi * ls
         sumf += d * F32(bsum)
     if kind == 0 or kind == 1 or kind == 2:
@@ -1465,7 +1467,6 @@ _QUANTIZE_ROWS = {"IQ1_S": _quantize_iq1_s, "IQ1_M": _quantize_iq1_m, "IQ2_XXS":
 
 def _quantizer(name: str):
     rows_fn, ts = _QUANTIZE_ROWS[name], _TS[name]
-    iq1 = name.startswith("IQ1")
 
     def quantize(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         g = grid(name)
@@ -1473,7 +1474,7 @@ def _quantizer(name: str):
         has_qw = imatrix is not None
         qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has_qw else np.zeros(x.shape[1], np.float32)
         rows_fn(np.ascontiguousarray(x, dtype=np.float32), qw, has_qw, out, g.levels, g.kmap, g.neighbours,
-                (g.nlev if iq1 else g.nq, g.qoff), g.max_list)
+                (g.tab, g.qoff), g.max_list)
         return out
 
     quantize.__doc__ = f"quantize_{name.lower()}: (rows, cols) float32, imatrix (cols,) or None -> uint8."

@@ -75,3 +75,19 @@ def test_neighbour_lists_are_the_nearest_grid_points(name, dim, bits, nwant, max
         off = -int(g.kmap[u]) - 1
         got = g.neighbours[off + 1:off + 1 + int(g.neighbours[off])]
         assert np.array_equal(got, want), (name, lv)
+
+
+@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "IQ1_M"])
+def test_quantize_does_not_depend_on_thread_count(qtype):
+    import numba
+    from llmtk import kernels
+
+    x = np.random.default_rng(3).standard_normal((6, 512)).astype(np.float32)
+    imatrix = np.linspace(0.1, 3.0, 512, dtype=np.float32)
+    n = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = kernels.quantize(x, qtype, imatrix=imatrix)
+    finally:
+        numba.set_num_threads(n)
+    assert np.array_equal(one, kernels.quantize(x, qtype, imatrix=imatrix))
