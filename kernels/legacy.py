@@ -444,55 +444,105 @@ def _quantize_rows_imatrix(kind, x, out, qw, ts):
 # --- dequantize ------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _dequantize_row(kind, q, y, qk, ts):
-    """dequantize_row_* of ggml (Q8_1, which ggml never dequantizes, as qs * d)."""
-    nb = y.shape[0] // qk
-    for i in range(nb):
-        b = q[i * ts:(i + 1) * ts]
-        yb = y[i * qk:(i + 1) * qk]
-        d = fp16_to_fp32(get_u16(b, 0))
-        if kind == Q4_0:
-            for j in range(16):
-                yb[j] = F32((b[2 + j] & 0x0F) - 8) * d
-                yb[j + 16] = F32((b[2 + j] >> 4) - 8) * d
-        elif kind == Q4_1:
-            m = fp16_to_fp32(get_u16(b, 2))
-            for j in range(16):
-                yb[j] = F32(b[4 + j] & 0x0F) * d + m
-                yb[j + 16] = F32(b[4 + j] >> 4) * d + m
-        elif kind == Q5_0 or kind == Q5_1:
-            o = 2 if kind == Q5_0 else 4
-            m = F32(0.0) if kind == Q5_0 else fp16_to_fp32(get_u16(b, 2))
-            off = 16 if kind == Q5_0 else 0
-            qh = (np.int64(b[o]) | (np.int64(b[o + 1]) << 8) | (np.int64(b[o + 2]) << 16)
-                  | (np.int64(b[o + 3]) << 24))
-            for j in range(16):
-                xh_0 = ((qh >> j) << 4) & 0x10
-                xh_1 = (qh >> (j + 12)) & 0x10
-                x0 = ((b[o + 4 + j] & 0x0F) | xh_0) - off
-                x1 = ((b[o + 4 + j] >> 4) | xh_1) - off
-                if kind == Q5_0:
-                    yb[j] = F32(x0) * d
-                    yb[j + 16] = F32(x1) * d
-                else:
-                    yb[j] = F32(x0) * d + m
-                    yb[j + 16] = F32(x1) * d + m
-        elif kind == Q8_0 or kind == Q8_1:
-            o = 2 if kind == Q8_0 else 4
-            for j in range(qk):  # run-time count: loop-vectorized (a constant 32 is unrolled, scalar)
-                yb[j] = F32(np.int8(b[o + j])) * d
-        elif kind == Q1_0:
+def _dq_q4(q, y, h, m_off, off, ts):
+    """dequantize_row_q4_0 (off 8, no m) / dequantize_row_q4_1 (m at m_off)."""
+    n16 = min(h, 16)
+    for i in range(y.shape[0] // 32):
+        o = ts * i
+        d = fp16_to_fp32(get_u16(q, o))
+        m = fp16_to_fp32(get_u16(q, o + 2)) if m_off else F32(0.0)
+        ob = o + 2 + m_off
+        if m_off:
+            for j in range(n16):
+                b = np.int32(q[ob + j])
+                y[32 * i + j] = F32((b & 0x0F) - off) * d + m
+                y[32 * i + j + 16] = F32((b >> 4) - off) * d + m
+        else:
+            for j in range(n16):
+                b = np.int32(q[ob + j])
+                y[32 * i + j] = F32((b & 0x0F) - off) * d
+                y[32 * i + j + 16] = F32((b >> 4) - off) * d
+
+
+@njit(cache=True, error_model="numpy")
+def _dq_q5(q, y, h, m_off, off, ts):
+    """dequantize_row_q5_0 (off 16, no m) / dequantize_row_q5_1 (m at m_off)."""
+    n16 = min(h, 16)
+    for i in range(y.shape[0] // 32):
+        o = ts * i
+        d = fp16_to_fp32(get_u16(q, o))
+        m = fp16_to_fp32(get_u16(q, o + 2)) if m_off else F32(0.0)
+        oh = o + 2 + m_off
+        qh = np.int32(get_u16(q, oh) | (get_u16(q, oh + 2) << 16))
+        if m_off:
+            for j in range(n16):
+                b = np.int32(q[oh + 4 + j])
+                jj = np.int32(j)
+                x0 = ((b & 0x0F) | (((qh >> jj) << 4) & 0x10)) - off
+                x1 = ((b >> 4) | ((qh >> (jj + 12)) & 0x10)) - off
+                y[32 * i + j] = F32(x0) * d + m
+                y[32 * i + j + 16] = F32(x1) * d + m
+        else:
+            for j in range(n16):
+                b = np.int32(q[oh + 4 + j])
+                jj = np.int32(j)
+                x0 = ((b & 0x0F) | (((qh >> jj) << 4) & 0x10)) - off
+                x1 = ((b >> 4) | ((qh >> (jj + 12)) & 0x10)) - off
+                y[32 * i + j] = F32(x0) * d
+                y[32 * i + j + 16] = F32(x1) * d
+
+
+@njit(cache=True, error_model="numpy")
+def _dq_q8(q, y, h, ob, ts):
+    """dequantize_row_q8_0 (qs at 2) / Q8_1 (qs at 4): qs * d."""
+    n32 = min(2 * h, 32)
+    for i in range(y.shape[0] // 32):
+        o = ts * i
+        d = fp16_to_fp32(get_u16(q, o))
+        for j in range(n32):
+            y[32 * i + j] = F32(np.int8(q[o + ob + j])) * d
+
+
+@njit(cache=True, error_model="numpy")
+def _dequantize_row(kind, q, y, h):
+    """dequantize_row_* of ggml (Q8_1, which ggml never dequantizes, as qs * d).
+
+    `h` is 16 passed at run time and the inner loops run min(h, 16) times: LLVM fully unrolls a
+    constant 16 and leaves it scalar (numba runs no SLP vectorizer), while a run-time count with
+    a known maximum is loop-vectorized (block strides must stay compile-time constants, hence
+    the literal type sizes below). Per value the arithmetic is ggml's; vectorizing changes no bits.
+    """
+    if kind == Q4_0:
+        _dq_q4(q, y, h, 0, 8, 18)
+    elif kind == Q4_1:
+        _dq_q4(q, y, h, 2, 0, 20)
+    elif kind == Q5_0:
+        _dq_q5(q, y, h, 0, 16, 22)
+    elif kind == Q5_1:
+        _dq_q5(q, y, h, 2, 0, 24)
+    elif kind == Q8_0:
+        _dq_q8(q, y, h, 2, 34)
+    elif kind == Q8_1:
+        _dq_q8(q, y, h, 4, 36)
+    elif kind == Q1_0:
+        for i in range(y.shape[0] // 128):
+            b = q[i * 18:(i + 1) * 18]
+            yb = y[i * 128:(i + 1) * 128]
+            d = fp16_to_fp32(get_u16(b, 0))
             for j in range(128):
                 yb[j] = d if (b[2 + j // 8] >> (j % 8)) & 1 else -d
-        else:
-            for j in range(64):
-                yb[j] = F32(((b[2 + j // 4] >> (2 * (j % 4))) & 3) - 1) * d
+    else:
+        n64 = min(4 * h, 64)
+        for i in range(y.shape[0] // 64):
+            d = fp16_to_fp32(get_u16(q, 18 * i))
+            for j in range(n64):
+                y[64 * i + j] = F32(((np.int32(q[18 * i + 2 + (j >> 2)]) >> np.int32(2 * (j & 3))) & 3) - 1) * d
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _dequantize_rows(kind, data, out, qk, ts):
+def _dequantize_rows(kind, data, out, h):
     for r in prange(data.shape[0]):
-        _dequantize_row(kind, data[r], out[r], qk, ts)
+        _dequantize_row(kind, data[r], out[r], h)
 
 
 # --- dot products ----------------------------------------------------------------------------
@@ -595,7 +645,7 @@ def _make(name: str):
 
     def dequantize(data: np.ndarray, cols: int) -> np.ndarray:
         out = np.empty((data.shape[0], cols), dtype=np.float32)
-        _dequantize_rows(kind, np.ascontiguousarray(data), out, qk, ts)
+        _dequantize_rows(kind, np.ascontiguousarray(data), out, 16)
         return out
 
     quantize.__doc__ = f"ggml's quantize_{name.lower()} on (rows, cols) float32."
