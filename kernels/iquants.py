@@ -1410,11 +1410,17 @@ def _grid_values(name: str) -> np.ndarray:
     return grid_values(name).astype(np.int16)
 
 
+@lru_cache(maxsize=None)
+def _grid_floats(name: str) -> np.ndarray:
+    # the same small integers as float32 (exact): C's int-to-float conversion done once
+    return grid_values(name).astype(np.float32)
+
+
 def _dequantizer(name: str):
     kind, ts = _KIND[name], _TS[name]
 
     def dequantize(data: np.ndarray, cols: int) -> np.ndarray:
-        return _dequantize_rows(kind, np.ascontiguousarray(data), cols, ts, _grid_values(name), KSIGNS)
+        return _dequantize_rows(kind, np.ascontiguousarray(data), cols, ts, _grid_floats(name), KSIGNS)
 
     dequantize.__doc__ = f"dequantize_row_{name.lower()}: (rows, row_bytes) uint8 -> (rows, cols) float32."
     return dequantize
