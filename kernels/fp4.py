@@ -78,26 +78,39 @@ def _quantize_rows(mx, x, out):
                 _nvfp4_block(x[r, qk * i:qk * (i + 1)], out[r, ts * i:ts * (i + 1)])
 
 
+# The inner loops run min(h, 16) / min(h // 2, 8) times with h = 16 passed at run time: LLVM
+# loop-vectorizes a run-time count of known maximum, but fully unrolls a constant one and leaves
+# it scalar (numba runs no SLP vectorizer). Block strides stay compile-time constants.
+
 @njit(cache=True, parallel=True, error_model="numpy")
-def _dequantize_rows(mx, data, out):
-    """dequantize_row_mxfp4 / dequantize_row_nvfp4."""
-    qk = 32 if mx else 64
-    ts = MXFP4_SIZE if mx else NVFP4_SIZE
+def _dequantize_mxfp4(data, out, h):
+    """dequantize_row_mxfp4."""
+    n16 = min(h, 16)
     for r in prange(data.shape[0]):
-        for i in range(out.shape[1] // qk):
-            b = data[r, ts * i:ts * (i + 1)]
-            y = out[r, qk * i:qk * (i + 1)]
-            if mx:
-                d = e8m0_to_fp32_half(np.int64(b[0]))
-                for j in range(16):
-                    y[j] = F32(KVALUES_FP4[b[1 + j] & 0x0F]) * d
-                    y[j + 16] = F32(KVALUES_FP4[b[1 + j] >> 4]) * d
-            else:
-                for s in range(4):
-                    d = ue4m3_to_fp32(np.int64(b[s]))
-                    for j in range(8):
-                        y[16 * s + j] = F32(KVALUES_FP4[b[4 + 8 * s + j] & 0x0F]) * d
-                        y[16 * s + 8 + j] = F32(KVALUES_FP4[b[4 + 8 * s + j] >> 4]) * d
+        q = data[r]
+        y = out[r]
+        for i in range(y.shape[0] // 32):
+            d = e8m0_to_fp32_half(np.int64(q[17 * i]))
+            for j in range(n16):
+                b = q[17 * i + 1 + j]
+                y[32 * i + j] = F32(KVALUES_FP4[b & 0x0F]) * d
+                y[32 * i + j + 16] = F32(KVALUES_FP4[b >> 4]) * d
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _dequantize_nvfp4(data, out, h):
+    """dequantize_row_nvfp4: one UE4M3 scale per 16 values."""
+    n8 = min(h // 2, 8)
+    for r in prange(data.shape[0]):
+        q = data[r]
+        y = out[r]
+        for i in range(y.shape[0] // 64):
+            for s in range(4):
+                d = ue4m3_to_fp32(np.int64(q[36 * i + s]))
+                for j in range(n8):
+                    b = q[36 * i + 4 + 8 * s + j]
+                    y[64 * i + 16 * s + j] = F32(KVALUES_FP4[b & 0x0F]) * d
+                    y[64 * i + 16 * s + 8 + j] = F32(KVALUES_FP4[b >> 4]) * d
 
 
 @njit(cache=True, error_model="numpy")
@@ -147,7 +160,7 @@ def _make(mx: bool, qk: int, ts: int):
 
     def dequantize(data: np.ndarray, cols: int) -> np.ndarray:
         out = np.empty((data.shape[0], cols), dtype=np.float32)
-        _dequantize_rows(mx, np.ascontiguousarray(data), out)
+        (_dequantize_mxfp4 if mx else _dequantize_nvfp4)(np.ascontiguousarray(data), out, 16)
         return out
 
     def matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -129,29 +129,43 @@ def _quantize_rows(sbs, ts, x, out, qw, use_qw):
                          qw[sbs * i:sbs * (i + 1)], use_qw, scales, weight, L)
 
 
+# The inner loops run min(h, 16) times with h = 16 passed at run time: LLVM loop-vectorizes a
+# run-time count of known maximum, but fully unrolls a constant 16 and leaves it scalar (numba
+# runs no SLP vectorizer). Block strides stay compile-time constants. No bits change.
+
 @njit(cache=True, parallel=True, error_model="numpy")
-def _dequantize_rows(xs, data, out):
-    """dequantize_row_iq4_nl / dequantize_row_iq4_xs."""
-    sbs = 256 if xs else 32
-    ts = IQ4_XS_SIZE if xs else IQ4_NL_SIZE
+def _dequantize_iq4_nl(data, out, h):
+    """dequantize_row_iq4_nl."""
+    n16 = min(h, 16)
     for r in prange(data.shape[0]):
-        for i in range(out.shape[1] // sbs):
-            b = data[r, ts * i:ts * (i + 1)]
-            y = out[r, sbs * i:sbs * (i + 1)]
-            d = fp16_to_fp32(get_u16(b, 0))
-            if xs:
-                scales_h = get_u16(b, 2)
-                for ib in range(8):
-                    ls = ((b[4 + ib // 2] >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4)
-                    dl = d * F32(ls - 32)
-                    for j in range(16):
-                        q = b[8 + 16 * ib + j]
-                        y[32 * ib + j] = dl * F32(KVALUES_IQ4NL[q & 0xF])
-                        y[32 * ib + 16 + j] = dl * F32(KVALUES_IQ4NL[q >> 4])
-            else:
-                for j in range(16):
-                    y[j] = d * F32(KVALUES_IQ4NL[b[2 + j] & 0xF])
-                    y[j + 16] = d * F32(KVALUES_IQ4NL[b[2 + j] >> 4])
+        q = data[r]
+        y = out[r]
+        for i in range(y.shape[0] // 32):
+            d = fp16_to_fp32(get_u16(q, 18 * i))
+            for j in range(n16):
+                b = q[18 * i + 2 + j]
+                y[32 * i + j] = d * F32(KVALUES_IQ4NL[b & 0xF])
+                y[32 * i + j + 16] = d * F32(KVALUES_IQ4NL[b >> 4])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _dequantize_iq4_xs(data, out, h):
+    """dequantize_row_iq4_xs: 6-bit sub-block scales ls - 32 times the fp16 d."""
+    n16 = min(h, 16)
+    for r in prange(data.shape[0]):
+        q = data[r]
+        y = out[r]
+        for i in range(y.shape[0] // 256):
+            o = 136 * i
+            d = fp16_to_fp32(get_u16(q, o))
+            scales_h = get_u16(q, o + 2)
+            for ib in range(8):
+                ls = ((q[o + 4 + ib // 2] >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4)
+                dl = d * F32(ls - 32)
+                for j in range(n16):
+                    b = q[o + 8 + 16 * ib + j]
+                    y[256 * i + 32 * ib + j] = dl * F32(KVALUES_IQ4NL[b & 0xF])
+                    y[256 * i + 32 * ib + 16 + j] = dl * F32(KVALUES_IQ4NL[b >> 4])
 
 
 @njit(cache=True, error_model="numpy")
@@ -210,7 +224,7 @@ def _make(xs: bool):
 
     def dequantize(data: np.ndarray, cols: int) -> np.ndarray:
         out = np.empty((data.shape[0], cols), dtype=np.float32)
-        _dequantize_rows(xs, np.ascontiguousarray(data), out)
+        (_dequantize_iq4_xs if xs else _dequantize_iq4_nl)(np.ascontiguousarray(data), out, 16)
         return out
 
     def matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
