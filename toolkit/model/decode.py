@@ -1,10 +1,12 @@
 """Matrix-vector products on the raw GGUF bytes for token-by-token decoding.
 
 Decoding one token reads every weight once, so its speed is the bytes read: float32 copies cost
-4 bytes a weight, the file's own F16/Q8_0/Q5_0/Q4_1 blocks 2 to 0.6. These kernels multiply
-float32 activations by the weights exactly as the types dequantize (ggml's `dequantize_row_*`),
-without quantizing the activations (unlike ggml's vec_dot), so results equal the float32 path up
-to summation order. Rows are independent: `prange` over rows, each writing its own outputs.
+4 bytes a weight, F16 read from the memory map 2, and the legacy and Q4_K/Q6_K quants, unpacked
+once into int8 values with a float32 scale (and offset) per block, about 1.1-1.25. The kernels
+multiply float32 activations by the weights exactly as the types dequantize (ggml's
+`dequantize_row_*`), without quantizing the activations (unlike ggml's vec_dot), so results equal
+the float32 path up to summation order. Rows are independent: `prange` over row groups, each
+writing its own outputs.
 """
 from __future__ import annotations
 

@@ -16,6 +16,8 @@ import numpy.typing as npt
 from llmtk.constants import GGMLType
 from llmtk.errors import ShapeError
 
+from . import decode
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = 2 << 30  # bytes of float32 weights kept dequantized
@@ -109,9 +111,7 @@ class Weights:
 
     def matvec(self, name: str, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """x (n, cols) @ W.T for a few rows of x, reading the file's own blocks where a decode
-        kernel exists (F16 from the memory map, legacy quants unpacked to int8 once)."""
-        from . import decode
-
+        kernel exists (F16 from the memory map, legacy and Q4_K/Q6_K quants unpacked once)."""
         info = self.reader.tensors[name]
         if info.qtype == GGMLType.F16 and len(info.shape) == 2:
             return decode.matvec_f16(self.reader.raw(name).reshape(info.shape[0], -1), x)
