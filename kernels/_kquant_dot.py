@@ -1,11 +1,12 @@
 """Fast K-quant x Q8_K matvec that reproduces ggml's `ggml_vec_dot_qN_K_q8_K_generic` bit for bit.
 
-Each weight row is unpacked once (signed quants, per-16 scales and mins, fp16 d/dmin as
-float32) and then dotted with every activation row. The integer sums may be formed in any
-order; the float steps follow the generic C exactly: Q2_K accumulates `dall*isum - dmin*summs`
-per block; Q3_K and Q6_K keep 8 float lanes (lane l holds the values at positions = l mod 8) and
-sum them at the end; Q4_K and Q5_K do the same and subtract `dmin*sumi` per block on the way.
-`kquants.vec_dot_*` are the one-row transcriptions this is tested against.
+Q3_K..Q6_K: each weight row is unpacked once (signed quants, per-16 scales and mins, fp16
+d/dmin as float32) and then dotted with every activation row. The integer sums may be formed in
+any order; the float steps follow the generic C exactly: Q3_K and Q6_K keep 8 float lanes (lane l
+holds the values at positions = l mod 8) and sum them at the end; Q4_K and Q5_K do the same and
+subtract `dmin*sumi` per block on the way. `kquants.vec_dot_*` are the one-row transcriptions
+this is tested against. Q2_K (no lanes: `dall*isum - dmin*summs` per block) runs its one-row
+dot straight from the bytes, which is faster than unpacking.
 """
 from __future__ import annotations
 
@@ -25,18 +26,7 @@ def _unpack_row(qtype, w, a, sc, mn, dx, dmx):
     for i in range(dx.size):
         k = i * QK_K
         g = i * 16
-        if qtype == _Q2_K:
-            o = i * 84
-            dx[i] = _get_f16(w, o + 80)
-            dmx[i] = _get_f16(w, o + 82)
-            for j in range(16):
-                sc[g + j] = _b(w, o + j) & 0xF
-                mn[g + j] = _b(w, o + j) >> 4
-            for n in range(2):
-                for p in range(4):
-                    for l in range(32):
-                        a[k + 128 * n + 32 * p + l] = (_b(w, o + 16 + 32 * n + l) >> (2 * p)) & 3
-        elif qtype == _Q3_K:
+        if qtype == _Q3_K:
             o = i * 110
             dx[i] = _get_f16(w, o + 108)
             for j in range(16):
@@ -88,19 +78,9 @@ def _dot_unpacked(qtype, a, sc, mn, dx, dmx, d8, qs8, bsums8):
         k = i * QK_K
         g = i * 16
         summs = 0
-        for j in range(16):
-            summs += np.int64(bsums8[g + j]) * mn[g + j]
-        if qtype == _Q2_K:
-            isum = 0
+        if qtype == _Q4_K or qtype == _Q5_K:
             for j in range(16):
-                isuml = 0
-                for l in range(16):
-                    isuml += np.int64(qs8[k + 16 * j + l]) * np.int64(a[k + 16 * j + l])
-                isum += sc[g + j] * isuml
-            dall = d8[i] * dx[i]
-            dmin = d8[i] * dmx[i]
-            sumf += dall * np.float32(isum) - dmin * np.float32(summs)
-            continue
+                summs += np.int64(bsums8[g + j]) * mn[g + j]
         # eight independent integer lanes (position mod 8), kept in scalars so LLVM can pack them
         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0
         for q in range(32):
@@ -126,15 +106,43 @@ def _dot_unpacked(qtype, a, sc, mn, dx, dmx, d8, qs8, bsums8):
         if qtype == _Q4_K or qtype == _Q5_K:
             dmin = dmx[i] * d8[i]
             sumf -= dmin * np.float32(summs)
-    if qtype != _Q2_K:
-        sumf += s0
-        sumf += s1
-        sumf += s2
-        sumf += s3
-        sumf += s4
-        sumf += s5
-        sumf += s6
-        sumf += s7
+    sumf += s0
+    sumf += s1
+    sumf += s2
+    sumf += s3
+    sumf += s4
+    sumf += s5
+    sumf += s6
+    sumf += s7
+    return sumf
+
+
+@njit(cache=True, error_model="numpy")
+def vec_dot_q2_K_q8_K(x, d8, qs8, bsums8):
+    """ggml `ggml_vec_dot_q2_K_q8_K_generic`: one Q2_K row against one Q8_K row."""
+    sumf = np.float32(0.0)
+    for i in range(d8.size):
+        o = i * 84
+        summs = 0
+        for j in range(16):
+            summs += np.int64(bsums8[i * 16 + j]) * (_b(x, o + j) >> 4)
+        dall = d8[i] * _get_f16(x, o + 80)
+        dmin = d8[i] * _get_f16(x, o + 82)
+        isum = 0
+        is_ = 0
+        q8 = i * QK_K
+        for k in range(QK_K // 128):
+            q2 = o + 16 + 32 * k
+            for shift in range(0, 8, 2):
+                for half in range(2):
+                    d = _b(x, o + is_) & 0xF
+                    is_ += 1
+                    isuml = 0
+                    for l in range(16 * half, 16 * half + 16):
+                        isuml += np.int64(qs8[q8 + l]) * ((_b(x, q2 + l) >> shift) & 3)
+                    isum += d * isuml
+                q8 += 32
+        sumf += dall * np.float32(isum) - dmin * np.float32(summs)
     return sumf
 
 
@@ -146,6 +154,12 @@ def matvec_rows(w, d8, qs8, bsums8, out, qtype):
     returned by `kquants.quantize_q8_K`; out (n, rows) f32. One weight row per thread.
     """
     nb = d8.shape[1]
+    if qtype == _Q2_K:
+        # ggml's Q2_K dot needs no lanes and runs fastest straight from the bytes
+        for r in prange(w.shape[0]):
+            for t in range(d8.shape[0]):
+                out[t, r] = vec_dot_q2_K_q8_K(w[r], d8[t], qs8[t], bsums8[t])
+        return
     for r in prange(w.shape[0]):
         a = np.empty(nb * QK_K, dtype=np.int8)
         sc = np.empty(nb * 16, dtype=np.int64)

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from numba import njit, prange
 
 from llmtk.constants import GGMLType, type_traits
-from llmtk.kernels._kquant_dot import matvec_rows
+from llmtk.kernels._kquant_dot import matvec_rows, vec_dot_q2_K_q8_K  # noqa: F401
 from llmtk.kernels._kquant_quantize import (  # noqa: F401  (re-exported)
     _b,
     _get_f16,
@@ -187,35 +187,6 @@ def _dequantize_row_q2_K(x, y, n16):
 def dequantize_row_q2_K(x, y):
     """ggml `dequantize_row_q2_K`: x (nb*84,) uint8 -> y (nb*256,) f32."""
     _dequantize_row_q2_K(x, y, 16)
-
-
-@njit(cache=True, error_model="numpy")
-def vec_dot_q2_K_q8_K(x, d8, qs8, bsums8):
-    """ggml `ggml_vec_dot_q2_K_q8_K_generic`: one Q2_K row against one Q8_K row."""
-    sumf = np.float32(0.0)
-    for i in range(d8.size):
-        o = i * 84
-        summs = 0
-        for j in range(16):
-            summs += np.int64(bsums8[i * 16 + j]) * (_b(x, o + j) >> 4)
-        dall = d8[i] * _get_f16(x, o + 80)
-        dmin = d8[i] * _get_f16(x, o + 82)
-        isum = 0
-        is_ = 0
-        q8 = i * QK_K
-        for k in range(QK_K // 128):
-            q2 = o + 16 + 32 * k
-            for shift in range(0, 8, 2):
-                for half in range(2):
-                    d = _b(x, o + is_) & 0xF
-                    is_ += 1
-                    isuml = 0
-                    for l in range(16 * half, 16 * half + 16):
-                        isuml += np.int64(qs8[q8 + l]) * ((_b(x, q2 + l) >> shift) & 3)
-                    isum += d * isuml
-                q8 += 32
-        sumf += dall * np.float32(isum) - dmin * np.float32(summs)
-    return sumf
 
 
 # ----------------------------------------------------------------------------- Q3_K
