@@ -86,10 +86,11 @@ def _trit(byte, n):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _dequantize_tq1_0(data, out, n32):
-    """dequantize_row_tq1_0. `n32` is 32 passed at run time: LLVM loop-vectorizes run-time counts
-    but fully unrolls (and leaves scalar) constant ones."""
-    n16 = n32 // 2
-    n4 = n32 // 8
+    """dequantize_row_tq1_0. `n32` is 32 passed at run time: LLVM loop-vectorizes a run-time count
+    of known maximum but fully unrolls (and leaves scalar) a constant one."""
+    n16 = min(n32 // 2, 16)
+    n4 = min(n32 // 8, 4)
+    n32 = min(n32, 32)
     for r in prange(data.shape[0]):
         for i in range(out.shape[1] // 256):
             b = data[r, 54 * i:54 * (i + 1)]
@@ -112,6 +113,7 @@ def _dequantize_tq1_0(data, out, n32):
 @njit(cache=True, parallel=True, error_model="numpy")
 def _dequantize_tq2_0(data, out, n32):
     """dequantize_row_tq2_0 (`n32` as in _dequantize_tq1_0)."""
+    n32 = min(n32, 32)
     for r in prange(data.shape[0]):
         for i in range(out.shape[1] // 256):
             b = data[r, 66 * i:66 * (i + 1)]
