@@ -10,12 +10,17 @@ level index into the type's value map, which is all ggml needs too. From the lev
   indices nearest to `u` (squared distance of the odd points 2l+1), all points of the `nwant`
   smallest distinct distances, ordered by (distance, index) as ggml's qsort leaves them.
 
-Everything is computed once per process on first use (well under a second with numba).
+The tables are computed on first use (about a second with numba) and kept as an .npz in numba's
+cache folder, so later processes load them.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -177,7 +182,52 @@ def grid(name: str) -> IQGrid:
     bits, kmap_size, nwant, max_level = _SPECS[name]
     levels, _ = _gguf_levels(name)
     values = grid_values(name)
-    kmap, neighbours = _build_tables(levels, bits, nwant, kmap_size, max_level)
     pad = 8 if levels.shape[1] == 4 else 16
-    tab, qoff, longest = _transpose_lists(levels, neighbours, pad, name != "IQ1_S")
-    return IQGrid(levels, values, kmap, neighbours, tab, qoff, pad, int(longest))
+    path = _cache_path(name, levels)
+    tables = _load_cached(path)
+    if tables is None:
+        kmap, neighbours = _build_tables(levels, bits, nwant, kmap_size, max_level)
+        tab, qoff, longest = _transpose_lists(levels, neighbours, pad, name != "IQ1_S")
+        tables = {"kmap": kmap, "neighbours": neighbours, "tab": tab, "qoff": qoff,
+                  "longest": np.array(longest)}
+        _store_cached(path, tables)
+    return IQGrid(levels, values, tables["kmap"], tables["neighbours"], tables["tab"],
+                  tables["qoff"], pad, int(tables["longest"]))
+
+
+# Bump when the table layout or the way it is built changes: old cache files are then ignored.
+_TABLES_VERSION = 1
+
+
+def _cache_path(name: str, levels: np.ndarray) -> Path | None:
+    """Where the built tables of `name` are kept: numba's cache folder (NUMBA_CACHE_DIR, else
+    this package's __pycache__), keyed by the grid so another gguf-py grid cannot be mistaken."""
+    import numba
+
+    folder = Path(numba.config.CACHE_DIR) if numba.config.CACHE_DIR else Path(__file__).parent / "__pycache__"
+    key = hashlib.sha256(levels.tobytes() + f"{name}/{_SPECS[name]}/{_TABLES_VERSION}".encode()).hexdigest()[:16]
+    return folder / f"iq_tables_{name}_{key}.npz"
+
+
+def _load_cached(path: Path | None) -> dict[str, np.ndarray] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in ("kmap", "neighbours", "tab", "qoff", "longest")}
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable or partial: rebuild
+
+
+def _store_cached(path: Path | None, tables: dict[str, np.ndarray]) -> None:
+    """Write atomically (temp file + rename); a read-only cache folder just means no cache."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **tables)
+        os.replace(tmp, path)
+    except OSError:
+        pass
