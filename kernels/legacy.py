@@ -35,7 +35,7 @@ def _to_int8(v):
 # --- plain quantizers (quantize_row_*_ref) ---------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _q4_0_block(xb, y):
+def _q4_0_block(xb, y, h):
     """quantize_row_q4_0_ref. # d:2 qs:16"""
     amax = F32(0.0)
     max_ = F32(0.0)
@@ -47,16 +47,16 @@ def _q4_0_block(xb, y):
     d = max_ / F32(-8.0)
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
-    for j in range(16):
+    for j in range(min(h, 16)):
         x0 = xb[j] * id_
         x1 = xb[j + 16] * id_
-        xi0 = min(15, _to_int8(np.int64(x0 + F32(8.5)))) & 0xFF
-        xi1 = min(15, _to_int8(np.int64(x1 + F32(8.5)))) & 0xFF
-        y[2 + j] = (xi0 | (xi1 << 4)) & 0xFF
+        xi0 = np.uint8(min(np.int8(15), np.int8(np.int32(x0 + F32(8.5)))))  # MIN(15, (int8_t)(.))
+        xi1 = np.uint8(min(np.int8(15), np.int8(np.int32(x1 + F32(8.5)))))
+        y[2 + j] = xi0 | np.uint8(xi1 << np.uint8(4))
 
 
 @njit(cache=True, error_model="numpy")
-def _q4_1_block(xb, y):
+def _q4_1_block(xb, y, h):
     """quantize_row_q4_1_ref. # d:2 m:2 qs:16"""
     min_ = xb[0]
     max_ = xb[0]
@@ -70,12 +70,12 @@ def _q4_1_block(xb, y):
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
     put_u16(y, 2, fp32_to_fp16(min_))
-    for j in range(16):
+    for j in range(min(h, 16)):
         x0 = (xb[j] - min_) * id_
         x1 = (xb[j + 16] - min_) * id_
-        xi0 = min(15, _to_int8(np.int64(x0 + F32(0.5)))) & 0xFF
-        xi1 = min(15, _to_int8(np.int64(x1 + F32(0.5)))) & 0xFF
-        y[4 + j] = (xi0 | (xi1 << 4)) & 0xFF
+        xi0 = np.uint8(min(np.int8(15), np.int8(np.int32(x0 + F32(0.5)))))
+        xi1 = np.uint8(min(np.int8(15), np.int8(np.int32(x1 + F32(0.5)))))
+        y[4 + j] = xi0 | np.uint8(xi1 << np.uint8(4))
 
 
 @njit(cache=True, error_model="numpy")
@@ -93,7 +93,7 @@ def _put_q5(y, off_qh, off_qs, L):
 
 
 @njit(cache=True, error_model="numpy")
-def _q5_0_block(xb, y):
+def _q5_0_block(xb, y, h):
     """quantize_row_q5_0_ref. # d:2 qh:4 qs:16"""
     amax = F32(0.0)
     max_ = F32(0.0)
@@ -105,19 +105,19 @@ def _q5_0_block(xb, y):
     d = max_ / F32(-16.0)
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
-    qh = 0
-    for j in range(16):
-        xi0 = min(31, _to_int8(np.int64(xb[j] * id_ + F32(16.5)))) & 0xFF
-        xi1 = min(31, _to_int8(np.int64(xb[j + 16] * id_ + F32(16.5)))) & 0xFF
-        y[6 + j] = ((xi0 & 0x0F) | ((xi1 & 0x0F) << 4)) & 0xFF
-        qh |= ((xi0 & 0x10) >> 4) << j
-        qh |= ((xi1 & 0x10) >> 4) << (j + 16)
+    qh = np.uint32(0)
+    for j in range(min(h, 16)):
+        xi0 = np.uint32(np.uint8(min(np.int8(31), np.int8(np.int32(xb[j] * id_ + F32(16.5))))))
+        xi1 = np.uint32(np.uint8(min(np.int8(31), np.int8(np.int32(xb[j + 16] * id_ + F32(16.5))))))
+        y[6 + j] = np.uint8((xi0 & np.uint32(0x0F)) | ((xi1 & np.uint32(0x0F)) << np.uint32(4)))
+        qh = np.uint32(qh | (((xi0 & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j)))
+        qh = np.uint32(qh | (((xi1 & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j + 16)))
     for b in range(4):
         y[2 + b] = (qh >> (8 * b)) & 0xFF
 
 
 @njit(cache=True, error_model="numpy")
-def _q5_1_block(xb, y):
+def _q5_1_block(xb, y, h):
     """quantize_row_q5_1_ref. # d:2 m:2 qh:4 qs:16"""
     min_ = xb[0]
     max_ = xb[0]
@@ -131,13 +131,13 @@ def _q5_1_block(xb, y):
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
     put_u16(y, 2, fp32_to_fp16(min_))
-    qh = 0
-    for j in range(16):
-        xi0 = np.int64((xb[j] - min_) * id_ + F32(0.5)) & 0xFF  # (uint8_t) casts
-        xi1 = np.int64((xb[j + 16] - min_) * id_ + F32(0.5)) & 0xFF
-        y[8 + j] = ((xi0 & 0x0F) | ((xi1 & 0x0F) << 4)) & 0xFF
-        qh |= ((xi0 & 0x10) >> 4) << j
-        qh |= ((xi1 & 0x10) >> 4) << (j + 16)
+    qh = np.uint32(0)
+    for j in range(min(h, 16)):
+        xi0 = np.uint32(np.uint8(np.int32((xb[j] - min_) * id_ + F32(0.5))))  # (uint8_t) casts
+        xi1 = np.uint32(np.uint8(np.int32((xb[j + 16] - min_) * id_ + F32(0.5))))
+        y[8 + j] = np.uint8((xi0 & np.uint32(0x0F)) | ((xi1 & np.uint32(0x0F)) << np.uint32(4)))
+        qh = np.uint32(qh | (((xi0 & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j)))
+        qh = np.uint32(qh | (((xi1 & np.uint32(0x10)) >> np.uint32(4)) << np.uint32(j + 16)))
     for b in range(4):
         y[4 + b] = (qh >> (8 * b)) & 0xFF
 
@@ -209,19 +209,19 @@ def _q2_0_block(xb, y):
 
 
 @njit(cache=True, error_model="numpy")
-def _quantize_row(kind, x, y, qk, ts):
+def _quantize_row(kind, x, y, qk, ts, h):
     nb = x.shape[0] // qk
     for i in range(nb):
         xb = x[i * qk:(i + 1) * qk]
         yb = y[i * ts:(i + 1) * ts]
         if kind == Q4_0:
-            _q4_0_block(xb, yb)
+            _q4_0_block(xb, yb, h)
         elif kind == Q4_1:
-            _q4_1_block(xb, yb)
+            _q4_1_block(xb, yb, h)
         elif kind == Q5_0:
-            _q5_0_block(xb, yb)
+            _q5_0_block(xb, yb, h)
         elif kind == Q5_1:
-            _q5_1_block(xb, yb)
+            _q5_1_block(xb, yb, h)
         elif kind == Q8_0:
             _q8_0_block(xb, yb)
         elif kind == Q8_1:
@@ -233,9 +233,10 @@ def _quantize_row(kind, x, y, qk, ts):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _quantize_rows(kind, x, out, qk, ts):
+def _quantize_rows(kind, x, out, qk, ts, h):
+    """`h` is 16 passed at run time, so that inner loops of min(h, 16) get vectorized."""
     for r in prange(x.shape[0]):
-        _quantize_row(kind, x[r], out[r], qk, ts)
+        _quantize_row(kind, x[r], out[r], qk, ts, h)
 
 
 # --- imatrix quantizers ------------------------------------------------------------------------
@@ -640,7 +641,7 @@ def _make(name: str):
         if imatrix is not None and has_imatrix_path:
             _quantize_rows_imatrix(kind, x, out, imatrix, ts)
         else:
-            _quantize_rows(kind, x, out, qk, ts)
+            _quantize_rows(kind, x, out, qk, ts, 16)
         return out
 
     def dequantize(data: np.ndarray, cols: int) -> np.ndarray:
