@@ -26,12 +26,6 @@ _KIND = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "
          "Q1_0": Q1_0, "Q2_0": Q2_0}
 
 
-@njit(cache=True, inline="always")
-def _to_int8(v):
-    """C's (int8_t) of a float-to-int conversion: keep the low byte, sign-extended."""
-    return ((v & 0xFF) ^ 0x80) - 0x80
-
-
 # --- plain quantizers (quantize_row_*_ref) ---------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
