@@ -221,12 +221,14 @@ def _q3_K_requantize_and_pack(x, y, o, L):
             l = nearest_int(x[16 * j + ii] / d)
             L[16 * j + ii] = max(-4, min(3, l)) + 4
     # high bit of value j goes to bit j // 32 of hmask[j % 32]
+    # (ggml tests L > 3 per value; the same bits without data-dependent branches)
     for m in range(QK_K // 8):
-        y[o + m] = 0
-    for j in range(QK_K):
-        if L[j] > 3:
-            y[o + j % 32] |= 1 << (j // 32)
-            L[j] -= 4
+        h = 0
+        for b in range(8):
+            v = _b(L, m + 32 * b)
+            h |= (v >> 2) << b
+            L[m + 32 * b] = v & 3
+        y[o + m] = h
     _pack_2bit(L, y, o + 32)
 
 
@@ -423,21 +425,14 @@ def _q5_K_requantize_and_pack(x, y, o, L):
     ql = o + 48
     for j in range(32):
         y[qh + j] = 0
-    m1 = 1
-    m2 = 2
+    # bit 4 of each value goes to qh (value n+j: bit n/32, value n+j+32: bit n/32+1), without
+    # ggml's data-dependent branches
     for n in range(0, QK_K, 64):
         for j in range(32):
             l1 = _b(L, n + j)
-            if l1 > 15:
-                l1 -= 16
-                y[qh + j] |= m1
             l2 = _b(L, n + j + 32)
-            if l2 > 15:
-                l2 -= 16
-                y[qh + j] |= m2
-            y[ql + j] = l1 | (l2 << 4)
-        m1 <<= 2
-        m2 <<= 2
+            y[qh + j] |= ((l1 >> 4) << (n // 32)) | ((l2 >> 4) << (n // 32 + 1))
+            y[ql + j] = (l1 & 0xF) | ((l2 & 0xF) << 4)
         ql += 32
 
 
