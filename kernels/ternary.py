@@ -84,6 +84,14 @@ def _trit(byte, n):
     return (((byte * _POW3[n]) & 0xFF) * 3) >> 8
 
 
+@njit(cache=True, inline="always")
+def _trit32(byte, p):
+    """_trit minus one in 32-bit lanes (numba widens int32 arithmetic; the casts narrow it back
+    so that the vectorized loops use 16 lanes): ((uint8)(byte * p) * 3 >> 8) - 1."""
+    q = np.int32(np.int32(np.int32(byte) * p) & np.int32(0xFF))
+    return np.int32(np.int32(np.int32(q * np.int32(3)) >> np.int32(8)) - np.int32(1))
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _dequantize_tq1_0(data, out, n32):
     """dequantize_row_tq1_0. `n32` is 32 passed at run time: LLVM loop-vectorizes a run-time count
@@ -97,17 +105,17 @@ def _dequantize_tq1_0(data, out, n32):
             y = out[r, 256 * i:256 * (i + 1)]
             d = fp16_to_fp32(get_u16(b, 52))
             for n in range(5):
-                p = _POW3[n]
+                p = np.int32(_POW3[n])
                 for m in range(n32):
-                    y[32 * n + m] = F32(((((np.int64(b[m]) * p) & 0xFF) * 3) >> 8) - 1) * d
+                    y[32 * n + m] = F32(_trit32(b[m], p)) * d
             for n in range(5):
-                p = _POW3[n]
+                p = np.int32(_POW3[n])
                 for m in range(n16):
-                    y[160 + 16 * n + m] = F32(((((np.int64(b[32 + m]) * p) & 0xFF) * 3) >> 8) - 1) * d
+                    y[160 + 16 * n + m] = F32(_trit32(b[32 + m], p)) * d
             for n in range(4):
-                p = _POW3[n]
+                p = np.int32(_POW3[n])
                 for j in range(n4):
-                    y[240 + 4 * n + j] = F32(((((np.int64(b[48 + j]) * p) & 0xFF) * 3) >> 8) - 1) * d
+                    y[240 + 4 * n + j] = F32(_trit32(b[48 + j], p)) * d
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -122,7 +130,8 @@ def _dequantize_tq2_0(data, out, n32):
             for j in range(2):
                 for l in range(4):
                     for m in range(n32):
-                        y[128 * j + 32 * l + m] = F32(((np.int64(b[32 * j + m]) >> (2 * l)) & 3) - 1) * d
+                        q = np.int32(np.int32(np.int32(b[32 * j + m]) >> np.int32(2 * l)) & np.int32(3))
+                        y[128 * j + 32 * l + m] = F32(np.int32(q - np.int32(1))) * d
 
 
 @njit(cache=True, error_model="numpy")
