@@ -435,7 +435,8 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
 
     written: list[Path] = []
     for i, path in outputs:
-        split_meta = dict(meta)
+        # like llama-quantize, only the first split carries the model's metadata
+        split_meta = dict(meta) if i == 0 else {}
         if n_split > 1:
             split_meta["split.no"] = (i, VT.UINT16, None)
             split_meta["split.count"] = (n_split, VT.UINT16, None)
