@@ -394,7 +394,7 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
     each row shows how busy the machine was. Random token ids, seeded; best of `repeat` runs after
     a warm-up pass (`warmup s`, which dequantizes the weights to float32 on its first run).
     `clock` "cpu" times the one-thread rows by the process's CPU time (busy machines).
-    Note: `forward` computes logits for every prompt token, llama-bench only for the last one.
+    Like llama-bench, only the last token's logits are computed (`all_logits=False`).
     """
     import pandas as pd
 
@@ -430,16 +430,16 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
                     m.threads = n
                     gflops = sgemm_gflops(n)
                     t0 = time.perf_counter()
-                    m.forward(tokens[:n_prompt], m.new_cache(n_prompt))  # warm-up: dequantizes weights
+                    m.forward(tokens[:n_prompt], m.new_cache(n_prompt), all_logits=False)  # warm-up
                     warm = time.perf_counter() - t0
 
                     def pp() -> None:
-                        m.forward(tokens[:n_prompt], m.new_cache(n_prompt))
+                        m.forward(tokens[:n_prompt], m.new_cache(n_prompt), all_logits=False)
 
                     def tg() -> None:
                         cache = m.new_cache(n_gen)
                         for i in range(n_gen):
-                            m.forward(tokens[i:i + 1], cache)
+                            m.forward(tokens[i:i + 1], cache, all_logits=False)
 
                     ck = time.process_time if clock == "cpu" and n == 1 else time.perf_counter
                     pp_tps = n_prompt / best_seconds(pp, repeat, min_seconds=0, warmup=False, clock=ck)
