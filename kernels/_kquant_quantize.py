@@ -1,6 +1,9 @@
 """ggml's K-quant quantizers (`quantize_row_qN_K_ref` / `_impl`) and the byte helpers of the
 K-quant block layouts, kept apart from `kquants` so that the slow-to-compile quantizers keep
 their numba cache when the dequantize and dot-product kernels change.
+
+The Q2_K/Q4_K/Q5_K row functions take `n16=16`: callers that pass 16 as a run-time value (as
+`_quantize_rows` does) get vectorised searches; the result is the same either way.
 """
 from __future__ import annotations
 
@@ -112,7 +115,7 @@ def _q2_K_requantize_and_pack(x, y, o, L):
 
 
 @njit(cache=True, error_model="numpy")
-def quantize_row_q2_K_ref(x, y):
+def quantize_row_q2_K_ref(x, y, n16=16):
     """ggml `quantize_row_q2_K_ref`: x (cols,) f32 -> y (cols/256*84,) uint8."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
@@ -130,7 +133,7 @@ def quantize_row_q2_K_ref(x, y):
             xs = xb[16 * j:16 * j + 16]
             for l in range(16):
                 weights[l] = np.abs(xs[l])
-            s, m = make_qkx2_quants_ws(16, 3, xs, weights, L[16 * j:16 * j + 16], Laux,
+            s, m = make_qkx2_quants_ws(n16, 3, xs, weights, L[16 * j:16 * j + 16], Laux,
                                        np.float32(-0.5), np.float32(0.1), 15, True, ws)
             scales[j] = s
             mins[j] = m
@@ -158,7 +161,7 @@ def quantize_row_q2_K_ref(x, y):
 
 
 @njit(cache=True, error_model="numpy")
-def quantize_row_q2_K_impl(x, y, quant_weights):
+def quantize_row_q2_K_impl(x, y, quant_weights, n16=16):
     """ggml `quantize_row_q2_K_impl` (importance-weighted): quant_weights (cols,) f32."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
@@ -184,7 +187,7 @@ def quantize_row_q2_K_impl(x, y, quant_weights):
             for l in range(16):
                 s += weight[l]
             sw[j] = s
-            sc, m = make_qkx3_quants_ws(16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,
+            sc, m = make_qkx3_quants_ws(n16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,
                                         np.float32(-0.9), np.float32(0.05), 36, False, ws)
             scales[j] = sc
             mins[j] = m
@@ -317,7 +320,7 @@ def _q4_K_requantize_and_pack(x, y, o, L):
 
 
 @njit(cache=True, error_model="numpy")
-def quantize_row_q4_K_ref(x, y):
+def quantize_row_q4_K_ref(x, y, n16=16):
     """ggml `quantize_row_q4_K_ref`: x (cols,) f32 -> y (cols/256*144,) uint8."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
@@ -340,7 +343,7 @@ def quantize_row_q4_K_ref(x, y):
             av_x = np.sqrt(sum_x2 / np.float32(32.0))
             for l in range(32):
                 weights[l] = av_x + np.abs(xs[l])
-            s, m = make_qkx2_quants_ws(32, 15, xs, weights, L[32 * j:32 * j + 32], Laux,
+            s, m = make_qkx2_quants_ws(2 * n16, 15, xs, weights, L[32 * j:32 * j + 32], Laux,
                                        np.float32(-1.0), np.float32(0.1), 20, False, ws)
             scales[j] = s
             mins[j] = m
@@ -361,7 +364,7 @@ def quantize_row_q4_K_ref(x, y):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, mins, ws):
+def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, mins, ws, n16):
     # the part of quantize_row_q4_K_impl / q5_K_impl before the super-block scales
     sum_x2 = np.float32(0.0)
     for l in range(QK_K):
@@ -375,14 +378,14 @@ def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, min
         for l in range(32):
             sumw += weights[l]
         sw[j] = sumw
-        s, m = make_qkx3_quants_ws(32, nmax, xb[32 * j:32 * j + 32], weights, L[32 * j:32 * j + 32], Laux,
+        s, m = make_qkx3_quants_ws(2 * n16, nmax, xb[32 * j:32 * j + 32], weights, L[32 * j:32 * j + 32], Laux,
                                    np.float32(-0.9), np.float32(0.05), 36, False, ws)
         scales[j] = s
         mins[j] = m
 
 
 @njit(cache=True, error_model="numpy")
-def quantize_row_q4_K_impl(x, y, quant_weights):
+def quantize_row_q4_K_impl(x, y, quant_weights, n16=16):
     """ggml `quantize_row_q4_K_impl` with quant_weights (cols,) f32."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
@@ -396,7 +399,7 @@ def quantize_row_q4_K_impl(x, y, quant_weights):
     for i in range(x.size // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
         o = i * 144
-        _k_impl_scales(xb, quant_weights, i, 15, L, Laux, weights, sw, scales, mins, ws)
+        _k_impl_scales(xb, quant_weights, i, 15, L, Laux, weights, sw, scales, mins, ws, n16)
         d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
         m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
         _pack_k4_scales(y, o + 4, Ls, Lm)
@@ -437,7 +440,7 @@ def _q5_K_requantize_and_pack(x, y, o, L):
 
 
 @njit(cache=True, error_model="numpy")
-def quantize_row_q5_K_ref(x, y):
+def quantize_row_q5_K_ref(x, y, n16=16):
     """ggml `quantize_row_q5_K_ref`: x (cols,) f32 -> y (cols/256*176,) uint8."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
@@ -460,7 +463,7 @@ def quantize_row_q5_K_ref(x, y):
             av_x = np.sqrt(sum_x2 / np.float32(32.0))
             for l in range(32):
                 weights[l] = av_x + np.abs(xs[l])
-            s, m = make_qkx2_quants_ws(32, 31, xs, weights, L[32 * j:32 * j + 32], Laux,
+            s, m = make_qkx2_quants_ws(2 * n16, 31, xs, weights, L[32 * j:32 * j + 32], Laux,
                                        np.float32(-0.5), np.float32(0.1), 15, False, ws)
             scales[j] = s
             mins[j] = m
@@ -480,7 +483,7 @@ def quantize_row_q5_K_ref(x, y):
 
 
 @njit(cache=True, error_model="numpy")
-def quantize_row_q5_K_impl(x, y, quant_weights):
+def quantize_row_q5_K_impl(x, y, quant_weights, n16=16):
     """ggml `quantize_row_q5_K_impl` with quant_weights (cols,) f32."""
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
@@ -496,7 +499,7 @@ def quantize_row_q5_K_impl(x, y, quant_weights):
     for i in range(x.size // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
         o = i * 176
-        _k_impl_scales(xb, quant_weights, i, 31, L, Laux, weights, sw, scales, mins, ws)
+        _k_impl_scales(xb, quant_weights, i, 31, L, Laux, weights, sw, scales, mins, ws, n16)
         d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
         m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
         for j in range(QK_K // 32):
@@ -586,17 +589,19 @@ def quantize_row_q6_K_impl(x, y, quant_weights):
 # ----------------------------------------------------------------------------- row drivers
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def _quantize_rows(x, quant_weights, out, qtype):
-    # quant_weights empty: ggml's *_ref path; otherwise *_impl with the importance weights
+def _quantize_rows(x, quant_weights, out, qtype, n16):
+    # quant_weights empty: ggml's *_ref path; otherwise *_impl with the importance weights.
+    # n16 is 16, passed at run time: with a trip count LLVM cannot see, it vectorises the
+    # (scale, min) searches' loops instead of unrolling them into scalar code (~1.3x faster)
     use_qw = quant_weights.size > 0
     for r in prange(x.shape[0]):
         xr = x[r]
         yr = out[r]
         if qtype == _Q2_K:
             if use_qw:
-                quantize_row_q2_K_impl(xr, yr, quant_weights)
+                quantize_row_q2_K_impl(xr, yr, quant_weights, n16)
             else:
-                quantize_row_q2_K_ref(xr, yr)
+                quantize_row_q2_K_ref(xr, yr, n16)
         elif qtype == _Q3_K:
             if use_qw:
                 quantize_row_q3_K_impl(xr, yr, quant_weights)
@@ -604,14 +609,14 @@ def _quantize_rows(x, quant_weights, out, qtype):
                 quantize_row_q3_K_ref(xr, yr)
         elif qtype == _Q4_K:
             if use_qw:
-                quantize_row_q4_K_impl(xr, yr, quant_weights)
+                quantize_row_q4_K_impl(xr, yr, quant_weights, n16)
             else:
-                quantize_row_q4_K_ref(xr, yr)
+                quantize_row_q4_K_ref(xr, yr, n16)
         elif qtype == _Q5_K:
             if use_qw:
-                quantize_row_q5_K_impl(xr, yr, quant_weights)
+                quantize_row_q5_K_impl(xr, yr, quant_weights, n16)
             else:
-                quantize_row_q5_K_ref(xr, yr)
+                quantize_row_q5_K_ref(xr, yr, n16)
         elif qtype == _Q6_K:
             if use_qw:
                 quantize_row_q6_K_impl(xr, yr, quant_weights)

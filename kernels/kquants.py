@@ -461,7 +461,7 @@ def _quantizer(qtype: GGMLType):
     def quantize(x: npt.NDArray[np.float32], imatrix: npt.NDArray[np.float32] | None) -> npt.NDArray[np.uint8]:
         rows, cols = x.shape
         out = np.empty((rows, cols // QK_K * tsize), dtype=np.uint8)
-        _quantize_rows(x, _EMPTY_F32 if imatrix is None else imatrix, out, int(qtype))
+        _quantize_rows(x, _EMPTY_F32 if imatrix is None else imatrix, out, int(qtype), 16)
         return out
 
     quantize.__doc__ = f"ggml's quantize_{qtype.name.lower()} (ref without imatrix, impl with one)."
