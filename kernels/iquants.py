@@ -355,14 +355,19 @@ def _sum_sq(x, xo):
 
 
 @njit(cache=True, inline="always")
-def _sumqx_q2(weight, xval, L, n):
-    sumqx = F32(0.0)
-    sumq2 = F32(0.0)
+def _sumqx_q2(weight, xval, L, n, prod):
+    # C's sums of w*x*q and w*q*q over q = 2l+1: the products in one SIMD pass, then the two
+    # sums added strictly in order (the same floats, without C's serial multiply latency)
     for i in range(n):
         w = weight[i]
         q = F32(2 * L[i] + 1)
-        sumqx += w * xval[i] * q
-        sumq2 += w * q * q
+        prod[0, i] = w * xval[i] * q
+        prod[1, i] = w * q * q
+    sumqx = F32(0.0)
+    sumq2 = F32(0.0)
+    for i in range(n):
+        sumqx += prod[0, i]
+        sumq2 += prod[1, i]
     return sumqx, sumq2
 
 
@@ -389,6 +394,7 @@ def _pack_u(L, o, dim, bits):
 @njit(cache=True, error_model="numpy")
 def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     d2 = np.zeros(max_list, dtype=np.float32)
+    prod = np.zeros((2, 32), dtype=np.float32)
     """quantize_row_iq3_xxs_impl(256, ...) for one row."""
     kMaxQ = 8
     nbl = x.shape[0] // QK_K
@@ -442,7 +448,7 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                     if gi < 0:
                         is_on_grid_aux[k] = False
                         _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, this_scale, Laux, 4, 8, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32, prod)
                 if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
                     best = scale * sumqx
@@ -467,7 +473,7 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                         gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, scale, L, 4, 8, d2)
                     for i in range(4):
                         L[4 * k + i] = levels[gi, i]
-                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32, prod)
                 if sumq2 > F32(0.0):
                     scale = sumqx / sumq2
             if scale < F32(0.0):
@@ -498,6 +504,7 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
 @njit(cache=True, error_model="numpy")
 def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     d2 = np.zeros(max_list, dtype=np.float32)
+    prod = np.zeros((2, 32), dtype=np.float32)
     """quantize_row_iq3_s_impl(32, ...) for one row (block_iq3_s, 110 bytes)."""
     kMaxQ = 8
     block_size = 32
@@ -557,7 +564,7 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                     if gi < 0:
                         is_on_grid_aux[k] = False
                         _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, this_scale, Laux, 4, 8, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, block_size)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, block_size, prod)
                 if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
                     best = scale * sumqx
@@ -580,7 +587,7 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                         gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, scale, L, 4, 8, d2)
                     for i in range(4):
                         L[4 * k + i] = levels[gi, i]
-                sumqx, sumq2 = _sumqx_q2(weight, xval, L, block_size)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, block_size, prod)
                 if sumq2 > F32(0.0):
                     scale = sumqx / sumq2
             if scale < F32(0.0):
@@ -618,6 +625,7 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
 @njit(cache=True, error_model="numpy")
 def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     d2 = np.zeros(max_list, dtype=np.float32)
+    prod = np.zeros((2, 32), dtype=np.float32)
     """quantize_row_iq2_xxs_impl for one row (imatrix required)."""
     kMaxQ = 3
     nbl = x.shape[0] // QK_K
@@ -667,7 +675,7 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                     gi = kmap[_pack_u(Laux, 8 * k, 8, 2)]
                     if gi < 0:
                         _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, this_scale, Laux, 8, 16, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32, prod)
                 if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
                     best = scale * sumqx
@@ -685,7 +693,7 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                         gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, scale, L, 8, 16, d2)
                     for i in range(8):
                         L[8 * k + i] = levels[gi, i]
-                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32, prod)
                 if sumq2 > F32(0.0):
                     scale = sumqx / sumq2
             if scale < F32(0.0):
@@ -715,6 +723,7 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
 @njit(cache=True, error_model="numpy")
 def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s):
     d2 = np.zeros(max_list, dtype=np.float32)
+    prod = np.zeros((2, 32), dtype=np.float32)
     """quantize_row_iq2_xs_impl (is_s False, imatrix required) and quantize_row_iq2_s_impl
     (is_s True): 16 sub-blocks of 16, the same search with ggml's small differences."""
     kMaxQ = 3
@@ -771,7 +780,7 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s)
                     if gi < 0:
                         is_on_grid_aux[k] = False
                         _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, this_scale, Laux, 8, 16, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 16)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 16, prod)
                 if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
                     best = scale * sumqx
@@ -795,7 +804,7 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s)
                     gi = kmap[u]
                     if gi < 0:
                         _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, scale, L, 8, 16, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 16)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 16, prod)
                 if sumq2 > F32(0.0):
                     scale = sumqx / sumq2
             if scale < F32(0.0):
