@@ -77,3 +77,27 @@ def test_decoding_quantized_model_equals_batch_forward(tmp_path, qtype):
         cache = m.new_cache(10)
         inc = np.concatenate([m.forward(toks[:5], cache)] + [m.forward(toks[i:i + 1], cache) for i in range(5, 10)])
     assert np.abs(inc - full).max() / np.abs(full).max() < 1e-5
+
+
+def test_round_activations_follows_the_vec_dot_type():
+    from llmtk.model.ops import round_activations
+
+    x = np.random.default_rng(3).standard_normal((5, 256)).astype(np.float32)
+    assert round_activations(x, GGMLType.F32) is x
+    np.testing.assert_array_equal(round_activations(x, GGMLType.F16), x.astype(np.float16).astype(np.float32))
+    for vdt in ("Q8_0", "Q8_K"):
+        want = kernels.dequantize(kernels.quantize(x, vdt), vdt, x.shape)
+        np.testing.assert_array_equal(round_activations(x, GGMLType[vdt]), want)
+    assert round_activations(x[:, :96], GGMLType.Q8_K) is not None  # 96 is no Q8_K row: unchanged
+
+
+def test_quantize_activations_changes_quantized_models_only(tmp_path):
+    pytest.importorskip("transformers")
+    from tiny_models import N_VOCAB, build
+
+    toks = np.random.default_rng(4).integers(0, N_VOCAB, 7).astype(np.int32)
+    for qtype, changed in (("F32", False), ("Q8_0", True)):
+        _, path = build("qwen2", tmp_path, qtype=qtype)
+        with load_model(path) as a, load_model(path, quantize_activations=False) as b:
+            la, lb = a.forward(toks), b.forward(toks)
+        assert (np.abs(la - lb).max() > 0) == changed, qtype

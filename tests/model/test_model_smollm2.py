@@ -7,6 +7,7 @@ perplexity/base.log); the token ids are llama-tokenize's for the start of the tu
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -28,7 +29,9 @@ def tutorial_ids(shared_dir):
 
 @pytest.fixture(scope="module")
 def smollm2(smollm2_path):
-    with load_model(smollm2_path, threads=1) as m:
+    # the references are the F16 file's: this Q4_1 holds the same values, but ggml would multiply
+    # it with Q8_1-rounded activations; exact float32 activations reproduce the F16 run
+    with load_model(smollm2_path, threads=1, quantize_activations=False) as m:
         yield m
 
 
@@ -71,3 +74,25 @@ def test_smollm2_running_perplexity_matches_llama_cpp(smollm2, tutorial_ids):
     got = _running_ppl(smollm2, tutorial_ids, len(LLAMA_CPP_RUNNING_PPL))
     for g, ref in zip(got, LLAMA_CPP_RUNNING_PPL):
         assert abs(g / ref - 1) < PPL_REL_TOL, (got, LLAMA_CPP_RUNNING_PPL)
+
+
+# the bounds on the final PPL (16 chunks of 512) against llama-perplexity on
+# llama-quantize's file of the same type ("Mean PPL(Q)" of perplexity/<TYPE>.log)
+TYPE_PPL_REL_TOL = {"F16": 1e-3, "Q8_0": 1e-3, "Q4_K_M": 5e-3}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("qtype", sorted(TYPE_PPL_REL_TOL))
+def test_requantized_smollm2_perplexity_matches_llama_cpp(shared_dir, smollm2_path, tmp_path, qtype):
+    from llmtk.quantize import quantize_model
+    from llmtk.tokenizer import Tokenizer
+
+    log = (shared_dir / "llamacpp" / "smollm2" / "perplexity" / f"{qtype}.log").read_text()
+    ref = float(re.search(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)", log).group(1))
+    text = (shared_dir / "text" / "pydoc-tutorial.txt").read_text(encoding="utf-8")
+    ids = np.array(Tokenizer.from_gguf(smollm2_path).encode(text), dtype=np.int32)
+    out = tmp_path / f"smollm2-{qtype}.gguf"
+    quantize_model(smollm2_path, out, qtype, allow_requantize=True)
+    with load_model(out, threads=1) as m:
+        got = _running_ppl(m, ids, 16)[-1]
+    assert abs(got / ref - 1) < TYPE_PPL_REL_TOL[qtype], (qtype, got, ref)

@@ -4,9 +4,9 @@ Decoding one token reads every weight once, so its speed is the bytes read: floa
 4 bytes a weight, F16 read from the memory map 2, and the legacy and Q4_K/Q6_K quants, unpacked
 once into int8 values with a float32 scale (and offset) per block, about 1.1-1.25. The kernels
 multiply float32 activations by the weights exactly as the types dequantize (ggml's
-`dequantize_row_*`), without quantizing the activations (unlike ggml's vec_dot), so results equal
-the float32 path up to summation order. Rows are independent: `prange` over row groups, each
-writing its own outputs.
+`dequantize_row_*`), so results equal the float32 sgemm path up to summation order (the model
+rounds activations to the vec_dot_type beforehand, for both paths alike). Rows are
+independent: `prange` over row groups, each writing its own outputs.
 """
 from __future__ import annotations
 

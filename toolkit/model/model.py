@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import numpy.typing as npt
 
+from llmtk.constants import GGMLType
 from llmtk.errors import InputError, ShapeError, UnsupportedError
 
 from . import _blas, ops
@@ -161,8 +162,11 @@ class Model:
     """A loaded GGUF transformer; `forward` maps token ids to logits."""
 
     def __init__(self, reader: Any, *, weight_budget: int = DEFAULT_BUDGET, threads: int | None = None,
-                 owns_reader: bool = False):
+                 quantize_activations: bool = True, owns_reader: bool = False):
         self.reader = reader
+        # round matmul inputs to the weight type's vec_dot_type, as ggml's CPU backend does
+        self.quantize_activations = quantize_activations
+        self._vdt: dict[str, GGMLType] = {}
         # BLAS and numba threads during forward; None picks all cores unless the machine is busy
         self.threads = threads if threads is not None else _blas.auto_threads()
         log.debug("llmtk.model: %d thread(s)", self.threads)
@@ -227,15 +231,28 @@ class Model:
         if hook is not None:
             for name in names:
                 hook(name, x)
-        if x.shape[0] <= DECODE_ROWS:
-            parts = [self.w.matvec(name, x) for name in names]
-            y = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        vdts = [self._vec_dot_type(name) for name in names]
+        if len(set(vdts)) > 1:  # mixed types (a Q6_K attn_v beside Q5_0 q/k): one product each
+            y = np.concatenate([self._proj(x, (n,), (None,), None) for n in names], axis=1)
         else:
-            y = x @ self.w.fused(names).T
+            xr = ops.round_activations(x, vdts[0]) if self.quantize_activations else x
+            if x.shape[0] <= DECODE_ROWS:
+                parts = [self.w.matvec(name, xr) for name in names]
+                y = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+            else:
+                y = xr @ self.w.fused(names).T
         b = self._bias(names, biases)
         if b is not None:
             y += b
         return y
+
+    def _vec_dot_type(self, name: str) -> GGMLType | None:
+        """The type ggml's CPU backend converts activations to before multiplying `name`."""
+        t = self._vdt.get(name)
+        if t is None:
+            from llmtk.kernels import kernel_for
+            t = self._vdt[name] = kernel_for(self.reader.tensors[name].qtype).vec_dot_type or GGMLType.F32
+        return t
 
     def _bias(self, names: tuple[str, ...], biases: tuple[str | None, ...]) -> npt.NDArray[np.float32] | None:
         if all(b is None for b in biases):
@@ -439,15 +456,19 @@ class Model:
 
 
 def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET,
-               threads: int | None = None) -> Model:
+               threads: int | None = None, quantize_activations: bool = True) -> Model:
     """Open a GGUF model (a path or an open `GGUFReader`) for `Model.forward`.
 
     `weight_budget` bounds the bytes of float32 weights kept dequantized between calls;
     `threads` sets the BLAS and numba thread counts during `forward` (None: all cores, or one
     when the 1-minute load average already reaches the core count). `Model.threads` may be changed.
+    `quantize_activations` rounds each matmul's input to the weight type's vec_dot_type (F16,
+    Q8_0, Q8_1, Q8_K...) as ggml's CPU backend does, so quantized models score as in llama.cpp;
+    False keeps exact float32 activations (float32 weights are unaffected either way).
     """
     owns = isinstance(path, (str, Path))
     if owns and not Path(path).is_file():
         raise InputError(f"model file {str(path)!r} does not exist")
     reader = open_reader(path)
-    return Model(reader, weight_budget=weight_budget, threads=threads, owns_reader=owns)
+    return Model(reader, weight_budget=weight_budget, threads=threads,
+                 quantize_activations=quantize_activations, owns_reader=owns)

@@ -8,10 +8,14 @@ float32 like ggml's CPU ops, with ggml's float64 accumulation of the RMS-norm su
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
+
+if TYPE_CHECKING:
+    from llmtk.constants import GGMLType
 
 F32 = np.float32
 
@@ -138,3 +142,17 @@ def softmax(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     s = np.array(x, dtype=F32)
     softmax_(s)
     return s
+
+
+def round_activations(x: npt.NDArray[np.float32], vdt: "GGMLType") -> npt.NDArray[np.float32]:
+    """x (n, cols) as ggml's CPU backend feeds it to a matmul: converted to the weight type's
+    vec_dot_type (`from_float`) and back, e.g. Q8_0 blocks for Q8_0/Q5_0 weights, Q8_K for
+    K-quants, f16 for F16; unchanged for F32 (or a width the type's blocks do not divide)."""
+    from llmtk.constants import GGML_TYPE_TRAITS, GGMLType
+    from llmtk.kernels import dequantize, quantize
+
+    if vdt == GGMLType.F32 or x.shape[-1] % GGML_TYPE_TRAITS[vdt].block_size:
+        return x
+    if vdt == GGMLType.F16:
+        return x.astype(np.float16).astype(F32)
+    return dequantize(quantize(x, vdt), vdt, x.shape)
