@@ -85,7 +85,9 @@ def test_round_activations_follows_the_vec_dot_type():
     x = np.random.default_rng(3).standard_normal((5, 256)).astype(np.float32)
     assert round_activations(x, GGMLType.F32) is x
     np.testing.assert_array_equal(round_activations(x, GGMLType.F16), x.astype(np.float16).astype(np.float32))
-    for vdt in ("Q8_0", "Q8_K"):
+    x[0, :40] = 0.0  # an all-zero block
+    x[1, 7] = 0.5 / 127  # ties for roundf
+    for vdt in ("Q8_0", "Q8_1", "Q8_K", "BF16"):
         want = kernels.dequantize(kernels.quantize(x, vdt), vdt, x.shape)
         np.testing.assert_array_equal(round_activations(x, GGMLType[vdt]), want)
     assert round_activations(x[:, :96], GGMLType.Q8_K) is not None  # 96 is no Q8_K row: unchanged

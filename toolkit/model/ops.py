@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from llmtk.kernels._numeric import FP16_TO_FP32, fp32_to_fp16, nearest_int, roundf
+
 if TYPE_CHECKING:
     from llmtk.constants import GGMLType
 
@@ -144,6 +146,45 @@ def softmax(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return s
 
 
+@njit(cache=True)
+def _round_q8_0(x, out):
+    # quantize_row_q8_0_ref / _q8_1_ref, then dequantize: roundf(x / d) * fp16(d), d = amax/127
+    rows, cols = x.shape
+    for r in range(rows):
+        for o in range(0, cols, 32):
+            amax = np.float32(0.0)
+            for j in range(32):
+                amax = max(amax, abs(x[r, o + j]))
+            d = amax / np.float32(127.0)
+            id_ = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
+            dh = FP16_TO_FP32[fp32_to_fp16(d)]
+            for j in range(32):
+                out[r, o + j] = np.float32(roundf(x[r, o + j] * id_)) * dh
+
+
+@njit(cache=True)
+def _round_q8_K(x, out):
+    # quantize_row_q8_K_ref, then dequantize: min(127, nearest_int(x * iscale)) * (1 / iscale)
+    rows, cols = x.shape
+    for r in range(rows):
+        for o in range(0, cols, 256):
+            vmax = np.float32(0.0)
+            amax = np.float32(0.0)
+            for j in range(256):
+                ax = abs(x[r, o + j])
+                if ax > amax:
+                    amax = ax
+                    vmax = x[r, o + j]
+            if amax == 0:
+                for j in range(256):
+                    out[r, o + j] = 0.0
+                continue
+            iscale = np.float32(-127.0) / vmax
+            d = np.float32(1.0) / iscale
+            for j in range(256):
+                out[r, o + j] = np.float32(min(127, nearest_int(iscale * x[r, o + j]))) * d
+
+
 def round_activations(x: npt.NDArray[np.float32], vdt: "GGMLType") -> npt.NDArray[np.float32]:
     """x (n, cols) as ggml's CPU backend feeds it to a matmul: converted to the weight type's
     vec_dot_type (`from_float`) and back, e.g. Q8_0 blocks for Q8_0/Q5_0 weights, Q8_K for
@@ -155,4 +196,9 @@ def round_activations(x: npt.NDArray[np.float32], vdt: "GGMLType") -> npt.NDArra
         return x
     if vdt == GGMLType.F16:
         return x.astype(np.float16).astype(F32)
+    if vdt in (GGMLType.Q8_0, GGMLType.Q8_1, GGMLType.Q8_K):
+        xc = np.ascontiguousarray(x, dtype=F32)
+        out = np.empty_like(xc)
+        (_round_q8_K if vdt == GGMLType.Q8_K else _round_q8_0)(xc, out)
+        return out
     return dequantize(quantize(x, vdt), vdt, x.shape)
