@@ -1,9 +1,14 @@
 """Shared fixtures: the read-only reference data in ../shared and the two real models."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Idle OpenMP workers sleep instead of spinning: on a shared 2-core CI machine spinning threads
+# steal the cores the working ones need (a SmolLM2 quantize went from 31 s to 5 s wall).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared"
