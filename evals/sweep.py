@@ -82,9 +82,14 @@ def run_sweep(plan: SweepPlan, log: Callable[[str], None] = print,
         imatrix = out / "imatrix.gguf"
         if not imatrix.exists():
             step("imatrix")
+            from llmtk.imatrix_file import write_imatrix_gguf
+
             from .imatrix import compute_imatrix
 
-            compute_imatrix(base, plan.text, imatrix, n_ctx=plan.n_ctx, n_chunks=plan.n_chunks)
+            run = compute_imatrix(base, plan.text, n_ctx=plan.n_ctx,
+                                  n_chunks=-1 if plan.n_chunks is None else plan.n_chunks,
+                                  compute_ppl=False, dataset_name=plan.text_name)
+            write_imatrix_gguf(imatrix, run.imatrix)
     elif plan.imatrix:
         imatrix = Path(plan.imatrix)
         if not imatrix.is_file():
