@@ -13,7 +13,7 @@ import click
 @click.option("-o", "--out", "out_dir", default="llmtk-sweep", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the models, the report and the resumable state.")
 @click.option("-c", "--ctx-size", "n_ctx", default=512, show_default=True, type=click.IntRange(min=2))
-@click.option("--chunks", "n_chunks", type=int, help="Evaluate at most this many chunks (default: all; 8 for the embedded default).")
+@click.option("--chunks", "n_chunks", type=int, help="Evaluate at most this many chunks (default: all; 4 for the embedded default).")
 def command(model, types, text_path, imatrix, out_dir, n_ctx, n_chunks):
     """Quantize MODEL to each of --types, measure PPL and KL divergence against the unquantized
     base, and write a report (sweep.md, sweep.csv, sweep.json, sweep.png with the Pareto front).
@@ -39,7 +39,7 @@ def command(model, types, text_path, imatrix, out_dir, n_ctx, n_chunks):
     if model is None:
         model = smollm2_path()
         if n_chunks is None:
-            n_chunks = 8
+            n_chunks = 4
     type_list = [t.strip().upper() for t in types.split(",") if t.strip()]
     if not type_list:
         raise InputError("--types names no type")
