@@ -90,7 +90,7 @@ def compute_imatrix(model_path: str | Path, text: str, *, n_ctx: int = 512, n_ch
     from .runner import ModelRunner
 
     runner = ModelRunner(model_path)
-    tokens = np.asarray(runner.tokenizer.encode(text, add_special=True, parse_special=False), dtype=np.int32)
+    tokens = runner.tokenize(text)
     if len(tokens) < 2 * n_ctx:
         raise InputError(f"you need at least {2 * n_ctx} tokens for a context of {n_ctx} tokens; "
                          f"the text tokenizes to only {len(tokens)}")

@@ -99,7 +99,6 @@ def _score_tasks(model_path, task_path, kind: str, n_tasks: int | None, json_out
     if not task_path.is_file():
         raise InputError(f"{task_path}: task file not found")
     runner = ModelRunner(model_path)
-    tokenize = lambda s: runner.tokenizer.encode(s, add_special=True, parse_special=False)  # noqa: E731
     if kind == "multiple-choice":
         tasks = T.load_multiple_choice(task_path.read_bytes(), n_tasks)
     else:
@@ -110,9 +109,9 @@ def _score_tasks(model_path, task_path, kind: str, n_tasks: int | None, json_out
     out(f"task\tacc ({kind}, {len(tasks)} tasks)")
     step = lambda i, acc: out(f"{i}\t{100 * acc:.8f}")  # noqa: E731
     if kind == "winogrande":
-        score = T.score_winogrande(tasks, tokenize, runner.logits, progress=step)
+        score = T.score_winogrande(tasks, runner.tokenize, runner.logits, progress=step)
     else:
-        score = T.score_choices(tasks, tokenize, runner.logits, kind, progress=step)
+        score = T.score_choices(tasks, runner.tokenize, runner.logits, kind, progress=step)
     lo, hi = score.wilson_interval()
     out(f"Final {kind} score ({score.n_done} tasks): {100 * score.accuracy:.4f} +/- {100 * score.stderr:.4f} "
         f"(95% Wilson [{100 * lo:.4f}%, {100 * hi:.4f}%])")
