@@ -8,6 +8,10 @@ from llmtk import kernels
 from llmtk.constants import GGMLType
 from llmtk.model import decode, load_model
 
+# keys and values kept in float32 (llama.cpp rounds them to f16 by default): these tests
+# compare with transformers or between code paths at float32 tolerances
+EXACT_KV = dict(cache_type_k="f32", cache_type_v="f32")
+
 AFFINE = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K"]
 
 
@@ -71,7 +75,7 @@ def test_decoding_quantized_model_equals_batch_forward(tmp_path, qtype):
 
     _, path = build("llama", tmp_path, qtype=qtype)
     toks = np.random.default_rng(2).integers(0, N_VOCAB, 10).astype(np.int32)
-    with load_model(path) as m:
+    with load_model(path, **EXACT_KV) as m:
         assert m.reader.tensors["blk.0.attn_q.weight"].qtype == GGMLType[qtype]
         full = m.forward(toks)
         cache = m.new_cache(10)

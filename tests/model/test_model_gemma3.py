@@ -15,6 +15,10 @@ pytest.importorskip("transformers")
 
 from llmtk.model import load_model  # noqa: E402
 
+# keys and values kept in float32 (llama.cpp rounds them to f16 by default): these tests
+# compare with transformers or between code paths at float32 tolerances
+EXACT_KV = dict(cache_type_k="f32", cache_type_v="f32")
+
 REL_TOL = 1e-4
 
 
@@ -41,7 +45,7 @@ def test_gemma3_270m_matches_transformers(gemma3_path):
     import torch
     import transformers
 
-    with load_model(gemma3_path, threads=1) as m:
+    with load_model(gemma3_path, threads=1, **EXACT_KV) as m:
         hp = m.hp
         cfg = transformers.Gemma3TextConfig(
             vocab_size=hp.n_vocab, hidden_size=hp.n_embd, intermediate_size=hp.n_ff,

@@ -11,6 +11,10 @@ from tiny_models import CASES, N_VOCAB, build, hf_logits  # noqa: E402
 
 from llmtk.model import load_model  # noqa: E402
 
+# keys and values kept in float32 (llama.cpp rounds them to f16 by default): these tests
+# compare with transformers or between code paths at float32 tolerances
+EXACT_KV = dict(cache_type_k="f32", cache_type_v="f32")
+
 # |llmtk - transformers| / max|transformers logits|, both float32
 REL_TOL = 1e-4
 
@@ -35,7 +39,7 @@ def test_logits_match_transformers(built, name):
     hf, path = built(name)
     toks = _tokens(13)
     ref = hf_logits(hf, toks)
-    with load_model(path) as m:
+    with load_model(path, **EXACT_KV) as m:
         got = m.forward(toks)
         last = m.forward(toks, all_logits=False)
     assert got.shape == ref.shape and got.dtype == np.float32
@@ -52,7 +56,7 @@ def test_incremental_decoding_equals_full_forward(built, name):
     hf, path = built(name)
     toks = _tokens(13, seed=2)
     ref = hf_logits(hf, toks)
-    with load_model(path) as m:
+    with load_model(path, **EXACT_KV) as m:
         full = m.forward(toks)
         cache = m.new_cache(16)
         parts = [m.forward(toks[:6], cache)]
@@ -73,7 +77,7 @@ def test_hook_sees_every_matmul_input(built):
         assert x.dtype == np.float32
         seen[name] = (x.shape, None if ids is None else ids.shape)
 
-    with load_model(path) as m:
+    with load_model(path, **EXACT_KV) as m:
         m.forward(_tokens(7), hook=hook)
         hp = m.hp
     assert seen["blk.0.attn_q.weight"] == ((7, 32), None)
@@ -87,7 +91,7 @@ def test_hook_sees_every_matmul_input(built):
 def test_cache_overflow_and_bad_tokens_are_errors(built):
     from llmtk.errors import InputError
     _, path = built("llama")
-    with load_model(path) as m:
+    with load_model(path, **EXACT_KV) as m:
         cache = m.new_cache(4)
         with pytest.raises(InputError, match="n_ctx=4"):
             m.forward(_tokens(5), cache)
@@ -103,7 +107,7 @@ def test_chunked_attention_matches(built, name, monkeypatch):
     toks = _tokens(13, seed=3)
     ref = hf_logits(hf, toks)
     monkeypatch.setattr(model_mod, "ATTN_Q_CHUNK", 4)
-    with load_model(path) as m:
+    with load_model(path, **EXACT_KV) as m:
         got = m.forward(toks)
     assert np.abs(got - ref).max() / np.abs(ref).max() < REL_TOL
 
@@ -111,7 +115,7 @@ def test_chunked_attention_matches(built, name, monkeypatch):
 def test_weight_budget_zero_gives_same_logits(built):
     _, path = built("mixtral")
     toks = _tokens(9, seed=4)
-    with load_model(path) as a, load_model(path, weight_budget=0) as b:
+    with load_model(path, **EXACT_KV) as a, load_model(path, weight_budget=0, **EXACT_KV) as b:
         np.testing.assert_array_equal(a.forward(toks), b.forward(toks))
         assert b.w.used == 0
 
@@ -122,7 +126,7 @@ def test_phi3_longrope_switches_to_long_factors_past_the_original_context(built)
     hf, path = built("phi3-longrope")
     toks = _tokens(70, seed=5)
     ref_long, ref_short = hf_logits(hf, toks), hf_logits(hf, toks[:60])
-    with load_model(path) as m:
+    with load_model(path, **EXACT_KV) as m:
         long = m.forward(toks)
         short = m.forward(toks[:60], m.new_cache(64))
     scale = np.abs(ref_long).max()
@@ -135,7 +139,7 @@ def test_threads_do_not_change_logits(built):
     # two threads: kv heads attended in parallel, numba matvecs on two workers
     hf, path = built("qwen3")
     toks = _tokens(13, seed=6)
-    with load_model(path, threads=1) as one, load_model(path, threads=2) as two:
+    with load_model(path, threads=1, **EXACT_KV) as one, load_model(path, threads=2, **EXACT_KV) as two:
         a = one.forward(toks)
         c1, c2 = one.new_cache(16), two.new_cache(16)
         b = two.forward(toks)

@@ -31,8 +31,13 @@ from ._progress import chunk_progress
 @click.option("--winogrande-tasks", type=click.IntRange(min=1), help="Number of Winogrande tasks.")
 @click.option("--multiple-choice", is_flag=True, help="Score -f as llama.cpp's binary multiple-choice file.")
 @click.option("--multiple-choice-tasks", type=click.IntRange(min=1), help="Number of multiple-choice tasks.")
+@click.option("-ctk", "--cache-type-k", default="f16", show_default=True, type=click.Choice(["f16", "bf16", "f32"]),
+              help="Precision of cached keys, as llama.cpp's -ctk (f32: exact).")
+@click.option("-ctv", "--cache-type-v", default="f16", show_default=True, type=click.Choice(["f16", "bf16", "f32"]),
+              help="Precision of cached values, as llama.cpp's -ctv.")
 def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_base, kld, json_out, csv_out, report_dir,
-            hellaswag, hellaswag_tasks, winogrande, winogrande_tasks, multiple_choice, multiple_choice_tasks):
+            hellaswag, hellaswag_tasks, winogrande, winogrande_tasks, multiple_choice, multiple_choice_tasks,
+            cache_type_k, cache_type_v):
     """Perplexity of MODEL on a text, the way llama-perplexity measures it.
 
     The text is tokenized once, cut into --ctx-size chunks (each starting with BOS when the
@@ -55,14 +60,16 @@ def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_bas
     if kld and not kld_base:
         raise InputError("--kl-divergence needs --kl-divergence-base FILE (the base log-probs to compare against)")
     model_path = Path(model_path) if model_path else smollm2_path()
+    cache_types = dict(cache_type_k=cache_type_k, cache_type_v=cache_type_v)
     if hellaswag or winogrande or multiple_choice:
         if sum((hellaswag, winogrande, multiple_choice)) > 1 or not text_path:
             raise InputError("pick one of --hellaswag, --winogrande, --multiple-choice, with its task file as -f FILE")
-        _score_tasks(model_path, Path(text_path), "hellaswag" if hellaswag else "winogrande" if winogrande else
-                     "multiple-choice", hellaswag_tasks or winogrande_tasks or multiple_choice_tasks, json_out)
+        _score_tasks(ModelRunner(model_path, **cache_types), Path(text_path), "hellaswag" if hellaswag else
+                     "winogrande" if winogrande else "multiple-choice",
+                     hellaswag_tasks or winogrande_tasks or multiple_choice_tasks, json_out)
         return
     text, text_name = (None, Path(kld_base).name) if kld else read_text(text_path, dataset)
-    runner = ModelRunner(model_path)
+    runner = ModelRunner(model_path, **cache_types)
     with chunk_progress("perplexity") as (on_start, on_chunk):
         result = evaluate(model_path, text, n_ctx=n_ctx, n_chunks=n_chunks, runner=runner,
                           kld_base_out=None if kld else kld_base, kld_base_in=kld_base if kld else None,
@@ -89,16 +96,14 @@ def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_bas
         click.echo(f"report written to {md}", err=True)
 
 
-def _score_tasks(model_path, task_path, kind: str, n_tasks: int | None, json_out: str | None) -> None:
+def _score_tasks(runner, task_path, kind: str, n_tasks: int | None, json_out: str | None) -> None:
     """Run one of llama-perplexity's multiple-choice benchmarks and print its running accuracy."""
     from llmtk.errors import InputError
     from llmtk.evals import tasks as T
     from llmtk.evals.report import dumps
-    from llmtk.evals.runner import ModelRunner
 
     if not task_path.is_file():
         raise InputError(f"{task_path}: task file not found")
-    runner = ModelRunner(model_path)
     if kind == "multiple-choice":
         tasks = T.load_multiple_choice(task_path.read_bytes(), n_tasks)
     else:
@@ -116,5 +121,5 @@ def _score_tasks(model_path, task_path, kind: str, n_tasks: int | None, json_out
     out(f"Final {kind} score ({score.n_done} tasks): {100 * score.accuracy:.4f} +/- {100 * score.stderr:.4f} "
         f"(95% Wilson [{100 * lo:.4f}%, {100 * hi:.4f}%])")
     if json_out:
-        payload = dumps({"model": str(model_path), "file": str(task_path), **score.to_dict()})
+        payload = dumps({"model": str(runner.path), "file": str(task_path), **score.to_dict()})
         click.echo(payload) if json_out == "-" else Path(json_out).write_text(payload + "\n")

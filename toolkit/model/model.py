@@ -37,14 +37,32 @@ DECODE_ROWS = 4
 ATTN_Q_CHUNK = 128  # query rows per attention block: bounds the scores, skips masked keys
 
 
-class KVCache:
-    """Per-layer keys and values of the tokens seen so far, positions 0 .. n_past-1."""
+KV_CACHE_TYPES = ("f16", "bf16", "f32")
 
-    def __init__(self, hp: HParams, n_ctx: int):
+
+def check_cache_types(*types: str) -> None:
+    """Refuse a KV cache type llmtk cannot hold (llama.cpp's quantized caches among them)."""
+    for t in types:
+        if t not in KV_CACHE_TYPES:
+            raise InputError(f"KV cache type {t!r} is not supported (choose from {', '.join(KV_CACHE_TYPES)})")
+
+
+class KVCache:
+    """Per-layer keys and values of the tokens seen so far, positions 0 .. n_past-1.
+
+    Stored as float32 for BLAS but rounded to `type_k`/`type_v` when written, as llama.cpp's
+    cache holds them (its default, `-ctk f16 -ctv f16`). The rounding matters beyond its size:
+    with 8-bit activation quantization (Q8_0 weights) a tiny change upstream flips roundings in
+    blocks holding outliers, so PPL only agrees with llama.cpp's when the cache matches too.
+    """
+
+    def __init__(self, hp: HParams, n_ctx: int, type_k: str = "f16", type_v: str = "f16"):
         if n_ctx <= 0:
             raise InputError(f"KV cache size must be positive, got n_ctx={n_ctx}")
+        check_cache_types(type_k, type_v)
         self.n_ctx = int(n_ctx)
         self.n_past = 0
+        self.type_k, self.type_v = type_k, type_v
         # (n_head_kv, n_ctx, head_dim): each head's keys are contiguous rows for BLAS
         self.k = [np.zeros((hp.n_head_kv, n_ctx, hp.head_k), dtype=F32) for _ in range(hp.n_layer)]
         self.v = [np.zeros((hp.n_head_kv, n_ctx, hp.head_v), dtype=F32) for _ in range(hp.n_layer)]
@@ -52,6 +70,11 @@ class KVCache:
     def clear(self) -> None:
         """Forget every cached token (the buffers are reused)."""
         self.n_past = 0
+
+    def round_stored(self, il: int, p0: int, p1: int) -> None:
+        """Round layer il's freshly written positions p0..p1-1 to the cache types."""
+        ops.round_to_storage(self.k[il][:, p0:p1], self.type_k)
+        ops.round_to_storage(self.v[il][:, p0:p1], self.type_v)
 
 
 @dataclass
@@ -162,8 +185,11 @@ class Model:
     """A loaded GGUF transformer; `forward` maps token ids to logits."""
 
     def __init__(self, reader: Any, *, weight_budget: int = DEFAULT_BUDGET, threads: int | None = None,
-                 quantize_activations: bool = True, owns_reader: bool = False):
+                 quantize_activations: bool = True, cache_type_k: str = "f16", cache_type_v: str = "f16",
+                 owns_reader: bool = False):
         self.reader = reader
+        check_cache_types(cache_type_k, cache_type_v)
+        self.cache_type_k, self.cache_type_v = cache_type_k, cache_type_v
         # round matmul inputs to the weight type's vec_dot_type, as ggml's CPU backend does
         self.quantize_activations = quantize_activations
         self._vdt: dict[str, GGMLType] = {}
@@ -203,7 +229,7 @@ class Model:
 
     def new_cache(self, n_ctx: int) -> KVCache:
         """An empty KV cache holding up to `n_ctx` tokens."""
-        return KVCache(self.hp, n_ctx)
+        return KVCache(self.hp, n_ctx, self.cache_type_k, self.cache_type_v)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -298,6 +324,7 @@ class Model:
         Qh *= F32(self.kq_scale)
         ops.rope(k, cos, sin, hp.n_rot, neox, out=cache.k[il][:, p0:T])
         cache.v[il][:, p0:T] = v.transpose(1, 0, 2)
+        cache.round_stored(il, p0, T)
         K, V = cache.k[il], cache.v[il]                           # (n_head_kv, n_ctx, head)
         g = hp.group
         # query head h reads kv head h // g: each kv head's g query heads stacked as rows
@@ -456,7 +483,8 @@ class Model:
 
 
 def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET,
-               threads: int | None = None, quantize_activations: bool = True) -> Model:
+               threads: int | None = None, quantize_activations: bool = True,
+               cache_type_k: str = "f16", cache_type_v: str = "f16") -> Model:
     """Open a GGUF model (a path or an open `GGUFReader`) for `Model.forward`.
 
     `weight_budget` bounds the bytes of float32 weights kept dequantized between calls;
@@ -465,10 +493,12 @@ def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET,
     `quantize_activations` rounds each matmul's input to the weight type's vec_dot_type (F16,
     Q8_0, Q8_1, Q8_K...) as ggml's CPU backend does, so quantized models score as in llama.cpp;
     False keeps exact float32 activations (float32 weights are unaffected either way).
+    `cache_type_k`/`cache_type_v` ("f16", the default as in llama.cpp, "bf16" or "f32") are the
+    precisions keys and values are rounded to in the KV cache; "f32" keeps them exact.
     """
     owns = isinstance(path, (str, Path))
     if owns and not Path(path).is_file():
         raise InputError(f"model file {str(path)!r} does not exist")
     reader = open_reader(path)
-    return Model(reader, weight_budget=weight_budget, threads=threads,
-                 quantize_activations=quantize_activations, owns_reader=owns)
+    return Model(reader, weight_budget=weight_budget, threads=threads, quantize_activations=quantize_activations,
+                 cache_type_k=cache_type_k, cache_type_v=cache_type_v, owns_reader=owns)

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from llmtk.kernels._numeric import FP16_TO_FP32, fp32_to_fp16, nearest_int, roundf
+from llmtk.kernels._numeric import FP16_TO_FP32, fp32_to_fp16, nearest_int
 
 if TYPE_CHECKING:
     from llmtk.constants import GGMLType
@@ -148,7 +148,9 @@ def softmax(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 @njit(cache=True)
 def _round_q8_0(x, out):
-    # quantize_row_q8_0_ref / _q8_1_ref, then dequantize: roundf(x / d) * fp16(d), d = amax/127
+    # ggml-cpu's x86 quantize_row_q8_0 / _q8_1 (AVX/AVX2, what llama.cpp runs on x86), then
+    # dequantize: d = amax/127 stored as fp16, but the scale is 127/amax (not 1/d) and
+    # _mm256_round_ps rounds half to even
     rows, cols = x.shape
     for r in range(rows):
         for o in range(0, cols, 32):
@@ -156,10 +158,10 @@ def _round_q8_0(x, out):
             for j in range(32):
                 amax = max(amax, abs(x[r, o + j]))
             d = amax / np.float32(127.0)
-            id_ = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
+            id_ = np.float32(127.0) / amax if amax != np.float32(0.0) else np.float32(0.0)
             dh = FP16_TO_FP32[fp32_to_fp16(d)]
             for j in range(32):
-                out[r, o + j] = np.float32(roundf(x[r, o + j] * id_)) * dh
+                out[r, o + j] = np.float32(np.rint(x[r, o + j] * id_)) * dh
 
 
 @njit(cache=True)
@@ -183,6 +185,20 @@ def _round_q8_K(x, out):
             d = np.float32(1.0) / iscale
             for j in range(256):
                 out[r, o + j] = np.float32(min(127, nearest_int(iscale * x[r, o + j]))) * d
+
+
+def round_to_storage(a: npt.NDArray[np.float32], dtype: str) -> None:
+    """Round float32 `a` in place to "f16" (IEEE half, nearest even), "bf16" (ggml's
+    fp32_to_bf16: nearest even, NaN kept quiet) or leave it ("f32")."""
+    if dtype == "f16":
+        a[...] = a.astype(np.float16)
+    elif dtype == "bf16":
+        u = a.view(np.uint32)
+        nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+        r = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) & np.uint32(0xFFFF0000)
+        u[...] = np.where(nan, (u | np.uint32(0x00400000)) & np.uint32(0xFFFF0000), r)
+    elif dtype != "f32":
+        raise ValueError(f"unknown storage type {dtype!r}")
 
 
 def round_activations(x: npt.NDArray[np.float32], vdt: "GGMLType") -> npt.NDArray[np.float32]:
