@@ -261,12 +261,12 @@ class Model:
         if len(set(vdts)) > 1:  # mixed types (a Q6_K attn_v beside Q5_0 q/k): one product each
             y = np.concatenate([self._proj(x, (n,), (None,), None) for n in names], axis=1)
         else:
-            xr = ops.round_activations(x, vdts[0]) if self.quantize_activations else x
+            xr = ops.round_activations(x, vdts[0], self._rows) if self.quantize_activations else x
             if x.shape[0] <= DECODE_ROWS:
                 parts = [self.w.matvec(name, xr) for name in names]
                 y = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
             else:
-                y = xr @ self.w.fused(names).T
+                y = self._matmul(xr, self.w.fused(names))
         b = self._bias(names, biases)
         if b is not None:
             y += b
@@ -292,7 +292,7 @@ class Model:
         return b
 
     def _norm(self, x: npt.NDArray[np.float32], name: str) -> npt.NDArray[np.float32]:
-        return ops.rms_norm(x, self.w.get(name), self.hp.eps)
+        return ops.rms_norm(x, self.w.get(name), self.hp.eps, self._rows)
 
     def _rope_factors(self, n_ctx: int) -> npt.NDArray[np.float32] | None:
         # llama_model::get_rope_factors: rope_freqs, else long/short by the context size
@@ -320,9 +320,9 @@ class Model:
         cos, sin = ctx.rope[swa]
         neox = self.spec.rope_mode == ROPE_NEOX
         p0, T = cache.n_past, cache.n_past + n
-        Qh = ops.rope(q, cos, sin, hp.n_rot, neox)               # (n_head, n, head_k)
+        Qh = ops.rope(q, cos, sin, hp.n_rot, neox, rows=self._rows)               # (n_head, n, head_k)
         Qh *= F32(self.kq_scale)
-        ops.rope(k, cos, sin, hp.n_rot, neox, out=cache.k[il][:, p0:T])
+        ops.rope(k, cos, sin, hp.n_rot, neox, out=cache.k[il][:, p0:T], rows=self._rows)
         cache.v[il][:, p0:T] = v.transpose(1, 0, 2)
         cache.round_stored(il, p0, T)
         K, V = cache.k[il], cache.v[il]                           # (n_head_kv, n_ctx, head)
@@ -339,26 +339,57 @@ class Model:
                 chunks: list[tuple[int, int, int, int, np.ndarray]]) -> None:
         """out = softmax(Q K^T + mask) V per kv head and query chunk (Q already scaled).
 
-        Each kv head is an independent task (its own sgemms on one BLAS thread and its own
-        softmax, both releasing the GIL), spread over the model's worker threads.
+        Every (kv head, query chunk) pair is an independent task (its own sgemms on one BLAS
+        thread and its own softmax, both releasing the GIL), spread over the model's worker
+        threads, the longest (latest chunks see the most keys) first so the threads end together.
         """
         n_kv, g, n, head_k = Q.shape
 
-        def head(h: int) -> None:
-            for c0, c1, t0, t1, mask in chunks:
-                m = c1 - c0
-                Qc = Q[h] if m == n else np.ascontiguousarray(Q[h, :, c0:c1])
-                s = np.dot(Qc.reshape(g * m, head_k), K[h, t0:t1].T)   # (g*m, t1-t0)
-                s.reshape(g, m, t1 - t0)[...] += mask
-                ops.softmax_(s)
-                out[h, :, c0:c1] = np.dot(s, V[h, t0:t1]).reshape(g, m, -1)
+        def task(h: int, chunk: tuple[int, int, int, int, np.ndarray]) -> None:
+            c0, c1, t0, t1, mask = chunk
+            m = c1 - c0
+            Qc = Q[h] if m == n else np.ascontiguousarray(Q[h, :, c0:c1])
+            s = np.dot(Qc.reshape(g * m, head_k), K[h, t0:t1].T)   # (g*m, t1-t0)
+            s.reshape(g, m, t1 - t0)[...] += mask
+            ops.softmax_(s)
+            out[h, :, c0:c1] = np.dot(s, V[h, t0:t1]).reshape(g, m, -1)
 
+        tasks = sorted(((h, c) for h in range(n_kv) for c in chunks), key=lambda hc: -(hc[1][1] - hc[1][0]) * (hc[1][3] - hc[1][2]))
         pool = self._workers()
-        if pool is None or n_kv == 1 or n == 1:
-            for h in range(n_kv):
-                head(h)
+        if pool is None or len(tasks) == 1:
+            for h, c in tasks:
+                task(h, c)
         else:
-            list(pool.map(head, range(n_kv)))
+            for f in [pool.submit(task, h, c) for h, c in tasks]:
+                f.result()
+
+    def _matmul(self, x: npt.NDArray[np.float32], w: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """x (n, k) @ w.T for w (m, k): one single-threaded sgemm per worker on its share of w's rows.
+
+        Splitting the product ourselves instead of letting OpenBLAS thread it keeps OpenBLAS's
+        workers idle: after a threaded call they spin for a while and would take the cores from
+        the attention tasks and element-wise ops that follow. Splitting w (contiguous row
+        blocks) rather than x keeps each sgemm packing only its own part of the weights.
+        """
+        x = np.ascontiguousarray(x, dtype=F32)
+        n, m = x.shape[0], w.shape[0]
+        pool = self._workers()
+        if pool is None or m < 64 * self.threads:
+            return np.dot(x, w.T)
+        y = np.empty((n, m), dtype=F32)
+
+        def part(a: int, b: int) -> None:
+            y[:, a:b] = np.dot(x, w[a:b].T)
+
+        bounds = [m * i // self.threads // 16 * 16 for i in range(self.threads)] + [m]
+        for f in [pool.submit(part, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
+            f.result()
+        return y
+
+    @property
+    def _rows(self) -> ops.Rows:
+        """Splits a batch's element-wise work over the worker threads."""
+        return ops.Rows(self._workers(), self.threads)
 
     def _workers(self) -> ThreadPoolExecutor | None:
         n = self.threads
@@ -377,7 +408,7 @@ class Model:
             return self._moe(il, x, hook)
         gu = self._proj(x, L.ffn_in, L.ffn_in_b, hook)           # (n, 2 * n_ff): gate | up
         n_ff = gu.shape[1] // 2
-        return self._mm(ops.glu(self.spec.act, gu[:, :n_ff], gu[:, n_ff:]), L.down, hook, L.b_down)
+        return self._mm(ops.glu(self.spec.act, gu[:, :n_ff], gu[:, n_ff:], self._rows), L.down, hook, L.b_down)
 
     def _moe(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
         # llm_graph_context::build_moe_ffn with softmax gating: probabilities over all experts,
@@ -431,7 +462,7 @@ class Model:
         """
         # decoding runs its matvecs on numba threads: keep OpenBLAS's workers from competing
         n = int(np.size(tokens))
-        with _blas.threads(1 if n <= DECODE_ROWS else self.threads), _blas.numba_threads(self.threads):
+        with _blas.threads(1), _blas.numba_threads(self.threads):
             return self._forward(tokens, cache, hook, all_logits)
 
     def _forward(self, tokens: npt.ArrayLike, cache: KVCache | None, hook: Hook | None,
@@ -464,8 +495,13 @@ class Model:
             rope_tab[True] = ops.rope_tables(pos, hp.n_rot, hp.rope_base_swa, 1.0, attn_factor, ff)
         ctx = _Batch(hp, cache.n_past, n, rope_tab)
 
+        last = len(self.layers) - 1
         for il, L in enumerate(self.layers):
             h = self._attention(il, self._norm(x, L.attn_norm), cache, ctx, hook)
+            if il == last and not all_logits:
+                # only the last row reaches the output: skip the rest of the final block for
+                # the others, as llama.cpp's graphs do with inp_out_ids
+                h, x = h[-1:], x[-1:]
             if L.post_attn_norm is not None:
                 h = self._norm(h, L.post_attn_norm)
             x = x + h

@@ -1,28 +1,52 @@
 """Element-wise transformer ops; the matmuls go to BLAS through NumPy.
 
-The matmuls run multi-threaded in OpenBLAS; these cheap memory-bound ops run on the calling
-thread (numba kernels without `parallel`, or NumPy's SIMD exp/tanh), because numba worker
-threads would contend with OpenBLAS threads still spinning after each call. Arithmetic is
-float32 like ggml's CPU ops, with ggml's float64 accumulation of the RMS-norm sum of squares.
+The kernels are serial numba functions that release the GIL (or NumPy's SIMD exp/tanh); given
+an executor (`Rows`), a batch's rows are split over the model's worker threads, the same
+threads that run its single-threaded sgemms and attention tasks, so no other thread pool
+(numba's, OpenBLAS's) competes for the cores. Arithmetic is float32 like ggml's CPU ops, with
+ggml's float64 accumulation of the RMS-norm sum of squares.
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from llmtk.kernels._numeric import FP16_TO_FP32, fp32_to_fp16, nearest_int
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from llmtk.constants import GGMLType
 
 F32 = np.float32
+SPLIT_MIN_ROWS = 32  # fewer rows than this are not worth handing to other threads
 
 
-@njit(cache=True)
+class Rows:
+    """Runs fn(a, b) over row ranges a..b of 0..n: on `parts` worker threads, or inline."""
+
+    def __init__(self, pool: "Executor | None" = None, parts: int = 1):
+        self.pool, self.parts = pool, parts
+
+    def __call__(self, n: int, fn: Callable[[int, int], object]) -> None:
+        if self.pool is None or self.parts <= 1 or n < SPLIT_MIN_ROWS:
+            fn(0, n)
+            return
+        bounds = [n * i // self.parts for i in range(self.parts + 1)]
+        for f in [self.pool.submit(fn, a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]:
+            f.result()
+
+
+INLINE = Rows()
+
+
+@njit(cache=True, nogil=True)
 def _rms_norm(x, w, eps, out):
     # ggml_compute_forward_rms_norm_f32: sum of squares in double, scale = 1/sqrtf(mean + eps)
     rows, d = x.shape
@@ -36,23 +60,33 @@ def _rms_norm(x, w, eps, out):
             out[r, i] = x[r, i] * scale * w[i]
 
 
-def rms_norm(x: npt.NDArray[np.float32], w: npt.NDArray[np.float32], eps: float) -> npt.NDArray[np.float32]:
+def rms_norm(x: npt.NDArray[np.float32], w: npt.NDArray[np.float32], eps: float,
+             rows: Rows = INLINE) -> npt.NDArray[np.float32]:
     """RMS-normalise the last axis of `x` (..., d) and multiply by `w` (d,)."""
     shape = x.shape
     x2 = np.ascontiguousarray(x, dtype=F32).reshape(-1, shape[-1])
     out = np.empty_like(x2)
-    _rms_norm(x2, np.ascontiguousarray(w, dtype=F32), F32(eps), out)
+    w = np.ascontiguousarray(w, dtype=F32)
+    rows(x2.shape[0], lambda a, b: _rms_norm(x2[a:b], w, F32(eps), out[a:b]))
     return out.reshape(shape)
 
 
 _GELU_C = F32(math.sqrt(2.0 / math.pi))
 
 
-def glu(act: str, g: npt.NDArray[np.float32], u: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def glu(act: str, g: npt.NDArray[np.float32], u: npt.NDArray[np.float32],
+        rows: Rows = INLINE) -> npt.NDArray[np.float32]:
     """act(g) * u for the gated FFN; `act` is "silu" or "gelu_tanh" (HF gelu_pytorch_tanh).
 
     g, u: (rows, n_ff) float32, may be views of one fused gate|up product.
     """
+    if g.ndim == 2 and g.shape[0] >= SPLIT_MIN_ROWS and rows.parts > 1:
+        out = np.empty(g.shape, dtype=F32)
+
+        def part(a: int, b: int) -> None:
+            out[a:b] = glu(act, g[a:b], u[a:b])
+        rows(g.shape[0], part)
+        return out
     if act == "silu":
         t = np.negative(g)
         np.exp(t, out=t)
@@ -72,7 +106,7 @@ def glu(act: str, g: npt.NDArray[np.float32], u: npt.NDArray[np.float32]) -> npt
     return t
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rope_heads(x, cos, sin, n_rot, neox, out):
     # x: (n, n_heads, head_dim), any strides; out: (n_heads, n, head_dim) head-major
     n, nh, hd = x.shape
@@ -108,14 +142,15 @@ def rope_tables(pos: npt.NDArray[np.int64], n_rot: int, base: float, freq_scale:
 
 
 def rope(x: npt.NDArray[np.float32], cos: npt.NDArray[np.float32], sin: npt.NDArray[np.float32],
-         n_rot: int, neox: bool, out: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
+         n_rot: int, neox: bool, out: npt.NDArray[np.float32] | None = None, rows: Rows = INLINE
+         ) -> npt.NDArray[np.float32]:
     """RoPE on the first n_rot dims of every head of x (n, n_heads, head_dim), in ggml's
     normal (adjacent pairs) or neox (halves) mode; returns (n_heads, n, head_dim), into `out`
     (which may be a strided view such as a KV-cache slice) when given."""
     n, nh, hd = x.shape
     if out is None:
         out = np.empty((nh, n, hd), dtype=F32)
-    _rope_heads(x, cos, sin, n_rot, neox, out)
+    rows(n, lambda a, b: _rope_heads(x[a:b], cos[a:b], sin[a:b], n_rot, neox, out[:, a:b]))
     return out
 
 
@@ -146,7 +181,7 @@ def softmax(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _round_q8_0(x, out):
     # ggml-cpu's x86 quantize_row_q8_0 / _q8_1 (AVX/AVX2, what llama.cpp runs on x86), then
     # dequantize: d = amax/127 stored as fp16, but the scale is 127/amax (not 1/d) and
@@ -164,7 +199,7 @@ def _round_q8_0(x, out):
                 out[r, o + j] = np.float32(np.rint(x[r, o + j] * id_)) * dh
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _round_q8_K(x, out):
     # quantize_row_q8_K_ref, then dequantize: min(127, nearest_int(x * iscale)) * (1 / iscale)
     rows, cols = x.shape
@@ -187,11 +222,41 @@ def _round_q8_K(x, out):
                 out[r, o + j] = np.float32(min(127, nearest_int(iscale * x[r, o + j]))) * d
 
 
+@intrinsic
+def _through_half(typingctx, x):
+    """float32 -> IEEE binary16 (nearest even, as F16C's vcvtps2ph in ggml_cpu_fp32_to_fp16)
+    -> float32: LLVM's fptrunc/fpext, which vectorise to the CPU's conversion instructions
+    (NumPy's astype(float16) converts in software, 20x slower)."""
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        def codegen(context, builder, signature, args):
+            return builder.fpext(builder.fptrunc(args[0], ir.HalfType()), ir.FloatType())
+        return types.float32(x), codegen
+    return None
+
+
+@njit(cache=True, nogil=True)
+def _round_half(x, out):
+    # flat contiguous arrays, so that LLVM vectorises the conversions
+    for i in range(x.size):
+        out[i] = _through_half(x[i])
+
+
+def _round_half_into(x: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -> None:
+    """out = x rounded through binary16; contiguous blocks of the last two axes go to the kernel."""
+    if x.flags.c_contiguous and out.flags.c_contiguous:
+        _round_half(x.reshape(-1), out.reshape(-1))
+    elif x.ndim == 3 and all(x[i].flags.c_contiguous and out[i].flags.c_contiguous for i in range(x.shape[0])):
+        for i in range(x.shape[0]):
+            _round_half(x[i].reshape(-1), out[i].reshape(-1))
+    else:
+        np.copyto(out, x.astype(np.float16))
+
+
 def round_to_storage(a: npt.NDArray[np.float32], dtype: str) -> None:
     """Round float32 `a` in place to "f16" (IEEE half, nearest even), "bf16" (ggml's
     fp32_to_bf16: nearest even, NaN kept quiet) or leave it ("f32")."""
     if dtype == "f16":
-        a[...] = a.astype(np.float16)
+        _round_half_into(a, a)
     elif dtype == "bf16":
         u = a.view(np.uint32)
         nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
@@ -201,7 +266,7 @@ def round_to_storage(a: npt.NDArray[np.float32], dtype: str) -> None:
         raise ValueError(f"unknown storage type {dtype!r}")
 
 
-def round_activations(x: npt.NDArray[np.float32], vdt: "GGMLType") -> npt.NDArray[np.float32]:
+def round_activations(x: npt.NDArray[np.float32], vdt: "GGMLType", rows: Rows = INLINE) -> npt.NDArray[np.float32]:
     """x (n, cols) as ggml's CPU backend feeds it to a matmul: converted to the weight type's
     vec_dot_type (`from_float`) and back, e.g. Q8_0 blocks for Q8_0/Q5_0 weights, Q8_K for
     K-quants, f16 for F16; unchanged for F32 (or a width the type's blocks do not divide)."""
@@ -211,10 +276,14 @@ def round_activations(x: npt.NDArray[np.float32], vdt: "GGMLType") -> npt.NDArra
     if vdt == GGMLType.F32 or x.shape[-1] % GGML_TYPE_TRAITS[vdt].block_size:
         return x
     if vdt == GGMLType.F16:
-        return x.astype(np.float16).astype(F32)
+        xc = np.ascontiguousarray(x, dtype=F32)
+        out = np.empty(x.shape, dtype=F32)
+        rows(xc.shape[0], lambda a, b: _round_half_into(xc[a:b], out[a:b]))
+        return out
     if vdt in (GGMLType.Q8_0, GGMLType.Q8_1, GGMLType.Q8_K):
         xc = np.ascontiguousarray(x, dtype=F32)
         out = np.empty_like(xc)
-        (_round_q8_K if vdt == GGMLType.Q8_K else _round_q8_0)(xc, out)
+        kernel = _round_q8_K if vdt == GGMLType.Q8_K else _round_q8_0
+        rows(xc.shape[0], lambda a, b: kernel(xc[a:b], out[a:b]))
         return out
     return dequantize(quantize(x, vdt), vdt, x.shape)
