@@ -356,7 +356,7 @@ class Model:
 
         tasks = sorted(((h, c) for h in range(n_kv) for c in chunks), key=lambda hc: -(hc[1][1] - hc[1][0]) * (hc[1][3] - hc[1][2]))
         pool = self._workers()
-        if pool is None or len(tasks) == 1:
+        if pool is None or len(tasks) == 1 or n <= DECODE_ROWS:
             for h, c in tasks:
                 task(h, c)
         else:

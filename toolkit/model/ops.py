@@ -181,47 +181,6 @@ def softmax(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return s
 
 
-@njit(cache=True, nogil=True)
-def _round_q8_0(x, out):
-    # ggml-cpu's x86 quantize_row_q8_0 / _q8_1 (AVX/AVX2, what llama.cpp runs on x86), then
-    # dequantize: d = amax/127 stored as fp16, but the scale is 127/amax (not 1/d) and
-    # _mm256_round_ps rounds half to even
-    rows, cols = x.shape
-    for r in range(rows):
-        for o in range(0, cols, 32):
-            amax = np.float32(0.0)
-            for j in range(32):
-                amax = max(amax, abs(x[r, o + j]))
-            d = amax / np.float32(127.0)
-            id_ = np.float32(127.0) / amax if amax != np.float32(0.0) else np.float32(0.0)
-            dh = FP16_TO_FP32[fp32_to_fp16(d)]
-            for j in range(32):
-                out[r, o + j] = np.float32(np.rint(x[r, o + j] * id_)) * dh
-
-
-@njit(cache=True, nogil=True)
-def _round_q8_K(x, out):
-    # quantize_row_q8_K_ref, then dequantize: min(127, nearest_int(x * iscale)) * (1 / iscale)
-    rows, cols = x.shape
-    for r in range(rows):
-        for o in range(0, cols, 256):
-            vmax = np.float32(0.0)
-            amax = np.float32(0.0)
-            for j in range(256):
-                ax = abs(x[r, o + j])
-                if ax > amax:
-                    amax = ax
-                    vmax = x[r, o + j]
-            if amax == 0:
-                for j in range(256):
-                    out[r, o + j] = 0.0
-                continue
-            iscale = np.float32(-127.0) / vmax
-            d = np.float32(1.0) / iscale
-            for j in range(256):
-                out[r, o + j] = np.float32(min(127, nearest_int(iscale * x[r, o + j]))) * d
-
-
 @intrinsic
 def _through_half(typingctx, x):
     """float32 -> IEEE binary16 (nearest even, as F16C's vcvtps2ph in ggml_cpu_fp32_to_fp16)
@@ -250,6 +209,74 @@ def _round_half_into(x: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -
             _round_half(x[i].reshape(-1), out[i].reshape(-1))
     else:
         np.copyto(out, x.astype(np.float16))
+
+
+_RINT_MAGIC = F32(12582912.0)  # 1.5 * 2^23: (v + M) - M rounds |v| < 2^22 half to even in float32
+
+
+@njit(cache=True, nogil=True)
+def _block_amax(xr, bs, amax):
+    # max |x| of each bs-wide block of the row xr, into amax (a loop LLVM vectorises)
+    for b in range(amax.size):
+        o = b * bs
+        m = np.float32(0.0)
+        for j in range(bs):
+            v = abs(xr[o + j])
+            m = v if v > m else m
+        amax[b] = m
+
+
+@njit(cache=True, nogil=True)
+def _round_q8_0(x, out):
+    # ggml-cpu's x86 quantize_row_q8_0 / _q8_1 (AVX/AVX2, what llama.cpp runs on x86), then
+    # dequantize: d = amax/127 stored as fp16, but the scale is 127/amax (not 1/d) and
+    # _mm256_round_ps rounds half to even. Block maxima first, then the rounding: one fused
+    # loop does not vectorise.
+    rows, cols = x.shape
+    nb = cols // 32
+    ids = np.empty(nb, dtype=np.float32)
+    dhs = np.empty(nb, dtype=np.float32)
+    for r in range(rows):
+        xr = x[r]
+        orow = out[r]
+        _block_amax(xr, 32, ids)
+        for b in range(nb):
+            amax = ids[b]
+            dhs[b] = _through_half(amax / np.float32(127.0))
+            ids[b] = np.float32(127.0) / amax if amax != np.float32(0.0) else np.float32(0.0)
+        for b in range(nb):
+            o = b * 32
+            id_ = ids[b]
+            dh = dhs[b]
+            for j in range(32):
+                orow[o + j] = ((xr[o + j] * id_ + _RINT_MAGIC) - _RINT_MAGIC) * dh
+
+
+@njit(cache=True, nogil=True)
+def _round_q8_K(x, out):
+    # quantize_row_q8_K_ref, then dequantize: min(127, nearest_int(x * iscale)) * (1 / iscale)
+    # with iscale = -127 / (the first value of largest magnitude)
+    rows, cols = x.shape
+    nb = cols // 256
+    amax = np.empty(nb, dtype=np.float32)
+    for r in range(rows):
+        xr = x[r]
+        orow = out[r]
+        _block_amax(xr, 256, amax)
+        for b in range(nb):
+            o = b * 256
+            if amax[b] == 0:
+                for j in range(256):
+                    orow[o + j] = 0.0
+                continue
+            j = 0
+            while abs(xr[o + j]) != amax[b]:
+                j += 1
+            iscale = np.float32(-127.0) / xr[o + j]
+            d = np.float32(1.0) / iscale
+            for j in range(256):
+                q = (iscale * xr[o + j] + _RINT_MAGIC) - _RINT_MAGIC
+                orow[o + j] = (q if q < np.float32(127.0) else np.float32(127.0)) * d
 
 
 def round_to_storage(a: npt.NDArray[np.float32], dtype: str) -> None:
