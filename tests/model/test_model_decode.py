@@ -97,6 +97,27 @@ def test_round_activations_follows_the_vec_dot_type():
     assert round_activations(x[:, :96], GGMLType.Q8_K) is not None  # 96 is no Q8_K row: unchanged
 
 
+def test_q8_0_activations_round_as_ggml_cpu_on_x86():
+    """quantize_row_q8_0 of ggml-cpu's x86 code: scale 127/amax and half-to-even rounding (the
+    reference C code, which llmtk's quantizer follows, uses 1/d and roundf)."""
+    from llmtk.model.ops import round_activations
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((64, 96)).astype(np.float32)
+    x[0, :32] = np.arange(32, dtype=np.float32) - 15.5   # amax 15.5: many x*127/amax near halves
+    x[1, :32] = 0.0
+    x[1, 0], x[1, 1], x[1, 2] = 127.0, 2.5, -3.5        # id = 1: exact ties 2.5 -> 2, -3.5 -> -4
+    blocks = x.reshape(64, 3, 32)
+    amax = np.abs(blocks).max(axis=2, keepdims=True)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(127.0) / amax, np.float32(0.0)).astype(np.float32)
+    d16 = (amax / np.float32(127.0)).astype(np.float16).astype(np.float32)
+    want = (np.rint(blocks * inv) * d16).reshape(64, 96)
+    got = round_activations(x, GGMLType.Q8_0)
+    np.testing.assert_array_equal(got, want)
+    assert got[1, 1] == 2.0 and got[1, 2] == -4.0
+
+
 def test_quantize_activations_changes_quantized_models_only(tmp_path):
     pytest.importorskip("transformers")
     from tiny_models import N_VOCAB, build
