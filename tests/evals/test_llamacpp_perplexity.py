@@ -19,15 +19,17 @@ PPL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "llamacpp" / "
 LOGS = sorted(p.stem for p in PPL_DIR.glob("*.log") if p.stem != "base") if PPL_DIR.is_dir() else []
 N_CTX, N_CHUNKS = 512, 16
 NEAR_LOSSLESS = {"F16", "BF16", "Q8_0"}
-# Known gaps, kept visible instead of loosening the bounds (open in issues #6/#9):
+# Known gaps, kept visible instead of loosening the bounds (see docs/perplexity.md): 8-bit block
+# rounding of the matmul inputs amplifies float32 differences upstream, so these agree only with
+# an implementation that reproduces ggml's float arithmetic bit for bit. llama.cpp itself moves
+# Q8_0 from 11.7160 to 11.7023 (0.12%) with -fa off; 1-3 ulp perturbations of llmtk's activations
+# spread it over 11.681-11.702.
 KNOWN_GAPS = {
-    # same bytes as llama-quantize's file, PPL 11.6946 vs 11.7160 (0.18%): some part of ggml-cpu's
-    # Q8_0 path (activation rounding or accumulation order) is not reproduced yet
-    "Q8_0": "Q8_0 forward 0.18% below llama-perplexity on the identical file",
-    # collapsed models (PPL ~1e6, mean KLD 11-12 nats): float-order differences are amplified
-    "TQ1_0": "collapsed model (PPL ~1e6): PPL 4.4% off, float noise amplified",
-    "TQ2_0": "collapsed model (PPL ~1e6): PPL 4.4% off, float noise amplified",
-    "Q2_0": "collapsed model (PPL ~3.6e6): PPL 11% off, float noise amplified",
+    "Q8_0": "8-bit activation rounding amplifies float noise: 0.2-0.3% below llama-perplexity, bound 0.1%",
+    # collapsed models (PPL ~1e6, mean KLD 11-12 nats): the same noise amplified further
+    "TQ1_0": "collapsed model (PPL ~1e6): PPL ~5% off, float noise amplified",
+    "TQ2_0": "collapsed model (PPL ~1e6): PPL ~5% off, float noise amplified",
+    "Q2_0": "collapsed model (PPL ~3.6e6): PPL ~11% off, float noise amplified",
 }
 
 
@@ -89,6 +91,9 @@ def test_quantized_ppl_and_kld_match_llamacpp(log_name, smollm2_base, shared_dir
     quantize_model(f16, out, qtype, imatrix=imatrix)
     res = evaluate(out, None, kld_base_in=kld, runner=ModelRunner(out))
     k = res.kld
+    print(f"{log_name}: PPL {k.ppl:.4f} vs {ref['ppl']:.4f} ({k.ppl / ref['ppl'] - 1:+.3%}), "
+          f"mean KLD {k.mean:.6f} vs {ref['mean_kld']:.6f} ({k.mean / ref['mean_kld'] - 1:+.1%}), "
+          f"same top {k.same_top_p:.4f} vs {ref['same_top_p']:.4f}")
     rel = 1e-3 if qtype in NEAR_LOSSLESS else 5e-3
     assert k.ppl == pytest.approx(ref["ppl"], rel=rel), f"PPL {k.ppl:.4f} vs llama.cpp {ref['ppl']:.4f}"
     assert k.ppl_base == pytest.approx(ref["ppl_base"], rel=1e-3)
