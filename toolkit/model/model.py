@@ -406,9 +406,33 @@ class Model:
         L = self.layers[il]
         if L.gate_inp is not None:
             return self._moe(il, x, hook)
-        gu = self._proj(x, L.ffn_in, L.ffn_in_b, hook)           # (n, 2 * n_ff): gate | up
-        n_ff = gu.shape[1] // 2
-        return self._mm(ops.glu(self.spec.act, gu[:, :n_ff], gu[:, n_ff:], self._rows), L.down, hook, L.b_down)
+        if len(L.ffn_in) == 2 and L.b_gate is None and L.b_up is None and x.shape[0] > DECODE_ROWS:
+            g, u = self._gate_up(x, L.ffn_in, hook)
+        else:
+            gu = self._proj(x, L.ffn_in, L.ffn_in_b, hook)       # (n, 2 * n_ff): gate | up
+            n_ff = gu.shape[1] // 2
+            g, u = gu[:, :n_ff], gu[:, n_ff:]
+        return self._mm(ops.glu(self.spec.act, g, u, self._rows), L.down, hook, L.b_down)
+
+    def _gate_up(self, x: npt.NDArray[np.float32], names: tuple[str, ...],
+                 hook: Hook | None) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """The gate and up products of a batch, one per worker thread when there are two: each
+        sgemm writes its own array, sparing the copy into one gate|up matrix."""
+        vdt = self._vec_dot_type(names[0])
+        pool = self._workers()
+        if pool is None or self.threads != 2 or self._vec_dot_type(names[1]) != vdt:
+            gu = self._proj(x, names, (None, None), hook)
+            n_ff = gu.shape[1] // 2
+            return gu[:, :n_ff], gu[:, n_ff:]
+        if hook is not None:
+            for name in names:
+                hook(name, x)
+        xr = ops.round_activations(x, vdt, self._rows) if self.quantize_activations else x
+        xr = np.ascontiguousarray(xr, dtype=F32)
+        w = self.w.fused(names)
+        n_ff = w.shape[0] // 2
+        g, u = [pool.submit(np.dot, xr, part.T) for part in (w[:n_ff], w[n_ff:])]
+        return g.result(), u.result()
 
     def _moe(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
         # llm_graph_context::build_moe_ffn with softmax gating: probabilities over all experts,
