@@ -45,7 +45,7 @@ def test_gemma3_270m_matches_transformers(gemma3_path):
     import torch
     import transformers
 
-    with load_model(gemma3_path, threads=1, **EXACT_KV) as m:
+    with load_model(gemma3_path, threads=1, quantize_activations=False, **EXACT_KV) as m:
         hp = m.hp
         cfg = transformers.Gemma3TextConfig(
             vocab_size=hp.n_vocab, hidden_size=hp.n_embd, intermediate_size=hp.n_ff,
