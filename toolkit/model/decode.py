@@ -140,6 +140,14 @@ class Affine:
     def nbytes(self) -> int:
         return self.q.nbytes + self.a.nbytes + self.b.nbytes
 
+    @staticmethod
+    def stack(parts: "list[Affine]") -> "Affine":
+        """The row-wise stack of tensors of one type (q|k|v, gate|up)."""
+        if len(parts) == 1:
+            return parts[0]
+        b = None if parts[0].b.shape[1] == 0 else np.concatenate([p.b for p in parts])
+        return Affine(np.concatenate([p.q for p in parts]), np.concatenate([p.a for p in parts]), b)
+
     def matvec(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         x = np.ascontiguousarray(x, dtype=F32)
         bs = self.q.shape[1] // self.a.shape[1]

@@ -263,8 +263,7 @@ class Model:
         else:
             xr = ops.round_activations(x, vdts[0], self._rows) if self.quantize_activations else x
             if x.shape[0] <= DECODE_ROWS:
-                parts = [self.w.matvec(name, xr) for name in names]
-                y = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+                y = self.w.matvec(names, xr)
             else:
                 y = self._matmul(xr, self.w.fused(names))
         b = self._bias(names, biases)

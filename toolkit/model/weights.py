@@ -109,20 +109,32 @@ class Weights:
         raw = self.reader.raw(name).reshape(n_exp * rows, -1)[e * rows:(e + 1) * rows]
         return dequantize(np.ascontiguousarray(raw), info.qtype, (rows, cols))
 
-    def matvec(self, name: str, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """x (n, cols) @ W.T for a few rows of x, reading the file's own blocks where a decode
-        kernel exists (F16 from the memory map, legacy and Q4_K/Q6_K quants unpacked once)."""
-        info = self.reader.tensors[name]
-        if info.qtype == GGMLType.F16 and len(info.shape) == 2:
-            return decode.matvec_f16(self.reader.raw(name).reshape(info.shape[0], -1), x)
-        if info.qtype in decode.AFFINE_TYPES and len(info.shape) == 2:
-            key = f"{name}#affine"
+    def matvec(self, names: str | tuple[str, ...], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """x (n, cols) @ [W1; W2; ...].T for a few rows of x, reading the file's own blocks where a
+        decode kernel exists (F16 from the memory map, legacy and Q4_K/Q6_K quants unpacked once).
+
+        Tensors of one type (q|k|v, gate|up) are unpacked into one stacked matrix, so that a
+        decoding step launches one parallel kernel for them instead of one each.
+        """
+        names = (names,) if isinstance(names, str) else tuple(names)
+        infos = [self.reader.tensors[n] for n in names]
+        qtype = infos[0].qtype
+        same = all(i.qtype == qtype and len(i.shape) == 2 for i in infos)
+        if not same:
+            return np.concatenate([self.matvec(n, x) for n in names], axis=1)
+        if qtype == GGMLType.F16 and len(names) == 1:
+            return decode.matvec_f16(self.reader.raw(names[0]).reshape(infos[0].shape[0], -1), x)
+        if qtype in decode.AFFINE_TYPES:
+            key = "|".join(names) + "#affine"
             aff = self._cache.get(key)
             if aff is None:
-                aff = decode.unpack(self.reader.raw(name), info.qtype, *info.shape)
+                parts = [decode.unpack(self.reader.raw(n), qtype, *i.shape) for n, i in zip(names, infos)]
+                aff = None if any(p is None for p in parts) else decode.Affine.stack(parts)
                 if aff is not None and self.used + aff.nbytes <= self.budget:
                     self._cache[key] = aff
                     self.used += aff.nbytes
             if aff is not None:
                 return aff.matvec(x)
-        return decode.matvec_f32(self.get(name), x)
+        if len(names) > 1:
+            return np.concatenate([self.matvec(n, x) for n in names], axis=1)
+        return decode.matvec_f32(self.get(names[0]), x)
