@@ -27,9 +27,9 @@ NEAR_LOSSLESS = {"F16", "BF16", "Q8_0"}
 KNOWN_GAPS = {
     "Q8_0": "8-bit activation rounding amplifies float noise: 0.2-0.3% below llama-perplexity, bound 0.1%",
     # collapsed models (PPL ~1e6, mean KLD 11-12 nats): the same noise amplified further
-    "TQ1_0": "collapsed model (PPL ~1e6): PPL ~5% off, float noise amplified",
-    "TQ2_0": "collapsed model (PPL ~1e6): PPL ~5% off, float noise amplified",
-    "Q2_0": "collapsed model (PPL ~3.6e6): PPL ~11% off, float noise amplified",
+    "TQ1_0": "collapsed model (PPL ~1e6): PPL 5-13% off, float noise amplified",
+    "TQ2_0": "collapsed model (PPL ~1e6): PPL 5-13% off, float noise amplified",
+    "Q2_0": "collapsed model (PPL ~3.6e6): PPL 5-11% off, float noise amplified",
 }
 
 
