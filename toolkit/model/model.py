@@ -193,7 +193,7 @@ class Model:
         # round matmul inputs to the weight type's vec_dot_type, as ggml's CPU backend does
         self.quantize_activations = quantize_activations
         self._vdt: dict[str, GGMLType] = {}
-        # BLAS and numba threads during forward; None picks all cores unless the machine is busy
+        # worker threads of a batch and numba threads of a decoding step; None: all cores unless busy
         self.threads = threads if threads is not None else _blas.auto_threads()
         log.debug("llmtk.model: %d thread(s)", self.threads)
         self._owns_reader = owns_reader
@@ -483,7 +483,8 @@ class Model:
         float32 activations entering every matmul (for importance matrices). `all_logits=False`
         returns only the last token's row (1, n_vocab), as llama.cpp computes for generation.
         """
-        # decoding runs its matvecs on numba threads: keep OpenBLAS's workers from competing
+        # OpenBLAS stays on one thread: batches split their sgemms over the model's own workers,
+        # decoding runs its matvecs on numba threads
         n = int(np.size(tokens))
         with _blas.threads(1), _blas.numba_threads(self.threads):
             return self._forward(tokens, cache, hook, all_logits)
@@ -547,8 +548,10 @@ def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET,
     """Open a GGUF model (a path or an open `GGUFReader`) for `Model.forward`.
 
     `weight_budget` bounds the bytes of float32 weights kept dequantized between calls;
-    `threads` sets the BLAS and numba thread counts during `forward` (None: all cores, or one
-    when the 1-minute load average already reaches the core count). `Model.threads` may be changed.
+    `threads` is the number of worker threads a batch's sgemms, attention and element-wise ops
+    are split over (OpenBLAS itself runs on one) and of numba threads when decoding (None: all
+    cores, or one when the 1-minute load average already reaches the core count); it may be
+    changed on the model between calls.
     `quantize_activations` rounds each matmul's input to the weight type's vec_dot_type (F16,
     Q8_0, Q8_1, Q8_K...) as ggml's CPU backend does, so quantized models score as in llama.cpp;
     False keeps exact float32 activations (float32 weights are unaffected either way).
