@@ -373,14 +373,15 @@ class Model:
         x = np.ascontiguousarray(x, dtype=F32)
         n, m = x.shape[0], w.shape[0]
         pool = self._workers()
-        if pool is None or m < 64 * self.threads:
+        parts = min(self.threads, m // 64)  # at least 64 weight rows a share
+        if pool is None or parts < 2:
             return np.dot(x, w.T)
         y = np.empty((n, m), dtype=F32)
 
         def part(a: int, b: int) -> None:
             y[:, a:b] = np.dot(x, w[a:b].T)
 
-        bounds = [m * i // self.threads // 16 * 16 for i in range(self.threads)] + [m]
+        bounds = [m * i // parts // 16 * 16 for i in range(parts)] + [m]
         for f in [pool.submit(part, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
             f.result()
         return y
