@@ -319,8 +319,7 @@ class Model:
         cos, sin = ctx.rope[swa]
         neox = self.spec.rope_mode == ROPE_NEOX
         p0, T = cache.n_past, cache.n_past + n
-        Qh = ops.rope(q, cos, sin, hp.n_rot, neox, rows=self._rows)               # (n_head, n, head_k)
-        Qh *= F32(self.kq_scale)
+        Qh = ops.rope(q, cos, sin, hp.n_rot, neox, rows=self._rows, scale=self.kq_scale)  # (n_head, n, head_k)
         ops.rope(k, cos, sin, hp.n_rot, neox, out=cache.k[il][:, p0:T], rows=self._rows)
         cache.v[il][:, p0:T] = v.transpose(1, 0, 2)
         cache.round_stored(il, p0, T)
@@ -328,15 +327,16 @@ class Model:
         g = hp.group
         # query head h reads kv head h // g: each kv head's g query heads stacked as rows
         Q = Qh.reshape(hp.n_head_kv, g, n, hp.head_k)
-        out = np.empty((hp.n_head_kv, g, n, hp.head_v), dtype=F32)
+        out = np.empty((n, hp.n_head, hp.head_v), dtype=F32)   # token-major: wo's input rows
         with _blas.threads(1):
             self._attend(Q, K, V, out, ctx.chunks(swa))
-        attn = out.reshape(hp.n_head, n, hp.head_v).transpose(1, 0, 2).reshape(n, hp.n_head * hp.head_v)
+        attn = out.reshape(n, hp.n_head * hp.head_v)
         return self._mm(attn, L.wo, hook, L.bo)
 
     def _attend(self, Q: np.ndarray, K: np.ndarray, V: np.ndarray, out: np.ndarray,
                 chunks: list[tuple[int, int, int, int, np.ndarray]]) -> None:
-        """out = softmax(Q K^T + mask) V per kv head and query chunk (Q already scaled).
+        """out (n, n_head, head_v) = softmax(Q K^T + mask) V per kv head and query chunk (Q already
+        scaled); query head h * g + i reads kv head h.
 
         Every (kv head, query chunk) pair is an independent task (its own sgemms on one BLAS
         thread and its own softmax, both releasing the GIL), spread over the model's worker
@@ -351,7 +351,7 @@ class Model:
             s = np.dot(Qc.reshape(g * m, head_k), K[h, t0:t1].T)   # (g*m, t1-t0)
             s.reshape(g, m, t1 - t0)[...] += mask
             ops.softmax_(s)
-            out[h, :, c0:c1] = np.dot(s, V[h, t0:t1]).reshape(g, m, -1)
+            out[c0:c1, h * g:(h + 1) * g] = np.dot(s, V[h, t0:t1]).reshape(g, m, -1).transpose(1, 0, 2)
 
         tasks = sorted(((h, c) for h in range(n_kv) for c in chunks), key=lambda hc: -(hc[1][1] - hc[1][0]) * (hc[1][3] - hc[1][2]))
         pool = self._workers()
@@ -529,11 +529,11 @@ class Model:
                 h, x = h[-1:], x[-1:]
             if L.post_attn_norm is not None:
                 h = self._norm(h, L.post_attn_norm)
-            x = x + h
+            x = ops.add(x, h, self._rows)
             h = self._ffn(il, self._norm(x, L.ffn_norm), hook)
             if L.post_ffn_norm is not None:
                 h = self._norm(h, L.post_ffn_norm)
-            x = x + h
+            x = ops.add(x, h, self._rows)
         cache.n_past += n
 
         x = self._norm(x if all_logits else x[-1:], "output_norm.weight")

@@ -107,8 +107,8 @@ def glu(act: str, g: npt.NDArray[np.float32], u: npt.NDArray[np.float32],
 
 
 @njit(cache=True, nogil=True)
-def _rope_heads(x, cos, sin, n_rot, neox, out):
-    # x: (n, n_heads, head_dim), any strides; out: (n_heads, n, head_dim) head-major
+def _rope_heads(x, cos, sin, n_rot, neox, scale, out):
+    # x: (n, n_heads, head_dim), any strides; out: (n_heads, n, head_dim) head-major, times scale
     n, nh, hd = x.shape
     half = n_rot // 2
     for h in range(nh):
@@ -124,10 +124,10 @@ def _rope_heads(x, cos, sin, n_rot, neox, out):
                 x1 = x[t, h, i1]
                 c = cos[t, i]
                 s = sin[t, i]
-                out[h, t, i0] = x0 * c - x1 * s
-                out[h, t, i1] = x0 * s + x1 * c
+                out[h, t, i0] = (x0 * c - x1 * s) * scale
+                out[h, t, i1] = (x0 * s + x1 * c) * scale
             for i in range(n_rot, hd):
-                out[h, t, i] = x[t, h, i]
+                out[h, t, i] = x[t, h, i] * scale
 
 
 def rope_tables(pos: npt.NDArray[np.int64], n_rot: int, base: float, freq_scale: float,
@@ -142,15 +142,23 @@ def rope_tables(pos: npt.NDArray[np.int64], n_rot: int, base: float, freq_scale:
 
 
 def rope(x: npt.NDArray[np.float32], cos: npt.NDArray[np.float32], sin: npt.NDArray[np.float32],
-         n_rot: int, neox: bool, out: npt.NDArray[np.float32] | None = None, rows: Rows = INLINE
-         ) -> npt.NDArray[np.float32]:
+         n_rot: int, neox: bool, out: npt.NDArray[np.float32] | None = None, rows: Rows = INLINE,
+         scale: float = 1.0) -> npt.NDArray[np.float32]:
     """RoPE on the first n_rot dims of every head of x (n, n_heads, head_dim), in ggml's
-    normal (adjacent pairs) or neox (halves) mode; returns (n_heads, n, head_dim), into `out`
-    (which may be a strided view such as a KV-cache slice) when given."""
+    normal (adjacent pairs) or neox (halves) mode, then times `scale` (the kq scale folded into
+    the queries); returns (n_heads, n, head_dim), into `out` (which may be a strided view such
+    as a KV-cache slice) when given."""
     n, nh, hd = x.shape
     if out is None:
         out = np.empty((nh, n, hd), dtype=F32)
-    rows(n, lambda a, b: _rope_heads(x[a:b], cos[a:b], sin[a:b], n_rot, neox, out[:, a:b]))
+    rows(n, lambda a, b: _rope_heads(x[a:b], cos[a:b], sin[a:b], n_rot, neox, F32(scale), out[:, a:b]))
+    return out
+
+
+def add(x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], rows: Rows = INLINE) -> npt.NDArray[np.float32]:
+    """x + y for (n, d) float32 arrays (the residual stream), split by rows."""
+    out = np.empty(np.broadcast_shapes(x.shape, y.shape), dtype=F32)
+    rows(out.shape[0], lambda a, b: np.add(x[a:b], y[a:b], out=out[a:b]))
     return out
 
 
