@@ -252,23 +252,33 @@ class Model:
         return self._proj(x, (name,), (bias,), hook)
 
     def _proj(self, x: npt.NDArray[np.float32], names: tuple[str, ...], biases: tuple[str | None, ...],
-              hook: Hook | None) -> npt.NDArray[np.float32]:
-        """x @ [W1; W2; ...].T + [b1, b2, ...]: projections of one input fused into one sgemm."""
+              hook: Hook | None, separate: bool = False) -> Any:
+        """x @ [W1; W2; ...].T + [b1, b2, ...]: projections of one input fused into one sgemm.
+
+        `separate` returns the products of the names as a list instead (gate, up), each its own
+        array when a batch's worker threads take one name each, views of one product otherwise.
+        """
         if hook is not None:
             for name in names:
                 hook(name, x)
         vdts = [self._vec_dot_type(name) for name in names]
         if len(set(vdts)) > 1:  # mixed types (a Q6_K attn_v beside Q5_0 q/k): one product each
-            y = np.concatenate([self._proj(x, (n,), (None,), None) for n in names], axis=1)
+            parts = [self._proj(x, (n,), (b,), None) for n, b in zip(names, biases)]
+            return parts if separate else np.concatenate(parts, axis=1)
+        cuts = np.cumsum([0] + [self.w.shape(n)[0] for n in names]) if separate else None
+        xr = ops.round_activations(x, vdts[0], self._rows) if self.quantize_activations else x
+        if x.shape[0] <= DECODE_ROWS:
+            y = self.w.matvec(names, xr)
+            y = y if cuts is None else [y[:, a:b] for a, b in zip(cuts[:-1], cuts[1:])]
         else:
-            xr = ops.round_activations(x, vdts[0], self._rows) if self.quantize_activations else x
-            if x.shape[0] <= DECODE_ROWS:
-                y = self.w.matvec(names, xr)
-            else:
-                y = self._matmul(xr, self.w.fused(names))
+            y = self._matmul(xr, self.w.fused(names), cuts)
         b = self._bias(names, biases)
         if b is not None:
-            y += b
+            if cuts is None:
+                y += b
+            else:
+                for part, a0, a1 in zip(y, cuts[:-1], cuts[1:]):
+                    part += b[a0:a1]
         return y
 
     def _vec_dot_type(self, name: str) -> GGMLType | None:
@@ -362,29 +372,34 @@ class Model:
             for f in [pool.submit(task, h, c) for h, c in tasks]:
                 f.result()
 
-    def _matmul(self, x: npt.NDArray[np.float32], w: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _matmul(self, x: npt.NDArray[np.float32], w: npt.NDArray[np.float32],
+                cuts: npt.NDArray[np.integer] | None = None) -> Any:
         """x (n, k) @ w.T for w (m, k): one single-threaded sgemm per worker on its share of w's rows.
 
         Splitting the product ourselves instead of letting OpenBLAS thread it keeps OpenBLAS's
         workers idle: after a threaded call they spin for a while and would take the cores from
         the attention tasks and element-wise ops that follow. Splitting w (contiguous row
-        blocks) rather than x keeps each sgemm packing only its own part of the weights.
+        blocks) rather than x keeps each sgemm packing only its own part of the weights. With
+        `cuts` (row offsets 0 < ... < m) the column blocks between them come back as a list;
+        when there are as many blocks as threads each is its own sgemm's array, with no copy.
         """
         x = np.ascontiguousarray(x, dtype=F32)
         n, m = x.shape[0], w.shape[0]
         pool = self._workers()
+        if cuts is not None and pool is not None and len(cuts) - 1 == self.threads:
+            futures = [pool.submit(np.dot, x, w[a:b].T) for a, b in zip(cuts[:-1], cuts[1:])]
+            return [f.result() for f in futures]
         parts = min(self.threads, m // 64)  # at least 64 weight rows a share
         if pool is None or parts < 2:
-            return np.dot(x, w.T)
-        y = np.empty((n, m), dtype=F32)
+            y = np.dot(x, w.T)
+        else:
+            y = np.empty((n, m), dtype=F32)
 
-        def part(a: int, b: int) -> None:
-            y[:, a:b] = np.dot(x, w[a:b].T)
+            def part(a: int, b: int) -> None:
+                y[:, a:b] = np.dot(x, w[a:b].T)
 
-        bounds = [m * i // parts // 16 * 16 for i in range(parts)] + [m]
-        for f in [pool.submit(part, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
-            f.result()
-        return y
+            ops.Rows(pool, parts)(m, part)
+        return y if cuts is None else [y[:, a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
     @property
     def _rows(self) -> ops.Rows:
@@ -406,33 +421,13 @@ class Model:
         L = self.layers[il]
         if L.gate_inp is not None:
             return self._moe(il, x, hook)
-        if len(L.ffn_in) == 2 and L.b_gate is None and L.b_up is None and x.shape[0] > DECODE_ROWS:
-            g, u = self._gate_up(x, L.ffn_in, hook)
-        else:
-            gu = self._proj(x, L.ffn_in, L.ffn_in_b, hook)       # (n, 2 * n_ff): gate | up
+        if len(L.ffn_in) == 2:
+            g, u = self._proj(x, L.ffn_in, L.ffn_in_b, hook, separate=True)
+        else:  # one fused gate|up tensor (phi3)
+            gu = self._proj(x, L.ffn_in, L.ffn_in_b, hook)
             n_ff = gu.shape[1] // 2
             g, u = gu[:, :n_ff], gu[:, n_ff:]
         return self._mm(ops.glu(self.spec.act, g, u, self._rows), L.down, hook, L.b_down)
-
-    def _gate_up(self, x: npt.NDArray[np.float32], names: tuple[str, ...],
-                 hook: Hook | None) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """The gate and up products of a batch, one per worker thread when there are two: each
-        sgemm writes its own array, sparing the copy into one gate|up matrix."""
-        vdt = self._vec_dot_type(names[0])
-        pool = self._workers()
-        if pool is None or self.threads != 2 or self._vec_dot_type(names[1]) != vdt:
-            gu = self._proj(x, names, (None, None), hook)
-            n_ff = gu.shape[1] // 2
-            return gu[:, :n_ff], gu[:, n_ff:]
-        if hook is not None:
-            for name in names:
-                hook(name, x)
-        xr = ops.round_activations(x, vdt, self._rows) if self.quantize_activations else x
-        xr = np.ascontiguousarray(xr, dtype=F32)
-        w = self.w.fused(names)
-        n_ff = w.shape[0] // 2
-        g, u = [pool.submit(np.dot, xr, part.T) for part in (w[:n_ff], w[n_ff:])]
-        return g.result(), u.result()
 
     def _moe(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
         # llm_graph_context::build_moe_ffn with softmax gating: probabilities over all experts,

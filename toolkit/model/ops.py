@@ -17,8 +17,6 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from llmtk.kernels._numeric import FP16_TO_FP32, fp32_to_fp16, nearest_int
-
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
@@ -293,10 +291,10 @@ def round_to_storage(a: npt.NDArray[np.float32], dtype: str) -> None:
     if dtype == "f16":
         _round_half_into(a, a)
     elif dtype == "bf16":
-        u = a.view(np.uint32)
-        nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
-        r = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) & np.uint32(0xFFFF0000)
-        u[...] = np.where(nan, (u | np.uint32(0x00400000)) & np.uint32(0xFFFF0000), r)
+        from llmtk.kernels.floats import dequantize_bf16, quantize_bf16
+
+        cols = a.shape[-1]
+        a[...] = dequantize_bf16(quantize_bf16(np.ascontiguousarray(a, dtype=F32).reshape(-1, cols)), cols).reshape(a.shape)
     elif dtype != "f32":
         raise ValueError(f"unknown storage type {dtype!r}")
 

@@ -117,24 +117,29 @@ class Weights:
         decoding step launches one parallel kernel for them instead of one each.
         """
         names = (names,) if isinstance(names, str) else tuple(names)
-        infos = [self.reader.tensors[n] for n in names]
-        qtype = infos[0].qtype
-        same = all(i.qtype == qtype and len(i.shape) == 2 for i in infos)
-        if not same:
-            return np.concatenate([self.matvec(n, x) for n in names], axis=1)
-        if qtype == GGMLType.F16 and len(names) == 1:
-            return decode.matvec_f16(self.reader.raw(names[0]).reshape(infos[0].shape[0], -1), x)
-        if qtype in decode.AFFINE_TYPES:
-            key = "|".join(names) + "#affine"
-            aff = self._cache.get(key)
-            if aff is None:
-                parts = [decode.unpack(self.reader.raw(n), qtype, *i.shape) for n, i in zip(names, infos)]
-                aff = None if any(p is None for p in parts) else decode.Affine.stack(parts)
-                if aff is not None and self.used + aff.nbytes <= self.budget:
-                    self._cache[key] = aff
-                    self.used += aff.nbytes
-            if aff is not None:
-                return aff.matvec(x)
+        aff = self._affine(names)
+        if aff is not None:
+            return aff.matvec(x)
         if len(names) > 1:
             return np.concatenate([self.matvec(n, x) for n in names], axis=1)
+        info = self.reader.tensors[names[0]]
+        if info.qtype == GGMLType.F16 and len(info.shape) == 2:
+            return decode.matvec_f16(self.reader.raw(names[0]).reshape(info.shape[0], -1), x)
         return decode.matvec_f32(self.get(names[0]), x)
+
+    def _affine(self, names: tuple[str, ...]) -> decode.Affine | None:
+        """The unpacked decode form of 2-D tensors of one type in decode.AFFINE_TYPES, stacked
+        by rows and kept within the budget; None for other types."""
+        infos = [self.reader.tensors[n] for n in names]
+        qtype = infos[0].qtype
+        if qtype not in decode.AFFINE_TYPES or any(i.qtype != qtype or len(i.shape) != 2 for i in infos):
+            return None
+        key = "|".join(names) + "#affine"
+        aff = self._cache.get(key)
+        if aff is None:
+            parts = [decode.unpack(self.reader.raw(n), qtype, *i.shape) for n, i in zip(names, infos)]
+            aff = None if any(p is None for p in parts) else decode.Affine.stack(parts)
+            if aff is not None and self.used + aff.nbytes <= self.budget:
+                self._cache[key] = aff
+                self.used += aff.nbytes
+        return aff
