@@ -7,6 +7,7 @@ pre-norm blocks, RoPE in ggml's normal or neox mode, grouped-query attention wit
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -193,6 +194,7 @@ class Model:
         # round matmul inputs to the weight type's vec_dot_type, as ggml's CPU backend does
         self.quantize_activations = quantize_activations
         self._vdt: dict[str, GGMLType] = {}
+        self._cuts: dict[tuple[str, ...], tuple[int, ...]] = {}
         # worker threads of a batch and numba threads of a decoding step; None: all cores unless busy
         self.threads = threads if threads is not None else _blas.auto_threads()
         log.debug("llmtk.model: %d thread(s)", self.threads)
@@ -265,7 +267,7 @@ class Model:
         if len(set(vdts)) > 1:  # mixed types (a Q6_K attn_v beside Q5_0 q/k): one product each
             parts = [self._proj(x, (n,), (b,), None) for n, b in zip(names, biases)]
             return parts if separate else np.concatenate(parts, axis=1)
-        cuts = np.cumsum([0] + [self.w.shape(n)[0] for n in names]) if separate else None
+        cuts = self._row_cuts(names) if separate else None
         xr = ops.round_activations(x, vdts[0], self._rows) if self.quantize_activations else x
         if x.shape[0] <= DECODE_ROWS:
             y = self.w.matvec(names, xr)
@@ -280,6 +282,14 @@ class Model:
                 for part, a0, a1 in zip(y, cuts[:-1], cuts[1:]):
                     part += b[a0:a1]
         return y
+
+    def _row_cuts(self, names: tuple[str, ...]) -> tuple[int, ...]:
+        """Row offsets 0, rows(W1), rows(W1) + rows(W2), ... of stacked tensors (memoised: the
+        decoding loop asks for them every step)."""
+        cuts = self._cuts.get(names)
+        if cuts is None:
+            cuts = self._cuts[names] = tuple(itertools.accumulate((self.w.shape(n)[0] for n in names), initial=0))
+        return cuts
 
     def _vec_dot_type(self, name: str) -> GGMLType | None:
         """The type ggml's CPU backend converts activations to before multiplying `name`."""
@@ -373,7 +383,7 @@ class Model:
                 f.result()
 
     def _matmul(self, x: npt.NDArray[np.float32], w: npt.NDArray[np.float32],
-                cuts: npt.NDArray[np.integer] | None = None) -> Any:
+                cuts: tuple[int, ...] | None = None) -> Any:
         """x (n, k) @ w.T for w (m, k): one single-threaded sgemm per worker on its share of w's rows.
 
         Splitting the product ourselves instead of letting OpenBLAS thread it keeps OpenBLAS's
