@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

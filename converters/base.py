@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Iterable, Iterator
 import gguf
 import numpy as np
 
-from llmtk.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
 from llmtk.errors import InputError, UnsupportedError
 
 from . import vocab as V

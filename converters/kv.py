@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
-from llmtk.constants import GGUFValueType as VT
+from llmtk.ggufio.constants import GGUFValueType as VT
 
 KVEntry = tuple[Any, VT, "VT | None"]
 

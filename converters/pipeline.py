@@ -4,7 +4,7 @@ Output types:
 - `f32`, `f16`, `bf16`, `q8_0`, `auto`: llama.cpp converter's `--outtype` (norms, 1-D tensors,
   biases and routers stay F32; `auto` picks bf16/f16 from the first 2-D checkpoint tensor);
 - any llama-quantize type (`Q4_K_M`, `IQ4_XS`, `Q6_K`, ...): converted and quantized in one pass
-  with llama-quantize's per-tensor rules (`llmtk.quant_rules`), as if converting to `auto` and
+  with llama-quantize's per-tensor rules (`llmtk.quantize.rules`), as if converting to `auto` and
   then running llama-quantize on the result.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import gguf
 import numpy as np
 
-from llmtk.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
 from llmtk.errors import InputError, LlmtkError, ShapeError, UnsupportedError
 
 from .base import ALWAYS_F32, SKIPPED_SUFFIXES, ModelConverter, PlannedTensor
@@ -46,7 +46,7 @@ class OutType:
     name: str
     ftype: LlamaFileType
     weight_type: GGMLType | None
-    mix: Any = None  # llmtk.quant_rules.FileType for llama-quantize types
+    mix: Any = None  # llmtk.quantize.rules.FileType for llama-quantize types
 
     @property
     def label(self) -> str:
@@ -61,7 +61,7 @@ def parse_outtype(outtype: str) -> OutType:
     if low in CONVERT_OUTTYPES:
         ftype, wt = CONVERT_OUTTYPES[low]
         return OutType(low, ftype, wt)
-    from llmtk.quant_rules import FILE_TYPES, parse_file_type
+    from llmtk.quantize.rules import FILE_TYPES, parse_file_type
 
     ft = parse_file_type(outtype)
     if ft is None or ft.name == "COPY" or outtype.isdigit():
@@ -185,7 +185,7 @@ def _apply_mix(planned: list[PlannedTensor], kv: KVStore, out: OutType, base: Ll
                has_imatrix: bool) -> list[PlannedTensor]:
     """Choose each tensor's type with llama-quantize's rules, as if quantizing the `auto` output,
     and return the tensors in llama-quantize's order."""
-    from llmtk.quant_rules import ModelInfo, llama_order, plan_types
+    from llmtk.quantize.rules import ModelInfo, llama_order, plan_types
 
     by_name = {p.name: p for p in planned}
     order = llama_order(by_name)
@@ -423,7 +423,7 @@ def _write_shards(dest: Path, kv: KVStore, shards: list[list[PlannedTensor]], im
             raise InputError(f"{dest}: the output would overwrite the checkpoint file it is converted from")
     if len(shards) == 1:
         return _write(dest, list(kv), shards[0], imat, progress, inputs)
-    from llmtk.constants import GGUFValueType as VT
+    from llmtk.ggufio.constants import GGUFValueType as VT
 
     n = len(shards)
     n_tensors = sum(len(s) for s in shards)
@@ -443,7 +443,7 @@ def _write_shards(dest: Path, kv: KVStore, shards: list[list[PlannedTensor]], im
 
 def _write(dest: Path, kv: list, planned: list[PlannedTensor], imat: dict[str, np.ndarray] | None,
            progress: bool, inputs: Sequence[Path] = ()) -> Path:
-    from llmtk.gguf_file import GGUFWriter
+    from llmtk.ggufio import GGUFWriter
 
     with GGUFWriter(dest, inputs=inputs) as w:  # refuses to overwrite a checkpoint file
         for key, (value, vtype, item) in kv:

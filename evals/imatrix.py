@@ -6,7 +6,7 @@ entry and the row count to its count (per expert for MoE). Chunks of `n_ctx` tok
 independently, as llama-imatrix does (BOS first when the vocabulary adds one); only `blk.*`
 weights are collected, plus `output.weight` with `process_output`.
 
-File formats and --in-file combination live in `llmtk.imatrix_file`.
+File formats and --in-file combination live in `llmtk.ggufio.imatrix_file`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmtk.errors import InputError
-from llmtk.imatrix_file import Imatrix, ImatrixEntry
+from llmtk.ggufio.imatrix_file import Imatrix, ImatrixEntry
 
 
 class ImatrixCollector:

@@ -32,7 +32,7 @@ class SweepPlan:
 
 
 def _file_type(path: Path) -> int | None:
-    from llmtk.gguf_file import GGUFReader
+    from llmtk.ggufio import GGUFReader
 
     with GGUFReader(path) as r:
         ft = r.kv.get("general.file_type")
@@ -82,7 +82,7 @@ def run_sweep(plan: SweepPlan, log: Callable[[str], None] = print,
         imatrix = out / "imatrix.gguf"
         if not imatrix.exists():
             step("imatrix")
-            from llmtk.imatrix_file import write_imatrix_gguf
+            from llmtk.ggufio.imatrix_file import write_imatrix_gguf
 
             from .imatrix import compute_imatrix
 

@@ -13,8 +13,8 @@ from typing import Callable
 import numpy as np
 import numpy.typing as npt
 
-from llmtk.constants import GGML_TYPE_TRAITS, GGMLType, parse_ggml_type
-from llmtk.constants import row_size as _row_size
+from llmtk.ggufio.constants import GGMLType, parse_ggml_type
+from llmtk.ggufio.constants import row_size as _row_size
 from llmtk.errors import InputError, ShapeError, UnsupportedError
 
 # (rows, cols) f32 C-contiguous, imatrix (cols,) f32 or None -> (rows, row_bytes) uint8

@@ -33,7 +33,7 @@ from ._iq_grids import KSIGNS, grid, grid_values
 from ._kquant_search import make_qp_quants
 from ._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, nearest_int, put_u16
 from ._registry import register
-from llmtk.constants import GGMLType, type_traits
+from llmtk.ggufio.constants import GGMLType, type_traits
 
 QK_K = 256
 IQ1S_DELTA = F32(0.125)

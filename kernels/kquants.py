@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
 
-from llmtk.constants import GGMLType, type_traits
+from llmtk.ggufio.constants import GGMLType, type_traits
 from llmtk.kernels._kquant_dot import matvec_rows, vec_dot_q2_K_q8_K  # noqa: F401
 from llmtk.kernels._kquant_quantize import (  # noqa: F401  (re-exported)
     _b,

@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from ._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, nearest_int, put_u16, roundf
 from ._registry import register
-from llmtk.constants import GGMLType, type_traits
+from llmtk.ggufio.constants import GGMLType, type_traits
 
 GROUP_MAX_EPS = F32(1e-15)
 

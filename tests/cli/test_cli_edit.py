@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmtk.cli import main
-from llmtk.gguf_file import GGUFReader
+from llmtk.ggufio import GGUFReader
 
 TINY = "convert/llama/tiny-llama-f16.gguf"
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmtk.cli import main
-from llmtk.gguf_file import GGUFReader, GGUFWriter
+from llmtk.ggufio import GGUFReader, GGUFWriter
 
 TINY = "convert/llama/tiny-llama-f16.gguf"
 

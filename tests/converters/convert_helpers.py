@@ -32,7 +32,7 @@ def materialize(shared_dir: Path, arch: str, dest_root: Path) -> Path:
 def manifest(path: Path) -> dict:
     """The manifest format of ../shared/convert: kv (long arrays as length + sha256 of their JSON),
     tensors with GGUF-order shapes and sha256 of their bytes."""
-    from llmtk.gguf_file import GGUFReader
+    from llmtk.ggufio import GGUFReader
 
     with GGUFReader(path) as r:
         kv = {}

@@ -163,7 +163,7 @@ def test_bad_outtype_lists_the_valid_ones(tiny, tmp_path: Path) -> None:
 
 def test_one_pass_with_imatrix_equals_convert_then_quantize(tiny, tmp_path: Path) -> None:
     """Per-expert imatrix slices included: Q4_K's Q5_0 fallback on 32-wide rows uses the weights."""
-    from llmtk.imatrix_file import Imatrix, ImatrixEntry, write_imatrix_gguf
+    from llmtk.ggufio.imatrix_file import Imatrix, ImatrixEntry, write_imatrix_gguf
     from llmtk.quantize import quantize_model
 
     src = tiny("qwen3moe")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import filecmp
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from llmtk.cli import main
-from llmtk.imatrix_file import Imatrix, read_imatrix
+from llmtk.ggufio.imatrix_file import Imatrix, read_imatrix
 
 
 def _cli(*args: str):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmtk.constants import parse_ggml_type, type_traits
+from llmtk.ggufio.constants import parse_ggml_type, type_traits
 
 
 def reference_cases(npz, qtype: str) -> list[tuple[str, str, str]]:

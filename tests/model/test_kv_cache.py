@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 from tiny_models import N_VOCAB, build, hf_logits  # noqa: E402
 
 from llmtk import kernels  # noqa: E402
-from llmtk.constants import GGMLType  # noqa: E402
+from llmtk.ggufio.constants import GGMLType  # noqa: E402
 from llmtk.errors import InputError  # noqa: E402
 from llmtk.model import load_model  # noqa: E402
 from llmtk.model.ops import round_to_storage  # noqa: E402

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from llmtk import kernels
-from llmtk.constants import GGMLType
+from llmtk.ggufio.constants import GGMLType
 from llmtk.model import decode, load_model
 
 # keys and values kept in float32 (llama.cpp rounds them to f16 by default): these tests

@@ -217,7 +217,7 @@ def build(name: str, out_dir: Path, seed: int = 0, qtype: str = "F32") -> tuple[
         else:
             w.add_uint32(key, int(v))
     from llmtk import kernels
-    from llmtk.constants import GGML_TYPE_TRAITS, GGMLType
+    from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType
     block = GGML_TYPE_TRAITS[GGMLType[qtype]].block_size
     for tname, t in tensors.items():
         t = np.ascontiguousarray(t, dtype=np.float32)

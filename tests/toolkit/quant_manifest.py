@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from llmtk.constants import GGMLType
+from llmtk.ggufio.constants import GGMLType
 from llmtk.errors import LlmtkError
-from llmtk.gguf_file import GGUFReader
+from llmtk.ggufio import GGUFReader
 
 # given on llama-quantize's command line, so it names the reference machine's path
 LOOSE_KEYS = ("quantize.imatrix.file",)

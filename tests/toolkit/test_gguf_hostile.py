@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from gguf_bytes import ARR, BOOL, F32_T, I32, Q4_0_T, STR, U32, gguf, kv, kv_str, kv_u32, s, tinfo, valid_small
 from llmtk.errors import GGUFFormatError, LlmtkError
-from llmtk.gguf_file import GGUFReader
+from llmtk.ggufio import GGUFReader
 
 ARCH = kv_str("general.architecture", "llama")
 F32x4 = b"\x00" * 16

@@ -7,8 +7,8 @@ import gguf
 import numpy as np
 import pytest
 
-from llmtk.constants import GGMLType, GGUFValueType as VT
-from llmtk.gguf_file import GGUFReader, GGUFWriter, copy_kv
+from llmtk.ggufio.constants import GGMLType, GGUFValueType as VT
+from llmtk.ggufio import GGUFReader, GGUFWriter, copy_kv
 
 SHARED_FILES = ["convert/llama/tiny-llama-f16.gguf", "llamacpp/tiny-qwen2-w256/tiny-qwen2-f16.gguf"]
 

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from llmtk.constants import GGMLType, GGUFValueType as VT
+from llmtk.ggufio.constants import GGMLType, GGUFValueType as VT
 from llmtk.errors import InputError, LlmtkError, ShapeError
-from llmtk.gguf_file import GGUFReader, GGUFWriter, infer_value_type
+from llmtk.ggufio import GGUFReader, GGUFWriter, infer_value_type
 
 F32 = np.arange(8, dtype=np.float32)
 

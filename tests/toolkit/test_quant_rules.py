@@ -8,9 +8,9 @@ import pytest
 
 from quant_manifest import load_manifest, manifest_tensors
 
-from llmtk.constants import GGMLType as T
+from llmtk.ggufio.constants import GGMLType as T
 from llmtk.errors import LlmtkError
-from llmtk.quant_rules import (FILE_TYPES, MixOptions, ModelInfo, llama_order, parse_file_type,
+from llmtk.quantize.rules import (FILE_TYPES, MixOptions, ModelInfo, llama_order, parse_file_type,
                                plan_types, shape_fallback, use_more_bits)
 
 MODELS = ("smollm2", "tiny-qwen2-w256")

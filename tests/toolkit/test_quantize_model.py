@@ -16,9 +16,9 @@ from quant_manifest import (SMOL, TINY, check_quantize, load_manifest, manifest_
                             stems)
 
 from llmtk.cli import main
-from llmtk.constants import GGMLType
+from llmtk.ggufio.constants import GGMLType
 from llmtk.errors import LlmtkError
-from llmtk.gguf_file import GGUFReader, GGUFWriter
+from llmtk.ggufio import GGUFReader, GGUFWriter
 from llmtk.quantize import quantize_model
 
 
@@ -144,7 +144,7 @@ def test_copy_keeps_types_and_file_type(shared_dir, tmp_path):
 
 def _split_copy(src: Path, prefix: Path, n_split: int = 2) -> Path:
     """Cut a GGUF into `n_split` parts the way gguf-split names and tags them."""
-    from llmtk.constants import GGUFValueType as VT
+    from llmtk.ggufio.constants import GGUFValueType as VT
 
     with GGUFReader(src) as r:
         names = list(r.tensors)

@@ -68,7 +68,7 @@ def test_bpe_equals_tokenizers_library_under_the_same_pre_tokenizer(smollm2_path
     """SmolLM2's vocabulary with the plain `gpt-2` pre-tokenizer against the `tokenizers` library
     on SmolLM2's tokenizer.json (ByteLevel with the GPT-2 regex): merges and byte alphabet agree."""
     tokenizers = pytest.importorskip("tokenizers")
-    from llmtk.gguf_file import GGUFReader
+    from llmtk.ggufio import GGUFReader
 
     hf = tokenizers.Tokenizer.from_file(str(shared_dir / "convert/_tokenizer/tokenizer.json"))
     with GGUFReader(smollm2_path) as reader:

@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from llmtk.constants import GGMLType
+from llmtk.ggufio.constants import GGMLType
 
 F32 = np.float32
 # Only reassociation and FMA contraction: float sums may be reordered into SIMD lanes (these

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import numpy.typing as npt
 
-from llmtk.constants import GGMLType
+from llmtk.ggufio.constants import GGMLType
 from llmtk.errors import InputError, ShapeError, UnsupportedError
 
 from . import _blas, ops
@@ -491,7 +491,6 @@ class Model:
         """
         # OpenBLAS stays on one thread: batches split their sgemms over the model's own workers,
         # decoding runs its matvecs on numba threads
-        n = int(np.size(tokens))
         with _blas.threads(1), _blas.numba_threads(self.threads):
             return self._forward(tokens, cache, hook, all_logits)
 

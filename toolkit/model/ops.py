@@ -20,7 +20,7 @@ from numba.extending import intrinsic
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-    from llmtk.constants import GGMLType
+    from llmtk.ggufio.constants import GGMLType
 
 F32 = np.float32
 SPLIT_MIN_ROWS = 32  # fewer rows than this are not worth handing to other threads
@@ -303,7 +303,7 @@ def round_activations(x: npt.NDArray[np.float32], vdt: "GGMLType", rows: Rows = 
     """x (n, cols) as ggml's CPU backend feeds it to a matmul: converted to the weight type's
     vec_dot_type (`from_float`) and back, e.g. Q8_0 blocks for Q8_0/Q5_0 weights, Q8_K for
     K-quants, f16 for F16; unchanged for F32 (or a width the type's blocks do not divide)."""
-    from llmtk.constants import GGML_TYPE_TRAITS, GGMLType
+    from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType
     from llmtk.kernels import dequantize, quantize
 
     if vdt == GGMLType.F32 or x.shape[-1] % GGML_TYPE_TRAITS[vdt].block_size:

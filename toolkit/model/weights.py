@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmtk.constants import GGMLType
+from llmtk.ggufio.constants import GGMLType
 from llmtk.errors import ShapeError
 
 from . import decode
@@ -27,7 +27,7 @@ def open_reader(path: "str | Path | Any") -> Any:
     """llmtk's GGUFReader for a path; an already open reader is returned as it is."""
     if not isinstance(path, (str, Path)):
         return path
-    from llmtk.gguf_file import GGUFReader
+    from llmtk.ggufio import GGUFReader
     return GGUFReader(path)
 
 

@@ -18,8 +18,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from ..constants import TokenizerKey as K
-from ..errors import InputError, UnsupportedError
+from llmtk.ggufio.constants import TokenizerKey as K
+from llmtk.errors import InputError, UnsupportedError
 from .bpe import BPEModel
 from .pretokenize import PreTokenizer, get_pre_tokenizer, regex_split
 from .spm import SPMModel
@@ -210,10 +210,10 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, source: "str | os.PathLike | Any") -> "Tokenizer":
-        """From a GGUF file path or an open `llmtk.gguf_file.GGUFReader`."""
+        """From a GGUF file path or an open `llmtk.ggufio.GGUFReader`."""
         if hasattr(source, "kv"):
             return cls(source.kv)
-        from ..gguf_file import GGUFReader
+        from llmtk.ggufio import GGUFReader
 
         with GGUFReader(source) as reader:
             return cls(reader.kv)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import UnsupportedError
+from llmtk.errors import UnsupportedError
 from .unicode import (CATEGORY_MASK, FLAGS, LETTER, MARK, NUMBER, PUNCTUATION, SYMBOL, WHITESPACE,
                       simple_lower)
 

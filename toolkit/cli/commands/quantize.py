@@ -68,7 +68,7 @@ def command(args, imatrix, include_weights, exclude_weights, output_tensor_type,
     from pathlib import Path
 
     from llmtk.errors import InputError
-    from llmtk.quant_rules import parse_file_type
+    from llmtk.quantize.rules import parse_file_type
     from llmtk.quantize import quantize_model
 
     if len(args) < 2:

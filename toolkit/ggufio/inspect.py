@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, LlamaFileType
-from .errors import InputError
-from .gguf_file import GGUFReader, escape_control
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, LlamaFileType
+from llmtk.errors import InputError
+from llmtk.ggufio import GGUFReader, escape_control
 
 VT = GGUFValueType
 STRING_PREVIEW = 120  # characters of a long string shown in table/markdown output

@@ -1,7 +1,7 @@
 """The `llmtk` command line: a click group whose subcommands are imported only when run.
 
 `llmtk --help` and `llmtk --version` import nothing heavy (no numba, torch, pandas, matplotlib):
-each subcommand lives in `llmtk.commands.<verb>` and is loaded from the table below on demand.
+each subcommand lives in `llmtk.cli.commands.<verb>` and is loaded from the table below on demand.
 Every `LlmtkError` becomes a one-line message on stderr and exit code 2 (`-v` shows the traceback).
 """
 from __future__ import annotations
@@ -12,21 +12,21 @@ import sys
 
 import click
 
-from . import __version__
-from .errors import LlmtkError
+from llmtk import __version__
+from llmtk.errors import LlmtkError
 
 # verb -> (module:attribute, one-line help shown by `llmtk --help`). One row per command.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "inspect": ("llmtk.commands.inspect:command", "Show a GGUF file's metadata, tensors and size summary."),
-    "edit": ("llmtk.commands.edit:command", "Set, delete or rename GGUF metadata and tensors (tensor data copied byte for byte)."),
-    "tokenize": ("llmtk.commands.tokenize:command", "Tokenize text with a GGUF model's vocabulary, like llama-tokenize."),
-    "convert": ("llmtk.commands.convert:command", "Convert a Hugging Face checkpoint (safetensors) to GGUF."),
-    "quantize": ("llmtk.commands.quantize:command", "Quantize a GGUF model with llama-quantize's type mixes."),
-    "imatrix": ("llmtk.commands.imatrix:command", "Compute an importance matrix from text, like llama-imatrix."),
-    "perplexity": ("llmtk.commands.perplexity:command", "Perplexity and KL divergence of a model on a text, like llama-perplexity."),
-    "sweep": ("llmtk.commands.sweep:command", "Quantize to several types and report size against quality."),
-    "gate": ("llmtk.commands.gate:command", "Pass/fail quality gate of a candidate model against a base, for CI."),
-    "bench": ("llmtk.commands.bench:command", "Speed tables for kernels and the forward pass."),
+    "inspect": ("llmtk.cli.commands.inspect:command", "Show a GGUF file's metadata, tensors and size summary."),
+    "edit": ("llmtk.cli.commands.edit:command", "Set, delete or rename GGUF metadata and tensors (tensor data copied byte for byte)."),
+    "tokenize": ("llmtk.cli.commands.tokenize:command", "Tokenize text with a GGUF model's vocabulary, like llama-tokenize."),
+    "convert": ("llmtk.cli.commands.convert:command", "Convert a Hugging Face checkpoint (safetensors) to GGUF."),
+    "quantize": ("llmtk.cli.commands.quantize:command", "Quantize a GGUF model with llama-quantize's type mixes."),
+    "imatrix": ("llmtk.cli.commands.imatrix:command", "Compute an importance matrix from text, like llama-imatrix."),
+    "perplexity": ("llmtk.cli.commands.perplexity:command", "Perplexity and KL divergence of a model on a text, like llama-perplexity."),
+    "sweep": ("llmtk.cli.commands.sweep:command", "Quantize to several types and report size against quality."),
+    "gate": ("llmtk.cli.commands.gate:command", "Pass/fail quality gate of a candidate model against a base, for CI."),
+    "bench": ("llmtk.cli.commands.bench:command", "Speed tables for kernels and the forward pass."),
 }
 
 

@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, LlamaFileType
-from .errors import InputError
-from .quant_rules import (
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, LlamaFileType
+from llmtk.errors import InputError
+from llmtk.quantize.rules import (
     FileType,
     MixOptions,
     ModelInfo,
@@ -179,7 +179,7 @@ def load_imatrix_means(path: str | os.PathLike, *, include: Sequence[str] = (),
                        exclude: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], list[str], int]:
     """(per-column means by weight name, datasets, chunk count) as llama-quantize prepares them:
     `exclude` drops, then `include` keeps, the entries whose names contain one of the strings."""
-    from .imatrix_file import read_imatrix
+    from llmtk.ggufio.imatrix_file import read_imatrix
 
     im = read_imatrix(path)
     if not im.is_legacy and not im.has_metadata:
@@ -199,7 +199,7 @@ def load_imatrix_means(path: str | os.PathLike, *, include: Sequence[str] = (),
 
 def _open_inputs(in_path: Path):
     """The input's reader(s): one, or every part of a split model (`-00001-of-0000N.gguf`)."""
-    from .gguf_file import GGUFReader
+    from llmtk.ggufio import GGUFReader
 
     first = GGUFReader(in_path)
     n_split = int(first.kv.get("split.count", 1) or 1)
@@ -278,7 +278,7 @@ def quantize_model(in_path: str | os.PathLike, out_path: str | os.PathLike | Non
     (`--tensor-type`), `override_kv` `KEY=TYPE:VALUE` strings. `on_tensor(report, n_total)` is
     called after each tensor (for progress). Returns the per-tensor report and sizes.
     """
-    from .constants import parse_ggml_type
+    from llmtk.ggufio.constants import parse_ggml_type
 
     t0 = time.perf_counter()
     ft = ftype if isinstance(ftype, FileType) else file_type(str(ftype))
@@ -475,7 +475,7 @@ def _imatrix_for(c: TensorChoice, src_name: str, means: dict[str, np.ndarray],
 
 def _write_file(path: Path, readers, where, meta, plan: list[TensorChoice], src_names: list[str],
                 reports: list[TensorReport], imat_for, n_total: int, on_tensor) -> Path:
-    from .gguf_file import GGUFWriter
+    from llmtk.ggufio import GGUFWriter
 
     alignment = meta.get("general.alignment", (None,))[0]
     with GGUFWriter(path, alignment=int(alignment) if alignment else None,
@@ -500,7 +500,7 @@ def _convert(reader, name: str, c: TensorChoice, imat: np.ndarray | None) -> np.
     """Dequantize one tensor to f32 and quantize it to its new type, slab by slab of rows.
 
     Experts (ne[2] > 1) each use their own slice of the imatrix."""
-    from . import kernels
+    from llmtk import kernels
 
     n_cols = c.ne[0]
     n_rows_per_mat = c.ne[1] if len(c.ne) > 1 else 1
@@ -522,6 +522,6 @@ def _to_f32(raw: np.ndarray, qtype: GGMLType, n_cols: int) -> np.ndarray:
     """Rows of any type as f32 (F16/BF16 through the parallel kernels: several times numpy's astype)."""
     if qtype == GGMLType.F32:
         return raw.view(np.float32).reshape(-1, n_cols)
-    from . import kernels
+    from llmtk import kernels
 
     return kernels.dequantize(np.ascontiguousarray(raw), qtype, (raw.shape[0], n_cols))

@@ -38,7 +38,7 @@ def command(model_path, text_path, n_ctx, n_chunks, out_path, output_format, in_
 
     from llmtk.errors import InputError
     from llmtk.evals.imatrix import compute_imatrix, format_statistics
-    from llmtk.imatrix_file import Imatrix, read_imatrix, write_imatrix_dat, write_imatrix_gguf
+    from llmtk.ggufio.imatrix_file import Imatrix, read_imatrix, write_imatrix_dat, write_imatrix_gguf
 
     if show_statistics:
         if len(in_files) != 1:

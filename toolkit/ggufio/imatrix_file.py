@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from .errors import GGUFFormatError, InputError
+from llmtk.errors import GGUFFormatError, InputError
 
 IN_SUM2 = ".in_sum2"
 COUNTS = ".counts"
@@ -114,8 +114,8 @@ class Imatrix:
 def write_imatrix_gguf(path: str | os.PathLike, im: Imatrix) -> Path:
     """llama-imatrix's GGUF file: entries in name order, `in_sum2` (n_mat, n_cols) and `counts`
     (n_mat, 1) as F32; every entry is written, even partial ones (readers correct for them)."""
-    from .constants import GGUFValueType as VT
-    from .gguf_file import GGUFWriter
+    from llmtk.ggufio.constants import GGUFValueType as VT
+    from llmtk.ggufio import GGUFWriter
 
     items = [(n, e) for n, e in sorted(im.entries.items()) if e.sums.size and e.counts.size]
     with GGUFWriter(path) as w:
@@ -185,8 +185,8 @@ def read_imatrix(path: str | os.PathLike) -> Imatrix:
 
 
 def _read_gguf(path: Path) -> Imatrix:
-    from .gguf_file import GGUFReader
-    from .constants import GGMLType
+    from llmtk.ggufio import GGUFReader
+    from llmtk.ggufio.constants import GGMLType
 
     with GGUFReader(path) as r:
         if not r.tensors:

@@ -135,7 +135,7 @@ del T
 
 def parse_ggml_type(qtype: "str | int | GGMLType") -> GGMLType:
     """Accept a type name (`"Q4_K"`, case-insensitive) or integer id and return the enum member."""
-    from .errors import UnsupportedError
+    from llmtk.errors import UnsupportedError
 
     if isinstance(qtype, GGMLType):
         return qtype
@@ -161,7 +161,7 @@ def type_traits(qtype: "str | int | GGMLType") -> TypeTraits:
 
 def row_size(qtype: "str | int | GGMLType", n_cols: int) -> int:
     """Bytes of one row of `n_cols` values (ggml's `ggml_row_size`); cols must fill whole blocks."""
-    from .errors import ShapeError
+    from llmtk.errors import ShapeError
 
     tt = type_traits(qtype)
     if n_cols % tt.block_size:

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ._progress import chunk_progress
+from llmtk.cli.progress import chunk_progress
 
 
 @click.command("gate")

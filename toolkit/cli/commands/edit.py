@@ -30,7 +30,7 @@ def command(in_file: Path, out_file: Path | None, set_kv: tuple[str, ...], delet
       llmtk edit model.gguf --in-place --chat-template-file template.jinja
       llmtk edit model.gguf out.gguf --rename-tensor output.weight=lm_head.weight
     """
-    from llmtk.edit import edit_gguf, read_chat_template
+    from llmtk.ggufio.edit import edit_gguf, read_chat_template
 
     template = read_chat_template(chat_template_file) if chat_template_file else None
     res = edit_gguf(in_file, out_file, set_kv=set_kv, delete=delete, chat_template=template,

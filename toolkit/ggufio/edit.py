@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .constants import GGUF_VALUE_TYPE_NAMES, GGUFValueType
-from .errors import InputError
-from .gguf_file import GGUFReader, GGUFWriter, escape_control
+from llmtk.ggufio.constants import GGUF_VALUE_TYPE_NAMES, GGUFValueType
+from llmtk.errors import InputError
+from llmtk.ggufio import GGUFReader, GGUFWriter, escape_control
 
 log = logging.getLogger(__name__)
 

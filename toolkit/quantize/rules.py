@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from .constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType
-from .errors import InputError, UnsupportedError
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType
+from llmtk.errors import InputError, UnsupportedError
 
 T = GGMLType
 F = LlamaFileType

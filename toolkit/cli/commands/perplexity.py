@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ._progress import chunk_progress
+from llmtk.cli.progress import chunk_progress
 
 
 @click.command("perplexity")

@@ -28,7 +28,7 @@ def command(file: Path, fmt: str, tensors: bool, pattern: str | None, array_item
       llmtk inspect model.gguf --filter 'blk\\.0\\.' --format markdown
       llmtk inspect model.gguf --format json | jq .architecture
     """
-    from llmtk.inspect import FORMATS, inspect_gguf
+    from llmtk.ggufio.inspect import FORMATS, inspect_gguf
 
     report = inspect_gguf(file, tensors=tensors, pattern=pattern, array_items=array_items)
     text = FORMATS[fmt](report)

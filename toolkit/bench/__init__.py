@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from llmtk.errors import InputError
 
 if TYPE_CHECKING:
     import pandas
@@ -190,7 +190,7 @@ def bench_kernels(types: Sequence[str] | None = None, *, rows: int = 128, cols: 
     import pandas as pd
 
     from llmtk import kernels
-    from llmtk.constants import parse_ggml_type, type_traits
+    from llmtk.ggufio.constants import parse_ggml_type, type_traits
 
     threads = parse_threads(threads)
     if clock not in CLOCKS:
@@ -311,21 +311,21 @@ def bench_start(repeat: int = 3, progress: Progress | None = None) -> "pandas.Da
 
 def _ftype_names() -> dict[int, str]:
     """general.file_type -> llama-quantize's name; aliases (Q4_K, COPY) give way to Q4_K_M, F32."""
-    from llmtk.quant_rules import FILE_TYPES
+    from llmtk.quantize.rules import FILE_TYPES
 
     return {int(f.ftype): n for n, f in FILE_TYPES.items() if n != "COPY"}
 
 
 def canonical_type(name: str) -> str:
     """llama-quantize's main spelling of a type name (`q4_k` -> `Q4_K_M`), as the references use."""
-    from llmtk.quant_rules import file_type
+    from llmtk.quantize.rules import file_type
 
     ft = file_type(name)
     return _ftype_names().get(int(ft.ftype), ft.name) if ft.name != "COPY" else ft.name
 
 
 def _file_type_name(path: Path) -> str:
-    from llmtk.gguf_file import GGUFReader
+    from llmtk.ggufio import GGUFReader
 
     with GGUFReader(path) as r:
         ft = r.kv.get("general.file_type")
@@ -334,7 +334,7 @@ def _file_type_name(path: Path) -> str:
 
 def is_smollm2_135m(path: str | os.PathLike) -> bool:
     """Whether a GGUF file is SmolLM2-135M (any type), the model llama.cpp's figures are for."""
-    from llmtk.gguf_file import GGUFReader
+    from llmtk.ggufio import GGUFReader
 
     with GGUFReader(path) as r:
         kv = r.kv
@@ -464,7 +464,7 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
 def shared_dir() -> Path | None:
     """The reference data folder: `$LLMTK_SHARED`, else `shared/` beside the project checkout."""
     env = os.environ.get("LLMTK_SHARED")
-    d = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+    d = Path(env) if env else Path(__file__).resolve().parents[3] / "shared"
     return d if (d / "README.md").is_file() else None
 
 
