@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from llmtk.errors import InputError
+from llmtk.ggufio.constants import Key
 
 from .report import dumps, plot_sweep
 
@@ -35,7 +36,7 @@ def _file_type(path: Path) -> int | None:
     from llmtk.ggufio import GGUFReader
 
     with GGUFReader(path) as r:
-        ft = r.kv.get("general.file_type")
+        ft = r.kv.get(Key.FILE_TYPE)
     return int(ft) if ft is not None else None
 
 

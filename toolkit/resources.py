@@ -27,6 +27,14 @@ def _package_dir(name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def shared_dir() -> Path | None:
+    """llama.cpp's reference data (the project's `shared/` folder), for benchmarks that divide by
+    its figures: `$LLMTK_SHARED`, else `shared/` beside a source checkout; None where absent."""
+    env = os.environ.get("LLMTK_SHARED")
+    d = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+    return d if (d / "README.md").is_file() else None
+
+
 def cache_dir() -> Path:
     """llmtk's cache folder (`$LLMTK_CACHE`, else `~/.cache/llmtk`)."""
     d = Path(os.environ.get("LLMTK_CACHE", Path.home() / ".cache" / "llmtk"))

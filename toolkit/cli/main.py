@@ -81,5 +81,3 @@ def main(ctx: click.Context, verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-if __name__ == "__main__":
-    main()

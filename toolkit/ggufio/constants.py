@@ -256,6 +256,35 @@ GGUF_VALUE_TYPE_NAMES: dict[str, GGUFValueType] = {
 }
 
 
+class Key:
+    """The GGUF metadata keys llmtk reads or writes outside the tokenizer, as llama.cpp spells them
+    (`LLM_KV_GENERAL_*`, `LLM_KV_SPLIT_*`, llama-quantize's `quantize.imatrix.*`, llama-imatrix's
+    `imatrix.*`). Where the PyPI `gguf` package names the same key, tests hold the two equal;
+    keys with `{arch}` are templates (`Key.BLOCK_COUNT.format(arch="llama")`)."""
+
+    ALIGNMENT = GGUF_KEY_ALIGNMENT
+    ARCHITECTURE = "general.architecture"
+    TYPE = "general.type"
+    NAME = "general.name"
+    BASENAME = "general.basename"
+    SIZE_LABEL = "general.size_label"
+    FILE_TYPE = "general.file_type"
+    QUANTIZATION_VERSION = "general.quantization_version"
+    BLOCK_COUNT = "{arch}.block_count"
+    EMBEDDING_LENGTH = "{arch}.embedding_length"
+    SPLIT_NO = "split.no"
+    SPLIT_COUNT = "split.count"
+    SPLIT_TENSORS_COUNT = "split.tensors.count"
+    QUANTIZE_IMATRIX_FILE = "quantize.imatrix.file"
+    QUANTIZE_IMATRIX_DATASET = "quantize.imatrix.dataset"
+    QUANTIZE_IMATRIX_N_ENTRIES = "quantize.imatrix.entries_count"
+    QUANTIZE_IMATRIX_N_CHUNKS = "quantize.imatrix.chunks_count"
+    IMATRIX_DATASETS = "imatrix.datasets"
+    IMATRIX_CHUNK_COUNT = "imatrix.chunk_count"
+    IMATRIX_CHUNK_SIZE = "imatrix.chunk_size"
+    CHAT_TEMPLATE = "tokenizer.chat_template"
+
+
 class TokenizerKey:
     """GGUF metadata keys of the tokenizer (llama.cpp's `LLM_KV_TOKENIZER_*`; "seperator" sic)."""
 

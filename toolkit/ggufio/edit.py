@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from llmtk.ggufio.constants import GGUF_VALUE_TYPE_NAMES, GGUFValueType
+from llmtk.ggufio.constants import GGUF_VALUE_TYPE_NAMES, GGUFValueType, Key
 from llmtk.errors import InputError
 from llmtk.ggufio import GGUFReader, GGUFWriter, escape_control
 
 log = logging.getLogger(__name__)
 
 VT = GGUFValueType
-CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+CHAT_TEMPLATE_KEY = Key.CHAT_TEMPLATE
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 

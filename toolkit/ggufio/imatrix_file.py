@@ -25,12 +25,10 @@ import numpy as np
 import numpy.typing as npt
 
 from llmtk.errors import GGUFFormatError, InputError
+from llmtk.ggufio.constants import Key
 
 IN_SUM2 = ".in_sum2"
 COUNTS = ".counts"
-KEY_DATASETS = "imatrix.datasets"
-KEY_CHUNK_COUNT = "imatrix.chunk_count"
-KEY_CHUNK_SIZE = "imatrix.chunk_size"
 
 
 @dataclass
@@ -119,10 +117,10 @@ def write_imatrix_gguf(path: str | os.PathLike, im: Imatrix) -> Path:
 
     items = [(n, e) for n, e in sorted(im.entries.items()) if e.sums.size and e.counts.size]
     with GGUFWriter(path) as w:
-        w.add_kv("general.type", "imatrix", VT.STRING)
-        w.add_kv(KEY_DATASETS, list(im.datasets), VT.ARRAY, VT.STRING)
-        w.add_kv(KEY_CHUNK_COUNT, int(im.chunk_count), VT.UINT32)
-        w.add_kv(KEY_CHUNK_SIZE, int(im.chunk_size), VT.UINT32)
+        w.add_kv(Key.TYPE, "imatrix", VT.STRING)
+        w.add_kv(Key.IMATRIX_DATASETS, list(im.datasets), VT.ARRAY, VT.STRING)
+        w.add_kv(Key.IMATRIX_CHUNK_COUNT, int(im.chunk_count), VT.UINT32)
+        w.add_kv(Key.IMATRIX_CHUNK_SIZE, int(im.chunk_size), VT.UINT32)
         for name, e in items:
             n_mat = e.counts.size
             w.add_tensor_info(name + IN_SUM2, _shape(n_mat, e.sums.size // n_mat), "F32")
@@ -192,12 +190,12 @@ def _read_gguf(path: Path) -> Imatrix:
         if not r.tensors:
             raise InputError(f"{path}: no data in imatrix file")
         im = Imatrix()
-        ds = r.kv.get(KEY_DATASETS)
+        ds = r.kv.get(Key.IMATRIX_DATASETS)
         if isinstance(ds, list):
             im.datasets = [str(s) for s in ds]
-        im.has_metadata = all(k in r.kv for k in (KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE))
-        im.chunk_count = int(r.kv.get(KEY_CHUNK_COUNT, 0))
-        im.chunk_size = int(r.kv.get(KEY_CHUNK_SIZE, 0))
+        im.has_metadata = all(k in r.kv for k in (Key.IMATRIX_DATASETS, Key.IMATRIX_CHUNK_COUNT, Key.IMATRIX_CHUNK_SIZE))
+        im.chunk_count = int(r.kv.get(Key.IMATRIX_CHUNK_COUNT, 0))
+        im.chunk_size = int(r.kv.get(Key.IMATRIX_CHUNK_SIZE, 0))
         pairs: dict[str, list] = {}
         for name, ti in r.tensors.items():
             if name.endswith(IN_SUM2):

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, LlamaFileType
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, Key, LlamaFileType
 from llmtk.errors import InputError
 from llmtk.ggufio import GGUFReader, escape_control
 
@@ -76,7 +76,7 @@ def _kv_entry(value: Any, vt: GGUFValueType, it: GGUFValueType | None, array_ite
 def architecture_summary(reader: GGUFReader) -> dict[str, Any]:
     """The model's shape from its metadata (only the keys present; works for unknown archs)."""
     kv = reader.kv
-    arch = kv.get("general.architecture")
+    arch = kv.get(Key.ARCHITECTURE)
     out: dict[str, Any] = {}
     for label, template in _arch_rows():
         key = template.format(arch=arch) if "{arch}" in template else template

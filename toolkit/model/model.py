@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import numpy.typing as npt
 
-from llmtk.ggufio.constants import GGMLType
+from llmtk.ggufio.constants import GGMLType, Key
 from llmtk.errors import InputError, ShapeError, UnsupportedError
 
 from . import _blas, ops
@@ -200,7 +200,7 @@ class Model:
         log.debug("llmtk.model: %d thread(s)", self.threads)
         self._owns_reader = owns_reader
         kv = reader.kv
-        arch = kv.get("general.architecture")
+        arch = kv.get(Key.ARCHITECTURE)
         if not isinstance(arch, str):
             raise UnsupportedError("GGUF metadata lacks general.architecture")
         self.spec = arch_spec(arch)

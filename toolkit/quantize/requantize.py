@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, LlamaFileType
+from llmtk.ggufio.constants import GGML_QUANTIZATION_VERSION, GGML_TYPE_TRAITS, GGMLType, GGUFValueType, Key, LlamaFileType
 from llmtk.errors import InputError
 from llmtk.quantize.rules import (
     FileType,
@@ -36,15 +36,8 @@ from llmtk.quantize.rules import (
 log = logging.getLogger(__name__)
 
 VT = GGUFValueType
-KEY_FILE_TYPE = "general.file_type"
-KEY_QUANT_VERSION = "general.quantization_version"
-KEY_IMATRIX_FILE = "quantize.imatrix.file"
-KEY_IMATRIX_DATASET = "quantize.imatrix.dataset"
-KEY_IMATRIX_N_ENTRIES = "quantize.imatrix.entries_count"
-KEY_IMATRIX_N_CHUNKS = "quantize.imatrix.chunks_count"
-SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
+SPLIT_KEYS = (Key.SPLIT_NO, Key.SPLIT_COUNT, Key.SPLIT_TENSORS_COUNT)
 SPLIT_PATH_FORMAT = "{prefix}-{no:05d}-of-{count:05d}.gguf"
-GGML_QNT_VERSION = 2
 SLAB_BYTES = 64 << 20           # f32 bytes dequantized at once; bounds memory on huge tensors
 
 # the file type llama.cpp's loader guesses from the most common tensor type (for COPY)
@@ -202,7 +195,7 @@ def _open_inputs(in_path: Path):
     from llmtk.ggufio import GGUFReader
 
     first = GGUFReader(in_path)
-    n_split = int(first.kv.get("split.count", 1) or 1)
+    n_split = int(first.kv.get(Key.SPLIT_COUNT, 1) or 1)
     if n_split <= 1:
         return [first]
     m = re.match(r"(.*)-(\d{5})-of-(\d{5})\.gguf$", str(in_path))
@@ -218,8 +211,8 @@ def _open_inputs(in_path: Path):
 
 def _guess_file_type(kv: dict[str, Any], types: Iterable[GGMLType]) -> int:
     """The loader's `ftype`: general.file_type if present, else the most common tensor type's."""
-    if KEY_FILE_TYPE in kv:
-        return int(kv[KEY_FILE_TYPE])
+    if Key.FILE_TYPE in kv:
+        return int(kv[Key.FILE_TYPE])
     counts: dict[GGMLType, int] = {}
     best, best_n = GGMLType.F32, 0
     for t in types:
@@ -305,12 +298,12 @@ def quantize_model(in_path: str | os.PathLike, out_path: str | os.PathLike | Non
     if imatrix is not None:
         means, datasets, n_chunks = load_imatrix_means(imatrix, include=include_weights, exclude=exclude_weights)
         if means:
-            overrides.append(KVOverride(KEY_IMATRIX_FILE, VT.STRING, str(imatrix)[:127]))
+            overrides.append(KVOverride(Key.QUANTIZE_IMATRIX_FILE, VT.STRING, str(imatrix)[:127]))
             if datasets:
-                overrides.append(KVOverride(KEY_IMATRIX_DATASET, VT.STRING, datasets[0][:127]))
-            overrides.append(KVOverride(KEY_IMATRIX_N_ENTRIES, VT.UINT32, len(means)))
+                overrides.append(KVOverride(Key.QUANTIZE_IMATRIX_DATASET, VT.STRING, datasets[0][:127]))
+            overrides.append(KVOverride(Key.QUANTIZE_IMATRIX_N_ENTRIES, VT.UINT32, len(means)))
             if n_chunks > 0:
-                overrides.append(KVOverride(KEY_IMATRIX_N_CHUNKS, VT.UINT32, n_chunks))
+                overrides.append(KVOverride(Key.QUANTIZE_IMATRIX_N_CHUNKS, VT.UINT32, n_chunks))
     has_imatrix = bool(means)
 
     readers = _open_inputs(in_path)
@@ -398,12 +391,12 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
         meta.pop(key, None)
         meta[key] = (value, vtype, None)
 
-    set_kv(KEY_QUANT_VERSION, GGML_QNT_VERSION, VT.UINT32)
-    set_kv(KEY_FILE_TYPE, ftype_id, VT.UINT32)
+    set_kv(Key.QUANTIZATION_VERSION, GGML_QUANTIZATION_VERSION, VT.UINT32)
+    set_kv(Key.FILE_TYPE, ftype_id, VT.UINT32)
     for o in overrides:
         set_kv(o.key, o.value, o.vtype)
     if block_count is not None:
-        set_kv(f"{model.arch}.block_count", block_count, VT.UINT32)
+        set_kv(Key.BLOCK_COUNT.format(arch=model.arch), block_count, VT.UINT32)
 
     reports = [TensorReport(i + 1, c.name, c.ne, c.src_type, c.dst_type, infos[s].n_bytes,
                             _n_bytes(c.dst_type, c.ne)) for i, (c, s) in enumerate(zip(plan, kept))]
@@ -438,9 +431,9 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
         # like llama-quantize, only the first split carries the model's metadata
         split_meta = dict(meta) if i == 0 else {}
         if n_split > 1:
-            split_meta["split.no"] = (i, VT.UINT16, None)
-            split_meta["split.count"] = (n_split, VT.UINT16, None)
-            split_meta["split.tensors.count"] = (len(kept), VT.INT32, None)
+            split_meta[Key.SPLIT_NO] = (i, VT.UINT16, None)
+            split_meta[Key.SPLIT_COUNT] = (n_split, VT.UINT16, None)
+            split_meta[Key.SPLIT_TENSORS_COUNT] = (len(kept), VT.INT32, None)
         written.append(_write_file(path, readers, where, split_meta, [plan[k] for k in groups[i]],
                                    [kept[k] for k in groups[i]], [reports[k] for k in groups[i]],
                                    imat_for, len(reports), on_tensor))
@@ -477,7 +470,7 @@ def _write_file(path: Path, readers, where, meta, plan: list[TensorChoice], src_
                 reports: list[TensorReport], imat_for, n_total: int, on_tensor) -> Path:
     from llmtk.ggufio import GGUFWriter
 
-    alignment = meta.get("general.alignment", (None,))[0]
+    alignment = meta.get(Key.ALIGNMENT, (None,))[0]
     with GGUFWriter(path, alignment=int(alignment) if alignment else None,
                     inputs=[r.path for r in readers]) as w:
         for key, (value, vtype, item_type) in meta.items():

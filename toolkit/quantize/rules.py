@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, Key, LlamaFileType
 from llmtk.errors import InputError, UnsupportedError
 
 T = GGMLType
@@ -431,7 +431,7 @@ class ModelInfo:
 
     @classmethod
     def from_kv(cls, kv: dict[str, Any]) -> "ModelInfo":
-        arch = str(kv.get("general.architecture", ""))
+        arch = str(kv.get(Key.ARCHITECTURE, ""))
 
         def first(key: str, default: int) -> int:
             v = kv.get(f"{arch}.{key}", default)

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from llmtk.ggufio.constants import Key
 from llmtk.ggufio.constants import TokenizerKey as K
 from llmtk.errors import InputError, UnsupportedError
 from .bpe import BPEModel
@@ -272,8 +273,8 @@ class Tokenizer:
 
     def _set_strip_attrs(self, kv: Mapping[str, Any]) -> None:
         """Per-model LSTRIP/RSTRIP around special tokens (phi-3, jina-v2, modern-bert)."""
-        name = str(kv.get("general.name", "")).lower()
-        arch = str(kv.get("general.architecture", ""))
+        name = str(kv.get(Key.NAME, "")).lower()
+        arch = str(kv.get(Key.ARCHITECTURE, ""))
         t2i = self.token_to_id
         if (any(p in self.pre_name for p in ("jina-v2-de", "jina-v2-es", "jina-v2-code"))
                 or any(a in arch for a in ("nomic-bert-moe", "jina-bert-v3"))):

@@ -112,7 +112,7 @@ def forward(model, types, threads, n_prompt, n_gen, repeat, clock, progress):
               help="Importance matrix for TYPE-imatrix (default: SmolLM2's in the shared data).")
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--process/--in-process", default=True, show_default=True,
-              help="Time fresh `llmtk quantize` processes (start-up included, like llama-quantize's figure) "
+              help="Time quantize_model in fresh processes (start-up included, like llama-quantize's figure) "
                    "or quantize_model inside this process.")
 @_output_options
 def quantize(model, types, threads, imatrix, repeat, process, progress):
