@@ -91,5 +91,3 @@ class Gemma3Converter(ModelConverter):
             t = t.map(lambda x: x + x.dtype.type(1))
         yield from super().modify_tensors(t, name, bid)
 
-
-CONVERTERS: dict[str, type[ModelConverter]] = {"Gemma3ForCausalLM": Gemma3Converter}

@@ -155,9 +155,3 @@ class MistralConverter(LlamaConverter):
 class MixtralConverter(LlamaConverter):
     hparam_defaults = _MIXTRAL_DEFAULTS
 
-
-CONVERTERS: dict[str, type[ModelConverter]] = {
-    "LlamaForCausalLM": LlamaConverter,
-    "MistralForCausalLM": MistralConverter,
-    "MixtralForCausalLM": MixtralConverter,
-}

@@ -105,5 +105,3 @@ class Phi3Converter(ModelConverter):
         return [("rope_factors_long.weight", LazyTensor(lf.shape, "F32", lambda: lf)),
                 ("rope_factors_short.weight", LazyTensor(sf.shape, "F32", lambda: sf))]
 
-
-CONVERTERS: dict[str, type[ModelConverter]] = {"Phi3ForCausalLM": Phi3Converter}

@@ -14,14 +14,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import gguf
 import numpy as np
 
 from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
-from llmtk.errors import InputError, LlmtkError, ShapeError, UnsupportedError
+from llmtk.errors import InputError, LlmtkError, ShapeError
 
+from .registry import ARCHITECTURES
 from .base import ALWAYS_F32, SKIPPED_SUFFIXES, ModelConverter, PlannedTensor
 from .kv import KVStore
 from .metadata import default_file_name, load_metadata
@@ -71,20 +72,12 @@ def parse_outtype(outtype: str) -> OutType:
 
 
 def supported_architectures() -> list[str]:
-    from . import ARCHITECTURES
     return sorted(ARCHITECTURES)
 
 
 def converter_class(hf_arch: str) -> type[ModelConverter]:
     """The converter registered for an HF architecture name, importing its module lazily."""
-    import importlib
-
-    from . import ARCHITECTURES
-    if hf_arch not in ARCHITECTURES:
-        raise UnsupportedError(f"architecture {hf_arch!r} is not supported; llmtk converts "
-                               + ", ".join(sorted(ARCHITECTURES)))
-    module = importlib.import_module(f"llmtk.converters.{ARCHITECTURES[hf_arch]}")
-    return module.CONVERTERS[hf_arch]
+    return ARCHITECTURES[hf_arch]
 
 
 def load_config(hf_dir: Path) -> tuple[dict[str, Any], str]:
@@ -277,26 +270,12 @@ def _load_imatrix(imatrix: Any) -> tuple[dict[str, np.ndarray] | None, list[str]
     return load_imatrix_means(imatrix)
 
 
-def _progress(total_bytes: int, n_tensors: int, enabled: bool):
-    """A rich bar over bytes with a tensor counter on stderr; None when off or not a terminal."""
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        return None
-    prog = Progress(TextColumn("[bold]convert[/]"), BarColumn(), DownloadColumn(),
-                    TextColumn("{task.fields[tensors]}/" + str(n_tensors) + " tensors"), TimeRemainingColumn(),
-                    TextColumn("{task.fields[name]}"), console=console, transient=True)
-    prog.start()
-    task = prog.add_task("convert", total=total_bytes, tensors=0, name="")
-    return prog, task
+# progress(bytes_done, bytes_total, tensors_done, tensors_total, name) after each tensor written
+ConvertProgress = Callable[[int, int, int, int, str], None]
 
 
 def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None, outtype: str = "f16", *,
-            vocab_only: bool = False, imatrix: Any = None, progress: bool = True,
+            vocab_only: bool = False, imatrix: Any = None, progress: "ConvertProgress | bool | None" = None,
             model_name: str | None = None, split_max_size: int | str = 0, split_max_tensors: int = 0) -> Path:
     """Convert a Hugging Face checkpoint folder to GGUF, tensor-identical to llama.cpp's converter.
 
@@ -305,7 +284,10 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
     Returns the path written (the first shard when splitting). Nothing is left behind on failure.
     `split_max_size` (bytes, or '500M'/'2G' as llama.cpp spells it) and `split_max_tensors` split
     the output into `<stem>-0000i-of-0000n.gguf` shards as llama.cpp's converter does.
+    `progress` is called after each tensor is written (`ConvertProgress`); the CLI draws it.
     """
+    if not callable(progress):
+        progress = None
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
         raise InputError(f"{hf_dir}: not a directory (expected a Hugging Face model folder)")
@@ -416,7 +398,7 @@ def split_plan(planned: list[PlannedTensor], max_size: int, max_tensors: int) ->
 
 
 def _write_shards(dest: Path, kv: KVStore, shards: list[list[PlannedTensor]], imat: dict[str, np.ndarray] | None,
-                  progress: bool, inputs: Sequence[Path] = ()) -> Path:
+                  progress: ConvertProgress | None, inputs: Sequence[Path] = ()) -> Path:
     """One file, or llama.cpp's shards: the first holds all metadata, every one the split keys."""
     for src in inputs:
         if dest.exists() and os.path.samefile(dest, src):
@@ -442,7 +424,7 @@ def _write_shards(dest: Path, kv: KVStore, shards: list[list[PlannedTensor]], im
 
 
 def _write(dest: Path, kv: list, planned: list[PlannedTensor], imat: dict[str, np.ndarray] | None,
-           progress: bool, inputs: Sequence[Path] = ()) -> Path:
+           progress: ConvertProgress | None, inputs: Sequence[Path] = ()) -> Path:
     from llmtk.ggufio import GGUFWriter
 
     with GGUFWriter(dest, inputs=inputs) as w:  # refuses to overwrite a checkpoint file
@@ -451,29 +433,26 @@ def _write(dest: Path, kv: list, planned: list[PlannedTensor], imat: dict[str, n
         for p in planned:
             w.add_tensor_info(p.name, p.data.shape, p.qtype, p.n_bytes)
         total = sum(p.n_bytes for p in planned)
-        bar = _progress(total, len(planned), progress and total > 0)
-        try:
-            for i, p in enumerate(planned):
-                im = imat.get(p.name) if imat is not None and GGML_TYPE_TRAITS[p.qtype].is_quantized else None
-                if im is not None and im.size != p.data.shape[-1] * (p.data.shape[0] if p.data.ndim == 3 else 1):
-                    if p.name not in ("token_embd.weight", "per_layer_token_embd.weight"):
-                        raise ShapeError(f"imatrix entry of {im.size} values does not fit tensor {p.name} "
-                                         f"{list(reversed(p.data.shape))}")
-                    logger.warning("imatrix size mismatch for %s, quantized without it", p.name)
-                    im = None
-                try:
-                    data = _tensor_bytes(p, im)
-                except LlmtkError as e:
-                    raise type(e)(f"tensor {p.name}: {e}") from None
-                finally:
-                    p.data.release()
-                w.write_tensor(p.name, data)
-                del data
-                if bar is not None:
-                    bar[0].update(bar[1], advance=p.n_bytes, tensors=i + 1, name=p.name)
-                logger.info("%-32s %s -> %s, shape = {%s}", p.name + ",", p.data.dtype, p.qtype.name,
-                            ", ".join(str(d) for d in reversed(p.data.shape)))
-        finally:
-            if bar is not None:
-                bar[0].stop()
+        done = 0
+        for i, p in enumerate(planned):
+            im = imat.get(p.name) if imat is not None and GGML_TYPE_TRAITS[p.qtype].is_quantized else None
+            if im is not None and im.size != p.data.shape[-1] * (p.data.shape[0] if p.data.ndim == 3 else 1):
+                if p.name not in ("token_embd.weight", "per_layer_token_embd.weight"):
+                    raise ShapeError(f"imatrix entry of {im.size} values does not fit tensor {p.name} "
+                                     f"{list(reversed(p.data.shape))}")
+                logger.warning("imatrix size mismatch for %s, quantized without it", p.name)
+                im = None
+            try:
+                data = _tensor_bytes(p, im)
+            except LlmtkError as e:
+                raise type(e)(f"tensor {p.name}: {e}") from None
+            finally:
+                p.data.release()
+            w.write_tensor(p.name, data)
+            del data
+            done += p.n_bytes
+            if progress is not None:
+                progress(done, total, i + 1, len(planned), p.name)
+            logger.info("%-32s %s -> %s, shape = {%s}", p.name + ",", p.data.dtype, p.qtype.name,
+                        ", ".join(str(d) for d in reversed(p.data.shape)))
     return dest

@@ -110,9 +110,3 @@ class Qwen3MoeConverter(Qwen2Converter):
     def finish_tensors(self) -> None:
         self.check_buffers_empty(self._experts)
 
-
-CONVERTERS: dict[str, type[ModelConverter]] = {
-    "Qwen2ForCausalLM": Qwen2Converter,
-    "Qwen3ForCausalLM": Qwen3Converter,
-    "Qwen3MoeForCausalLM": Qwen3MoeConverter,
-}

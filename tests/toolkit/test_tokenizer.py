@@ -285,7 +285,7 @@ def test_clean_spaces_when_decoding():
 def test_bad_vocabularies_are_refused():
     with pytest.raises(UnsupportedError, match="'t5'"):
         Tokenizer.from_metadata({"tokenizer.ggml.model": "t5", "tokenizer.ggml.tokens": ["a"]})
-    with pytest.raises(UnsupportedError, match="'nonesuch'.*known: "):
+    with pytest.raises(UnsupportedError, match="'nonesuch'.*valid: "):
         Tokenizer.from_metadata(_bpe_kv(["a"], [], pre="nonesuch"))
     with pytest.raises(InputError, match="merges"):
         Tokenizer.from_metadata({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"]})

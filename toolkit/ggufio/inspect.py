@@ -1,7 +1,7 @@
 """What a GGUF file holds: metadata, tensors, size totals and the model's architecture summary.
 
-`inspect_gguf` builds a plain report (a dict that is also the `--format json` output); the
-renderers in `FORMATS` turn it into a rich table, JSON or Markdown. Long metadata arrays are
+`inspect_gguf` builds a plain report (a dict that is also the `--format json` output);
+`render_json` and `render_markdown` turn it into text (the terminal's rich table is the CLI's). Long metadata arrays are
 summarised (length, first items) and control characters in names and strings are escaped, so a
 hostile file cannot garble the terminal.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -183,7 +183,7 @@ def _items(items: list[Any], vtype: str) -> str:
                      for x in items)
 
 
-def _summary_rows(rep: dict[str, Any]) -> list[tuple[str, str]]:
+def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("file", escape_control(rep["path"])), ("GGUF version", str(rep["version"])),
             ("file size", f"{_fmt_bytes(rep['file_size'])} ({rep['file_size']} bytes)"),
             ("parameters", f"{_fmt_count(rep['n_params'])} ({rep['n_params']})"),
@@ -197,13 +197,13 @@ def _summary_rows(rep: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _type_rows(rep: dict[str, Any]) -> list[list[str]]:
+def type_rows(rep: dict[str, Any]) -> list[list[str]]:
     total = rep["tensor_bytes"] or 1
     return [[name, str(h["n_tensors"]), _fmt_count(h["n_params"]), _fmt_bytes(h["n_bytes"]),
              f"{100 * h['n_bytes'] / total:.1f}%", f"{h['bpw']:.2f}"] for name, h in rep["types"].items()]
 
 
-def _tensor_rows(rep: dict[str, Any]) -> list[list[str]]:
+def tensor_rows(rep: dict[str, Any]) -> list[list[str]]:
     return [[escape_control(t["name"]), t["type"], "×".join(map(str, t["shape"])), str(t["n_elements"]),
              str(t["n_bytes"]), f"{t['bpw']:.2f}"] for t in rep.get("tensors", [])]
 
@@ -226,48 +226,11 @@ def render_markdown(rep: dict[str, Any]) -> str:
         return out + [""]
 
     lines = [f"# {cell(escape_control(Path(rep['path']).name))}", ""]
-    lines += table(["field", "value"], [list(r) for r in _summary_rows(rep)])
-    lines += ["## Tensor types", ""] + table(TYPE_HEADER, _type_rows(rep))
+    lines += table(["field", "value"], [list(r) for r in summary_rows(rep)])
+    lines += ["## Tensor types", ""] + table(TYPE_HEADER, type_rows(rep))
     lines += ["## Metadata", ""] + table(["key", "type", "value"], [
         [escape_control(k), rep["kv_types"][k], format_value(v, rep["kv_types"][k])]
         for k, v in rep["kv"].items()])
     if "tensors" in rep:
-        lines += ["## Tensors", ""] + table(TENSOR_HEADER, _tensor_rows(rep))
+        lines += ["## Tensors", ""] + table(TENSOR_HEADER, tensor_rows(rep))
     return "\n".join(lines)
-
-
-def render_table(rep: dict[str, Any]) -> None:
-    """Print the report as rich tables on stdout (cells are Text, so no markup is interpreted)."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    console = Console()
-
-    numeric = {"tensors", "params", "bytes", "share", "bpw", "elements"}
-
-    def table(title: str, header: list[str], rows: list[list[str]] | list[tuple[str, str]], **kw: Any) -> None:
-        t = Table(title=title, title_justify="left", **kw)
-        for i, h in enumerate(header):
-            # names never wrap (they are what one greps for); long values fold
-            t.add_column(h, justify="right" if h in numeric else "left",
-                         no_wrap=i == 0, overflow="fold")
-        for row in rows:
-            t.add_row(*(Text(c) for c in row))
-        console.print(t)
-
-    table("Summary", ["", ""], _summary_rows(rep), show_header=False)
-    table("Tensor types", TYPE_HEADER, _type_rows(rep))
-    table("Metadata", ["key", "type", "value"],
-          [[escape_control(k), rep["kv_types"][k], format_value(v, rep["kv_types"][k])]
-        for k, v in rep["kv"].items()])
-    if "tensors" in rep:
-        table("Tensors", TENSOR_HEADER, _tensor_rows(rep))
-
-
-# format name -> renderer: returns the text to print, or prints itself and returns None.
-FORMATS: dict[str, Callable[[dict[str, Any]], str | None]] = {
-    "table": render_table,
-    "json": render_json,
-    "markdown": render_markdown,
-}

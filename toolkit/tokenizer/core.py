@@ -21,6 +21,7 @@ import numpy as np
 from llmtk.ggufio.constants import Key
 from llmtk.ggufio.constants import TokenizerKey as K
 from llmtk.errors import InputError, UnsupportedError
+from llmtk.registry import Registry
 from .bpe import BPEModel
 from .pretokenize import PreTokenizer, get_pre_tokenizer, regex_split
 from .spm import SPMModel
@@ -77,14 +78,13 @@ class _ModelDefaults:
     clean_spaces: bool = True
 
 
-TOKENIZER_MODELS: dict[str, _ModelDefaults] = {
-    "gpt2": _ModelDefaults("bpe", bos=11, eos=11, unk=None),
-    "gemma4": _ModelDefaults("bpe", bos=None, eos=None, unk=None),   # always pre-tokenizer "gemma4"
-    "llama": _ModelDefaults("spm", bos=1, eos=2, unk=0, add_bos=True, add_space_prefix=True,
-                            clean_spaces=False),
-    "bert": _ModelDefaults("wpm", bos=101, eos=None, unk=100, sep=102, pad=0, mask=103,
-                           add_bos=True, add_sep=True),
-}
+TOKENIZER_MODELS: Registry[_ModelDefaults] = Registry(f"{K.MODEL} value")
+TOKENIZER_MODELS.add("gpt2", _ModelDefaults("bpe", bos=11, eos=11, unk=None))
+TOKENIZER_MODELS.add("gemma4", _ModelDefaults("bpe", bos=None, eos=None, unk=None))  # always pre-tokenizer "gemma4"
+TOKENIZER_MODELS.add("llama", _ModelDefaults("spm", bos=1, eos=2, unk=0, add_bos=True, add_space_prefix=True,
+                                             clean_spaces=False))
+TOKENIZER_MODELS.add("bert", _ModelDefaults("wpm", bos=101, eos=None, unk=100, sep=102, pad=0, mask=103,
+                                            add_bos=True, add_sep=True))
 
 # Token texts llama.cpp always treats as end-of-generation, forcing them to CONTROL.
 _EOG_TEXTS = frozenset([
@@ -122,10 +122,7 @@ class Tokenizer:
 
     def __init__(self, kv: Mapping[str, Any]) -> None:
         model = kv.get(K.MODEL)
-        if model not in TOKENIZER_MODELS:
-            raise UnsupportedError(f"{K.MODEL} {model!r} is not supported; llmtk tokenizes "
-                                   f"{', '.join(sorted(TOKENIZER_MODELS))}")
-        defaults = TOKENIZER_MODELS[model]
+        defaults = TOKENIZER_MODELS[str(model)]
         self.model = model
         self.kind = defaults.kind
         tokens = kv.get(K.TOKENS)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from llmtk.errors import UnsupportedError
+from llmtk.ggufio.constants import TokenizerKey
+from llmtk.registry import Registry
 from .unicode import (CATEGORY_MASK, FLAGS, LETTER, MARK, NUMBER, PUNCTUATION, SYMBOL, WHITESPACE,
                       simple_lower)
 
@@ -413,18 +415,12 @@ _ROWS: list[tuple[tuple[str, ...], PreTokenizer]] = [
     (("gemma4",), PreTokenizer((_NEWLINES,), byte_encode=False, escape_whitespaces=True)),
 ]
 
-PRE_TOKENIZERS: dict[str, PreTokenizer] = {}
+PRE_TOKENIZERS: Registry[PreTokenizer] = Registry(f"{TokenizerKey.PRE} value")
 for _names, _pre in _ROWS:
     for _name in _names:
-        if _name in PRE_TOKENIZERS:
-            raise ValueError(f"pre-tokenizer {_name!r} registered twice")
-        PRE_TOKENIZERS[_name] = _pre
+        PRE_TOKENIZERS.add(_name, _pre)
 
 
 def get_pre_tokenizer(name: str) -> PreTokenizer:
     """The pre-tokenizer of a `tokenizer.ggml.pre` value ('' means llama.cpp's default)."""
-    try:
-        return PRE_TOKENIZERS[name or "default"]
-    except KeyError:
-        raise UnsupportedError(f"tokenizer.ggml.pre {name!r} is not supported; known: "
-                               f"{', '.join(sorted(PRE_TOKENIZERS))}") from None
+    return PRE_TOKENIZERS[name or "default"]

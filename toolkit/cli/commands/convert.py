@@ -39,8 +39,13 @@ def command(hf_dir: Path, outfile: Path | None, outtype: str, vocab_only: bool, 
       llmtk convert ./Mistral-7B --outtype Q4_K_M --imatrix imatrix.gguf
       llmtk convert ./gemma-3-270m --vocab-only -o vocab.gguf
     """
+    from llmtk.cli.progress import bar
     from llmtk.converters import convert
 
-    path = convert(hf_dir, outfile, outtype, vocab_only=vocab_only, imatrix=imatrix, progress=progress,
-                   model_name=model_name, split_max_size=split_max_size, split_max_tensors=split_max_tensors)
+    with bar("convert", in_bytes=True, enabled=progress) as update:
+        def on_tensor(done: int, total: int, n_done: int, n_total: int, name: str) -> None:
+            update(done, total, f"{n_done}/{n_total} tensors {name}")
+
+        path = convert(hf_dir, outfile, outtype, vocab_only=vocab_only, imatrix=imatrix, progress=on_tensor,
+                       model_name=model_name, split_max_size=split_max_size, split_max_tensors=split_max_tensors)
     click.echo(str(path))

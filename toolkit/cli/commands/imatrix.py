@@ -36,6 +36,7 @@ def command(model_path, text_path, n_ctx, n_chunks, out_path, output_format, in_
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from pathlib import Path
 
+    from llmtk.cli.progress import bar
     from llmtk.errors import InputError
     from llmtk.evals.imatrix import compute_imatrix, format_statistics
     from llmtk.ggufio.imatrix_file import Imatrix, read_imatrix, write_imatrix_dat, write_imatrix_gguf
@@ -57,7 +58,10 @@ def command(model_path, text_path, n_ctx, n_chunks, out_path, output_format, in_
         from llmtk.resources import smollm2_path
 
         text = Path(text_path).read_text(encoding="utf-8")
-        with _chunk_bar() as progress:
+        with bar("imatrix") as update:
+            def progress(done: int, total: int, ppl: float | None) -> None:
+                update(done, total, f"PPL {ppl:.4f}" if ppl else "")
+
             run = compute_imatrix(Path(model_path) if model_path else smollm2_path(), text, n_ctx=n_ctx,
                                   n_chunks=n_chunks, process_output=process_output, compute_ppl=not no_ppl,
                                   dataset_name=text_path, previous=im if in_files else None, progress=progress)
@@ -71,25 +75,3 @@ def command(model_path, text_path, n_ctx, n_chunks, out_path, output_format, in_
     else:
         write_imatrix_gguf(out_path, im)
     click.echo(f"wrote {out_path} ({len(im.entries)} entries, {im.chunk_count} chunks of {n_ctx})")
-
-
-def _chunk_bar():
-    from contextlib import contextmanager
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    @contextmanager
-    def bar():
-        console = Console(stderr=True)
-        with Progress(TextColumn("[bold]imatrix"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
-                      disable=not console.is_terminal) as p:
-            task = p.add_task("imatrix", total=None, info="")
-
-            def progress(done: int, total: int, ppl: float | None) -> None:
-                p.update(task, completed=done, total=total, info=f"PPL {ppl:.4f}" if ppl else "")
-
-            yield progress
-
-    return bar()

@@ -5,12 +5,18 @@ from pathlib import Path
 
 import click
 
-FORMAT_NAMES = ("table", "json", "markdown")
+from llmtk.registry import Lazy, Registry
+
+# format name -> renderer of the report: returns the text to print, or prints itself and returns None
+FORMATS: Registry = Registry("inspect format")
+FORMATS.add("table", Lazy("llmtk.cli.render.inspect:render_table"))
+FORMATS.add("json", Lazy("llmtk.ggufio.inspect:render_json"))
+FORMATS.add("markdown", Lazy("llmtk.ggufio.inspect:render_markdown"))
 
 
 @click.command("inspect")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=True))
-@click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default="table", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(FORMATS.names()), default="table", show_default=True,
               help="Output format; json keys: kv, kv_types, tensors, n_params, file_size, bpw, types, architecture.")
 @click.option("--tensors/--no-tensors", default=True, show_default=True, help="List every tensor.")
 @click.option("--filter", "pattern", metavar="REGEX",
@@ -28,7 +34,7 @@ def command(file: Path, fmt: str, tensors: bool, pattern: str | None, array_item
       llmtk inspect model.gguf --filter 'blk\\.0\\.' --format markdown
       llmtk inspect model.gguf --format json | jq .architecture
     """
-    from llmtk.ggufio.inspect import FORMATS, inspect_gguf
+    from llmtk.ggufio.inspect import inspect_gguf
 
     report = inspect_gguf(file, tensors=tensors, pattern=pattern, array_items=array_items)
     text = FORMATS[fmt](report)

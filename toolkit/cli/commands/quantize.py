@@ -1,31 +1,11 @@
 """`llmtk quantize IN [OUT] TYPE [NTHREADS]`: llama-quantize's mixes, byte-identical."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import click
 
 _EPILOG = ("Types: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S "
            "Q5_K_M Q6_K IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ3_XXS IQ3_XS IQ3_S IQ3_M IQ4_NL "
            "IQ4_XS TQ1_0 TQ2_0 MXFP4_MOE Q1_0 Q2_0 F16 BF16 F32 COPY (aliases Q3_K Q4_K Q5_K).")
-
-
-@contextmanager
-def tensor_progress(label: str, enabled: bool = True):
-    """A rich bar over tensors on stderr (silent when stderr is not a terminal); yields on_tensor."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[name]}"), TimeElapsedColumn(), console=console,
-                  transient=True, disable=not (enabled and console.is_terminal)) as progress:
-        task = progress.add_task(label, total=None, name="")
-
-        def on_tensor(rep, n_total: int) -> None:
-            progress.update(task, total=n_total, completed=rep.index, name=rep.name)
-
-        yield on_tensor
 
 
 @click.command("quantize", epilog=_EPILOG)
@@ -67,6 +47,7 @@ def command(args, imatrix, include_weights, exclude_weights, output_tensor_type,
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from pathlib import Path
 
+    from llmtk.cli.progress import bar
     from llmtk.errors import InputError
     from llmtk.quantize.rules import parse_file_type
     from llmtk.quantize import quantize_model
@@ -98,7 +79,10 @@ def command(args, imatrix, include_weights, exclude_weights, output_tensor_type,
     if any(p < 0 for p in prune):
         raise InputError(f"invalid layer ids {prune_layers!r}: must be >= 0")
 
-    with tensor_progress("quantize", enabled=not dry_run) as on_tensor:
+    with bar("quantize", enabled=not dry_run) as update:
+        def on_tensor(rep, n_total: int) -> None:
+            update(rep.index, n_total, rep.name)
+
         res = quantize_model(in_path, out_path, ftype, imatrix=imatrix, nthreads=nthreads,
                              allow_requantize=allow_requantize, leave_output_tensor=leave_output_tensor,
                              pure=pure, output_tensor_type=output_tensor_type,

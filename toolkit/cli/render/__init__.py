@@ -1,0 +1,1 @@
+"""Terminal rendering of library results (rich tables, progress); only the CLI draws."""
