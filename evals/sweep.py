@@ -14,7 +14,6 @@ from typing import Callable
 from llmtk.errors import InputError
 from llmtk.ggufio.constants import Key
 
-from .report import dumps, plot_sweep
 
 DEFAULT_TYPES = ("Q8_0", "Q6_K", "Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
 _FLOAT_FILE_TYPES = {0, 1, 32}  # general.file_type of F32, F16, BF16 models
@@ -51,6 +50,7 @@ def run_sweep(plan: SweepPlan, log: Callable[[str], None] = print,
     """Run (or resume) the sweep and write `sweep.md`, `sweep.csv`, `sweep.json`, `sweep.png`."""
     import pandas as pd
 
+    from . import report
     from .runner import ModelRunner, evaluate
 
     out = plan.out_dir
@@ -77,7 +77,7 @@ def run_sweep(plan: SweepPlan, log: Callable[[str], None] = print,
         step("base log-probs")
         res = evaluate(base, plan.text, n_ctx=plan.n_ctx, n_chunks=plan.n_chunks, kld_base_out=base_kld)
         state["base_ppl"], state["base_ppl_stderr"] = res.ppl, res.ppl_stderr
-        state_path.write_text(dumps(state))
+        state_path.write_text(report.dumps(state))
     imatrix = None
     if plan.imatrix == "auto":
         imatrix = out / "imatrix.gguf"
@@ -118,11 +118,11 @@ def run_sweep(plan: SweepPlan, log: Callable[[str], None] = print,
             "mean_kld": k.mean, "kld_p99": k.p99, "same_top_p": k.same_top_p, "rms_dp": k.rms_dp,
             "quantize_s": q_seconds, "eval_s": res.seconds,
         }
-        state_path.write_text(dumps(state))
+        state_path.write_text(report.dumps(state))
         log(f"{key}: {size / 1e6:.1f} MB, PPL {k.ppl:.4f}, mean KLD {k.mean:.5f}, same top {100 * k.same_top_p:.2f}%")
     df = pd.DataFrame(list(state["rows"].values())).sort_values("bpw", ascending=False)
     df.to_csv(out / "sweep.csv", index=False)
-    plot_sweep(df, out / "sweep.png", f"{plan.model.name}: quality vs size on {plan.text_name}")
+    report.plot_sweep(df, out / "sweep.png", f"{plan.model.name}: quality vs size on {plan.text_name}")
     _write_markdown(df, state, plan, out / "sweep.md")
     return df
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
 from llmtk.errors import InputError
+from llmtk.registry import Registry
 
 TokenizeFn = Callable[[str], list[int]]          # text -> ids, BOS as the vocab says
 LogitsFn = Callable[[np.ndarray], np.ndarray]    # ids (n,) -> logits (n, n_vocab)
@@ -327,6 +329,24 @@ def select_winogrande(tasks: list[ChoiceTask], n_tasks: int | None) -> list[Choi
     return [tasks[i] for i in MT19937(1).pick_without_replacement(len(tasks), n_tasks)]
 
 
-def iter_batches(xs: Sequence, n: int) -> Iterator[Sequence]:
-    for i in range(0, len(xs), n):
-        yield xs[i:i + n]
+# ---- the task registry ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskKind:
+    """One of llama-perplexity's benchmarks: how its file is read and its tasks drawn, how scored."""
+
+    name: str
+    load: Callable[[Path, int | None], list[ChoiceTask]]      # task file, tasks wanted (None: all)
+    score: Callable[[list[ChoiceTask], TokenizeFn, LogitsFn, Callable[[int, float], None] | None], TaskScore]
+
+
+TASKS: Registry[TaskKind] = Registry("eval task")
+TASKS.add("hellaswag", TaskKind(
+    "hellaswag", lambda path, n: select_hellaswag(load_hellaswag(path.read_text(encoding="utf-8")), n),
+    lambda tasks, tok, logits, progress: score_choices(tasks, tok, logits, "hellaswag", progress)))
+TASKS.add("winogrande", TaskKind(
+    "winogrande", lambda path, n: select_winogrande(load_winogrande(path.read_text(encoding="utf-8")), n),
+    score_winogrande))
+TASKS.add("multiple-choice", TaskKind(
+    "multiple-choice", lambda path, n: load_multiple_choice(path.read_bytes(), n),
+    lambda tasks, tok, logits, progress: score_choices(tasks, tok, logits, "multiple-choice", progress)))

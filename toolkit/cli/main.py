@@ -1,12 +1,11 @@
 """The `llmtk` command line: a click group whose subcommands are imported only when run.
 
 `llmtk --help` and `llmtk --version` import nothing heavy (no numba, torch, pandas, matplotlib):
-each subcommand lives in `llmtk.cli.commands.<verb>` and is loaded from the table below on demand.
+each subcommand lives in `llmtk.cli.commands.<verb>` and is loaded from `COMMANDS` on demand.
 Every `LlmtkError` becomes a one-line message on stderr and exit code 2 (`-v` shows the traceback).
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 
@@ -14,36 +13,38 @@ import click
 
 from llmtk import __version__
 from llmtk.errors import LlmtkError
+from llmtk.registry import Lazy, Registry
 
-# verb -> (module:attribute, one-line help shown by `llmtk --help`). One row per command.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "inspect": ("llmtk.cli.commands.inspect:command", "Show a GGUF file's metadata, tensors and size summary."),
-    "edit": ("llmtk.cli.commands.edit:command", "Set, delete or rename GGUF metadata and tensors (tensor data copied byte for byte)."),
-    "tokenize": ("llmtk.cli.commands.tokenize:command", "Tokenize text with a GGUF model's vocabulary, like llama-tokenize."),
-    "convert": ("llmtk.cli.commands.convert:command", "Convert a Hugging Face checkpoint (safetensors) to GGUF."),
-    "quantize": ("llmtk.cli.commands.quantize:command", "Quantize a GGUF model with llama-quantize's type mixes."),
-    "imatrix": ("llmtk.cli.commands.imatrix:command", "Compute an importance matrix from text, like llama-imatrix."),
-    "perplexity": ("llmtk.cli.commands.perplexity:command", "Perplexity and KL divergence of a model on a text, like llama-perplexity."),
-    "sweep": ("llmtk.cli.commands.sweep:command", "Quantize to several types and report size against quality."),
-    "gate": ("llmtk.cli.commands.gate:command", "Pass/fail quality gate of a candidate model against a base, for CI."),
-    "bench": ("llmtk.cli.commands.bench:command", "Speed tables for kernels and the forward pass."),
-}
+# verb -> the click command (imported only when run) and its one-line help for `llmtk --help`.
+COMMANDS: Registry[Lazy] = Registry("command")
+_HELP: dict[str, str] = {}
+for _verb, _help in (
+    ("inspect", "Show a GGUF file's metadata, tensors and size summary."),
+    ("edit", "Set, delete or rename GGUF metadata and tensors (tensor data copied byte for byte)."),
+    ("tokenize", "Tokenize text with a GGUF model's vocabulary, like llama-tokenize."),
+    ("convert", "Convert a Hugging Face checkpoint (safetensors) to GGUF."),
+    ("quantize", "Quantize a GGUF model with llama-quantize's type mixes."),
+    ("imatrix", "Compute an importance matrix from text, like llama-imatrix."),
+    ("perplexity", "Perplexity and KL divergence of a model on a text, like llama-perplexity."),
+    ("sweep", "Quantize to several types and report size against quality."),
+    ("gate", "Pass/fail quality gate of a candidate model against a base, for CI."),
+    ("bench", "Speed tables for kernels and the forward pass."),
+):
+    COMMANDS.add(_verb, Lazy(f"llmtk.cli.commands.{_verb}:command"))
+    _HELP[_verb] = _help
 
 
 class LazyGroup(click.Group):
     """A group that imports a subcommand's module only when that subcommand is invoked."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(n for n, (target, _) in COMMANDS.items() if _module_exists(target))
+        return sorted(COMMANDS.names())
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS or not _module_exists(COMMANDS[name][0]):
-            return None
-        module, attr = COMMANDS[name][0].split(":")
-        return getattr(importlib.import_module(module), attr)
+        return COMMANDS[name] if name in COMMANDS else None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]
+        rows = [(n, _HELP[n]) for n in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -56,12 +57,6 @@ class LazyGroup(click.Group):
                 raise
             click.echo(f"llmtk: error: {e}", err=True)
             sys.exit(e.exit_code)
-
-
-def _module_exists(target: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(target.split(":")[0]) is not None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -77,11 +77,6 @@ class _FlagCache(dict):
 FLAGS: dict[str, int] = _FlagCache()
 
 
-def cpt_flags(ch: str) -> int:
-    """llama.cpp's class bits for one character."""
-    return FLAGS[ch]
-
-
 def simple_lower(ch: str) -> str:
     """One-codepoint lowercase (UnicodeData's simple mapping), as llama.cpp's `unicode_tolower`."""
     low = ch.lower()

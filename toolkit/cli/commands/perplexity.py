@@ -104,19 +104,12 @@ def _score_tasks(runner, task_path, kind: str, n_tasks: int | None, json_out: st
 
     if not task_path.is_file():
         raise InputError(f"{task_path}: task file not found")
-    if kind == "multiple-choice":
-        tasks = T.load_multiple_choice(task_path.read_bytes(), n_tasks)
-    else:
-        text = task_path.read_text(encoding="utf-8")
-        tasks = (T.select_hellaswag(T.load_hellaswag(text), n_tasks) if kind == "hellaswag"
-                 else T.select_winogrande(T.load_winogrande(text), n_tasks))
+    task = T.TASKS[kind]
+    tasks = task.load(task_path, n_tasks)
     out = click.echo if json_out != "-" else (lambda *a, **k: click.echo(*a, err=True, **k))
     out(f"task\tacc ({kind}, {len(tasks)} tasks)")
     step = lambda i, acc: out(f"{i}\t{100 * acc:.8f}")  # noqa: E731
-    if kind == "winogrande":
-        score = T.score_winogrande(tasks, runner.tokenize, runner.logits, progress=step)
-    else:
-        score = T.score_choices(tasks, runner.tokenize, runner.logits, kind, progress=step)
+    score = task.score(tasks, runner.tokenize, runner.logits, step)
     lo, hi = score.wilson_interval()
     out(f"Final {kind} score ({score.n_done} tasks): {100 * score.accuracy:.4f} +/- {100 * score.stderr:.4f} "
         f"(95% Wilson [{100 * lo:.4f}%, {100 * hi:.4f}%])")

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import click
 
+from llmtk.evals.sweep import DEFAULT_TYPES
+
 
 @click.command("sweep")
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
-@click.option("--types", default="Q8_0,Q6_K,Q4_K_M,IQ4_XS,Q3_K_M,Q2_K", show_default=True,
+@click.option("--types", default=",".join(DEFAULT_TYPES), show_default=True,
               help="Comma-separated llama-quantize types to try.")
 @click.option("-f", "--file", "text_path", help="Evaluation (and imatrix) text; default: the text in data/.")
 @click.option("--imatrix", "imatrix", help="'auto' computes one from the text; or an imatrix file (GGUF or .dat).")
