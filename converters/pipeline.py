@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import gguf
 import numpy as np
 
-from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, Key, LlamaFileType, row_size
 from llmtk.errors import InputError, LlmtkError, ShapeError
 
 from .registry import ARCHITECTURES
@@ -330,12 +330,12 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
                 kv.remove(key)
                 kv.u32(key, value)
             if imat:
-                kv.str("quantize.imatrix.file", str(imatrix)[:127])
+                kv.str(Key.QUANTIZE_IMATRIX_FILE, str(imatrix)[:127])
                 if imat_datasets:
-                    kv.str("quantize.imatrix.dataset", imat_datasets[0][:127])
-                kv.u32("quantize.imatrix.entries_count", len(imat))
+                    kv.str(Key.QUANTIZE_IMATRIX_DATASET, imat_datasets[0][:127])
+                kv.u32(Key.QUANTIZE_IMATRIX_N_ENTRIES, len(imat))
                 if imat_chunks > 0:
-                    kv.u32("quantize.imatrix.chunks_count", imat_chunks)
+                    kv.u32(Key.QUANTIZE_IMATRIX_N_CHUNKS, imat_chunks)
         else:
             for p in planned:
                 p.qtype = _convert_type(p.name, p.data.shape, p.bid, base)
@@ -412,8 +412,8 @@ def _write_shards(dest: Path, kv: KVStore, shards: list[list[PlannedTensor]], im
     written: list[Path] = []
     try:
         for i, shard in enumerate(shards):
-            split_kv = [("split.no", (i, VT.UINT16, None)), ("split.count", (n, VT.UINT16, None)),
-                        ("split.tensors.count", (n_tensors, VT.INT32, None))]
+            split_kv = [(Key.SPLIT_NO, (i, VT.UINT16, None)), (Key.SPLIT_COUNT, (n, VT.UINT16, None)),
+                        (Key.SPLIT_TENSORS_COUNT, (n_tensors, VT.INT32, None))]
             path = dest.with_name(f"{dest.stem}-{i + 1:05d}-of-{n:05d}.gguf")
             written.append(_write(path, (list(kv) if i == 0 else []) + split_kv, shard, imat, progress, inputs))
     except BaseException:

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import gguf
 
 from llmtk.errors import InputError, UnsupportedError
+from llmtk.ggufio.constants import TokenizerKey
 
 from ._pre_hashes import PRE_BY_HASH, PROBE_TEXT
 from .kv import KVStore
@@ -306,7 +307,7 @@ def sentencepiece_vocab(hf_dir: Path, vocab_size: int | None, *, phi3: bool = Fa
 
 SPECIAL_TYPES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 _ID_KEYS = {"bos": K.BOS_ID, "eos": K.EOS_ID, "unk": K.UNK_ID, "sep": K.SEP_ID, "pad": K.PAD_ID,
-            "cls": getattr(K, "CLS_ID", "tokenizer.ggml.cls_token_id"), "mask": K.MASK_ID,
+            "cls": TokenizerKey.CLS_ID, "mask": K.MASK_ID,
             "eot": K.EOT_ID, "eom": K.EOM_ID, "prefix": K.PREFIX_ID, "suffix": K.SUFFIX_ID,
             "middle": K.MIDDLE_ID}
 _ADD_KEYS = {"bos": K.ADD_BOS, "eos": K.ADD_EOS, "sep": K.ADD_SEP}
@@ -504,9 +505,9 @@ class SpecialVocab:
         if self.chat_template is not None:
             write_chat_template(kv, self.chat_template)
         if self.lowercase is not None:
-            kv.bool("tokenizer.ggml.normalizer.lowercase", self.lowercase)
+            kv.bool(TokenizerKey.NORMALIZER_LOWERCASE, self.lowercase)
         if self.strip_accents is not None:
-            kv.bool("tokenizer.ggml.normalizer.strip_accents", self.strip_accents)
+            kv.bool(TokenizerKey.NORMALIZER_STRIP_ACCENTS, self.strip_accents)
 
 
 def write_chat_template(kv: KVStore, value: str | list[dict[str, str]]) -> None:

@@ -302,6 +302,7 @@ class TokenizerKey:
     SEP_ID = "tokenizer.ggml.seperator_token_id"
     PAD_ID = "tokenizer.ggml.padding_token_id"
     MASK_ID = "tokenizer.ggml.mask_token_id"
+    CLS_ID = "tokenizer.ggml.cls_token_id"
     FIM_PRE_ID = "tokenizer.ggml.fim_pre_token_id"
     FIM_SUF_ID = "tokenizer.ggml.fim_suf_token_id"
     FIM_MID_ID = "tokenizer.ggml.fim_mid_token_id"

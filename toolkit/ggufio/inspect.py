@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, Key, LlamaFileType
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, Key, LlamaFileType, TokenizerKey
 from llmtk.errors import InputError
 from llmtk.ggufio import GGUFReader, escape_control
 
@@ -89,8 +89,8 @@ def architecture_summary(reader: GGUFReader) -> dict[str, Any]:
             out["file type"] = LlamaFileType(int(out["file type"])).name.removeprefix("MOSTLY_")
         except (ValueError, TypeError):
             pass
-    if "vocab size" not in out and isinstance(kv.get("tokenizer.ggml.tokens"), list):
-        out["vocab size"] = len(kv["tokenizer.ggml.tokens"])
+    if "vocab size" not in out and isinstance(kv.get(TokenizerKey.TOKENS), list):
+        out["vocab size"] = len(kv[TokenizerKey.TOKENS])
     return out
 
 
