@@ -185,3 +185,11 @@ def test_keys_agree_with_the_gguf_package():
 def test_no_module_is_defined_twice_under_two_names():
     stems = Counter(p.resolve() for p in MODULES.values())
     assert all(n == 1 for n in stems.values())
+
+
+def test_pyproject_ships_every_subpackage():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {m for m, p in MODULES.items() if p.name == "__init__.py"}
+    assert found <= listed, sorted(found - listed)
