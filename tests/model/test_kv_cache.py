@@ -12,33 +12,13 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 from tiny_models import N_VOCAB, build, hf_logits  # noqa: E402
 
-from llmtk import kernels  # noqa: E402
-from llmtk.ggufio.constants import GGMLType  # noqa: E402
 from llmtk.errors import InputError  # noqa: E402
 from llmtk.model import load_model  # noqa: E402
-from llmtk.model.ops import round_to_storage  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     return build("llama", tmp_path_factory.mktemp("kv"))
-
-
-def test_bf16_rounding_equals_ggml_fp32_to_bf16():
-    x = np.random.default_rng(0).standard_normal(4096).astype(np.float32) * 100
-    x[:2] = [0.0, -0.0]
-    x[2:6] = np.array([0x3F808000, 0x3F818000, 0xBF808000, 0x7F7FFFFF], np.uint32).view(np.float32)  # ties, max
-    got = x.copy()
-    round_to_storage(got, "bf16")
-    ref = kernels.dequantize(kernels.quantize(x, GGMLType.BF16), GGMLType.BF16, x.shape)
-    assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
-
-
-def test_f16_rounding_is_ieee_half():
-    x = np.random.default_rng(1).standard_normal(4096).astype(np.float32)
-    got = x.copy()
-    round_to_storage(got, "f16")
-    assert np.array_equal(got, x.astype(np.float16).astype(np.float32))
 
 
 def test_default_cache_holds_f16_values_and_stays_close_to_f32(llama):

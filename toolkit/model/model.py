@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from llmtk.ggufio.constants import GGMLType, Key
 from llmtk.errors import InputError, ShapeError, UnsupportedError
+from llmtk.kernels.activations import round_activations, round_to_storage
 
 from . import _blas, ops
 from .arch import ROPE_NEOX, ArchSpec, HParams, arch_spec
@@ -32,7 +33,7 @@ F32 = np.float32
 # hook(weight_name, x, ids) with x (n, n_expert_used, cols) and ids (n, n_expert_used) int32.
 Hook = Callable[..., None]
 
-# batches of at most this many tokens multiply the file's own blocks (llmtk.model.decode) on numba
+# batches of at most this many tokens multiply the file's own blocks (llmtk.kernels.unpack) on numba
 # threads, reading 0.7-2 bytes a weight; larger ones use BLAS sgemm on float32 copies
 DECODE_ROWS = 4
 ATTN_Q_CHUNK = 128  # query rows per attention block: bounds the scores, skips masked keys
@@ -74,8 +75,8 @@ class KVCache:
 
     def round_stored(self, il: int, p0: int, p1: int) -> None:
         """Round layer il's freshly written positions p0..p1-1 to the cache types."""
-        ops.round_to_storage(self.k[il][:, p0:p1], self.type_k)
-        ops.round_to_storage(self.v[il][:, p0:p1], self.type_v)
+        round_to_storage(self.k[il][:, p0:p1], self.type_k)
+        round_to_storage(self.v[il][:, p0:p1], self.type_v)
 
 
 @dataclass
@@ -268,7 +269,7 @@ class Model:
             parts = [self._proj(x, (n,), (b,), None) for n, b in zip(names, biases)]
             return parts if separate else np.concatenate(parts, axis=1)
         cuts = self._row_cuts(names) if separate else None
-        xr = ops.round_activations(x, vdts[0], self._rows) if self.quantize_activations else x
+        xr = round_activations(x, vdts[0], self._rows) if self.quantize_activations else x
         if x.shape[0] <= DECODE_ROWS:
             y = self.w.matvec(names, xr)
             y = y if cuts is None else [y[:, a:b] for a, b in zip(cuts[:-1], cuts[1:])]

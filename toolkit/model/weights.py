@@ -15,8 +15,7 @@ import numpy.typing as npt
 
 from llmtk.ggufio.constants import GGMLType
 from llmtk.errors import ShapeError
-
-from . import decode
+from llmtk.kernels.unpack import AFFINE_TYPES, Affine, matvec_f16, matvec_f32, unpack
 
 log = logging.getLogger(__name__)
 
@@ -124,21 +123,21 @@ class Weights:
             return np.concatenate([self.matvec(n, x) for n in names], axis=1)
         info = self.reader.tensors[names[0]]
         if info.qtype == GGMLType.F16 and len(info.shape) == 2:
-            return decode.matvec_f16(self.reader.raw(names[0]).reshape(info.shape[0], -1), x)
-        return decode.matvec_f32(self.get(names[0]), x)
+            return matvec_f16(self.reader.raw(names[0]).reshape(info.shape[0], -1), x)
+        return matvec_f32(self.get(names[0]), x)
 
-    def _affine(self, names: tuple[str, ...]) -> decode.Affine | None:
-        """The unpacked decode form of 2-D tensors of one type in decode.AFFINE_TYPES, stacked
+    def _affine(self, names: tuple[str, ...]) -> Affine | None:
+        """The unpacked decode form of 2-D tensors of one type in AFFINE_TYPES, stacked
         by rows and kept within the budget; None for other types."""
         infos = [self.reader.tensors[n] for n in names]
         qtype = infos[0].qtype
-        if qtype not in decode.AFFINE_TYPES or any(i.qtype != qtype or len(i.shape) != 2 for i in infos):
+        if qtype not in AFFINE_TYPES or any(i.qtype != qtype or len(i.shape) != 2 for i in infos):
             return None
         key = "|".join(names) + "#affine"
         aff = self._cache.get(key)
         if aff is None:
-            parts = [decode.unpack(self.reader.raw(n), qtype, *i.shape) for n, i in zip(names, infos)]
-            aff = None if any(p is None for p in parts) else decode.Affine.stack(parts)
+            parts = [unpack(self.reader.raw(n), qtype, *i.shape) for n, i in zip(names, infos)]
+            aff = None if any(p is None for p in parts) else Affine.stack(parts)
             if aff is not None and self.used + aff.nbytes <= self.budget:
                 self._cache[key] = aff
                 self.used += aff.nbytes

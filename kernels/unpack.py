@@ -1,12 +1,13 @@
-"""Matrix-vector products on the raw GGUF bytes for token-by-token decoding.
+"""Quantized tensors unpacked to int8 values with a float32 scale (and offset) per block, and
+numba matrix-vector products on them and on raw F16 / float32 rows.
 
-Decoding one token reads every weight once, so its speed is the bytes read: float32 copies cost
-4 bytes a weight, F16 read from the memory map 2, and the legacy and Q4_K/Q6_K quants, unpacked
-once into int8 values with a float32 scale (and offset) per block, about 1.1-1.25. The kernels
-multiply float32 activations by the weights exactly as the types dequantize (ggml's
-`dequantize_row_*`), so results equal the float32 sgemm path up to summation order (the model
-rounds activations to the vec_dot_type beforehand, for both paths alike). Rows are
-independent: `prange` over row groups, each writing its own outputs.
+`unpack` turns the raw blocks of a Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q6_K tensor into an `Affine`
+(value = a * q + b per block, exactly as ggml's `dequantize_row_*` computes it), about 1.1-1.25
+bytes a weight instead of float32's 4, for products with a few activation rows where the speed
+is the bytes read. The kernels multiply float32 activations by the weights as the types
+dequantize, so results equal a float32 product with the dequantized matrix up to summation
+order. Rows are independent: `prange` over row groups on numba's threads, each writing its own
+outputs, so results do not depend on the thread count.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from llmtk.ggufio.constants import GGMLType
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType
 
 F32 = np.float32
 # Only reassociation and FMA contraction: float sums may be reordered into SIMD lanes (these
-# products need not match ggml's bytes: ggml quantizes the activations, we do not).
+# products need not match ggml's integer dot products byte for byte, only the float32 product
+# with the dequantized weights up to summation order).
 _REASSOC = {"reassoc", "contract"}
 
 
@@ -149,6 +151,7 @@ class Affine:
         return Affine(np.concatenate([p.q for p in parts]), np.concatenate([p.a for p in parts]), b)
 
     def matvec(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """x (n, cols) @ W.T -> (n, rows) float32, on numba threads."""
         x = np.ascontiguousarray(x, dtype=F32)
         bs = self.q.shape[1] // self.a.shape[1]
         xs = x.reshape(x.shape[0], -1, bs).sum(axis=2, dtype=F32) if self.b.shape[1] else x[:, :0]
@@ -183,14 +186,17 @@ def _scale_min_k4(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sc, m
 
 
-def unpack(raw: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affine | None:
-    """The Affine form of a Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 tensor given as raw bytes; None otherwise."""
-    if qtype in (GGMLType.Q4_K, GGMLType.Q6_K):
-        return _unpack_k(raw, qtype, rows, cols)
-    nb = cols // 32
-    if cols % 32:
+def unpack(raw: npt.NDArray[np.uint8], qtype: GGMLType, rows: int, cols: int) -> Affine | None:
+    """The Affine form of a (rows, cols) tensor of a type in AFFINE_TYPES given as its raw bytes
+    (rows * row_size uint8, any shape); None for other types or a row its blocks do not divide."""
+    if qtype not in AFFINE_TYPES:
         return None
-    blocks = raw.reshape(rows, nb, -1)
+    tt = GGML_TYPE_TRAITS[qtype]
+    if cols % tt.block_size:
+        return None
+    blocks = raw.reshape(rows, cols // tt.block_size, tt.type_size)  # (rows, nb, type_size)
+    if qtype in (GGMLType.Q4_K, GGMLType.Q6_K):
+        return _unpack_k(blocks, qtype, rows, cols)
     if qtype == GGMLType.Q8_0:        # d:2 qs:32
         q = blocks[:, :, 2:].view(np.int8)
         return Affine(q.reshape(rows, cols), _halves(blocks, 0), None)
@@ -201,17 +207,14 @@ def unpack(raw: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affine | N
     if qtype == GGMLType.Q5_0:        # d:2 qh:4 qs:16, value (q - 16) * d
         q = _nibbles(blocks[:, :, 6:]) | _fifth_bits(blocks, 2)
         return Affine((q - 16).reshape(rows, cols), _halves(blocks, 0), None)
-    if qtype == GGMLType.Q5_1:        # d:2 m:2 qh:4 qs:16, value q * d + m
-        q = _nibbles(blocks[:, :, 8:]) | _fifth_bits(blocks, 4)
-        return Affine(q.reshape(rows, cols), _halves(blocks, 0), _halves(blocks, 2))
-    return None
+    # Q5_1: d:2 m:2 qh:4 qs:16, value q * d + m
+    q = _nibbles(blocks[:, :, 8:]) | _fifth_bits(blocks, 4)
+    return Affine(q.reshape(rows, cols), _halves(blocks, 0), _halves(blocks, 2))
 
 
-def _unpack_k(raw: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affine | None:
-    if cols % 256:
-        return None
-    nbk = cols // 256
-    blocks = raw.reshape(rows, nbk, -1)
+def _unpack_k(blocks: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affine:
+    # blocks (rows, nbk, type_size), QK_K values a block
+    nbk = blocks.shape[1]
     if qtype == GGMLType.Q4_K:        # d:2 dmin:2 scales:12 qs:128; value d*sc * q - dmin*m per 32
         d, dmin = _halves(blocks, 0), _halves(blocks, 2)                  # (rows, nbk)
         sc, m = _scale_min_k4(blocks[:, :, 4:16])                         # (rows, nbk, 8)
@@ -232,7 +235,7 @@ def _unpack_k(raw: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affine 
 
 
 def matvec_f16(raw: npt.NDArray[np.uint8], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """x (n, cols) @ W.T for F16 weights given as raw bytes (rows, 2 * cols)."""
+    """x (n, cols) @ W.T -> (n, rows) float32 for F16 weights given as raw bytes (rows, 2 * cols)."""
     w = raw.view(np.uint16)
     out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
     _matvec_f16(w, np.ascontiguousarray(x, dtype=F32), out)
@@ -240,7 +243,7 @@ def matvec_f16(raw: npt.NDArray[np.uint8], x: npt.NDArray[np.float32]) -> npt.ND
 
 
 def matvec_f32(w: npt.NDArray[np.float32], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """x (n, cols) @ w.T with w (rows, cols) float32, on numba threads."""
+    """x (n, cols) @ w.T -> (n, rows) float32 with w (rows, cols) float32, on numba threads."""
     out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
     _matvec_f32(w, np.ascontiguousarray(x, dtype=F32), out)
     return out
