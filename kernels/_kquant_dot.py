@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from llmtk.kernels._kquant_quantize import _b, _get_f16, _i8, _q3_K_scale, get_scale_min_k4
-
-QK_K = 256
-_Q2_K, _Q3_K, _Q4_K, _Q5_K, _Q6_K = 10, 11, 12, 13, 14
+from llmtk.ggufio.constants import QK_K
+from llmtk.kernels._kquant_quantize import Q2_K, Q3_K, Q4_K, Q5_K, _b, _i8, _q3_K_scale, get_scale_min_k4
+from llmtk.kernels._numeric import get_f16
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -26,9 +25,9 @@ def _unpack_row(qtype, w, a, sc, mn, dx, dmx):
     for i in range(dx.size):
         k = i * QK_K
         g = i * 16
-        if qtype == _Q3_K:
+        if qtype == Q3_K:
             o = i * 110
-            dx[i] = _get_f16(w, o + 108)
+            dx[i] = get_f16(w, o + 108)
             for j in range(16):
                 sc[g + j] = _q3_K_scale(w, o + 96, j)
                 mn[g + j] = 0
@@ -37,11 +36,11 @@ def _unpack_row(qtype, w, a, sc, mn, dx, dmx):
                     for l in range(32):
                         q = (_b(w, o + 32 + 32 * n + l) >> (2 * p)) & 3
                         a[k + 128 * n + 32 * p + l] = q - (0 if (_b(w, o + l) >> (4 * n + p)) & 1 else 4)
-        elif qtype == _Q4_K or qtype == _Q5_K:
-            o = i * (144 if qtype == _Q4_K else 176)
-            qs = o + (16 if qtype == _Q4_K else 48)
-            dx[i] = _get_f16(w, o)
-            dmx[i] = _get_f16(w, o + 2)
+        elif qtype == Q4_K or qtype == Q5_K:
+            o = i * (144 if qtype == Q4_K else 176)
+            qs = o + (16 if qtype == Q4_K else 48)
+            dx[i] = get_f16(w, o)
+            dmx[i] = get_f16(w, o + 2)
             for j in range(8):
                 s, m = get_scale_min_k4(j, w, o + 4)
                 sc[g + 2 * j] = s
@@ -50,12 +49,12 @@ def _unpack_row(qtype, w, a, sc, mn, dx, dmx):
                 mn[g + 2 * j + 1] = m
                 for l in range(32):
                     v = (_b(w, qs + 32 * (j // 2) + l) >> (4 * (j % 2))) & 0xF
-                    if qtype == _Q5_K:
+                    if qtype == Q5_K:
                         v += 16 if (_b(w, o + 16 + l) >> j) & 1 else 0
                     a[k + 32 * j + l] = v
         else:  # Q6_K
             o = i * 210
-            dx[i] = _get_f16(w, o + 208)
+            dx[i] = get_f16(w, o + 208)
             for j in range(16):
                 sc[g + j] = _i8(_b(w, o + 192 + j))
                 mn[g + j] = 0
@@ -78,7 +77,7 @@ def _dot_unpacked(qtype, a, sc, mn, dx, dmx, d8, qs8, bsums8):
         k = i * QK_K
         g = i * 16
         summs = 0
-        if qtype == _Q4_K or qtype == _Q5_K:
+        if qtype == Q4_K or qtype == Q5_K:
             for j in range(16):
                 summs += np.int64(bsums8[g + j]) * mn[g + j]
         # eight independent integer lanes (position mod 8), kept in scalars so LLVM can pack them
@@ -103,7 +102,7 @@ def _dot_unpacked(qtype, a, sc, mn, dx, dmx, d8, qs8, bsums8):
         s5 += d * np.float32(a5)
         s6 += d * np.float32(a6)
         s7 += d * np.float32(a7)
-        if qtype == _Q4_K or qtype == _Q5_K:
+        if qtype == Q4_K or qtype == Q5_K:
             dmin = dmx[i] * d8[i]
             sumf -= dmin * np.float32(summs)
     sumf += s0
@@ -126,8 +125,8 @@ def vec_dot_q2_K_q8_K(x, d8, qs8, bsums8):
         summs = 0
         for j in range(16):
             summs += np.int64(bsums8[i * 16 + j]) * (_b(x, o + j) >> 4)
-        dall = d8[i] * _get_f16(x, o + 80)
-        dmin = d8[i] * _get_f16(x, o + 82)
+        dall = d8[i] * get_f16(x, o + 80)
+        dmin = d8[i] * get_f16(x, o + 82)
         isum = 0
         is_ = 0
         q8 = i * QK_K
@@ -154,7 +153,7 @@ def matvec_rows(w, d8, qs8, bsums8, out, qtype):
     returned by `kquants.quantize_q8_K`; out (n, rows) f32. One weight row per thread.
     """
     nb = d8.shape[1]
-    if qtype == _Q2_K:
+    if qtype == Q2_K:
         # ggml's Q2_K dot needs no lanes and runs fastest straight from the bytes
         for r in prange(w.shape[0]):
             for t in range(d8.shape[0]):

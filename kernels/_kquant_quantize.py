@@ -10,22 +10,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from llmtk.kernels._kquant_search import (
-    GROUP_MAX_EPS,
-    fp16_to_fp32,
-    fp32_to_fp16,
+from llmtk.ggufio.constants import QK_K, GGMLType
+from llmtk.kernels._numeric import GROUP_MAX_EPS, fp32_to_fp16, get_f16, nearest_int, put_u16
+from llmtk.kernels._search import (
     make_q3_quants,
     make_qkx2_quants_ws,
     make_qkx3_quants_ws,
     make_qp_quants,
     make_qx_quants_ws,
-    nearest_int,
 )
 
-QK_K = 256
-
-# ggml type ids, used to pick a kernel inside the row driver
-_Q2_K, _Q3_K, _Q4_K, _Q5_K, _Q6_K = 10, 11, 12, 13, 14
+# ggml type ids, used to pick a kernel inside the row drivers (numba reads them as constants)
+Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = (int(GGMLType.Q2_K), int(GGMLType.Q3_K), int(GGMLType.Q4_K),
+                                int(GGMLType.Q5_K), int(GGMLType.Q6_K))
 _EMPTY_F32 = np.empty(0, dtype=np.float32)
 
 
@@ -36,17 +33,6 @@ def _b(a, i):
     # read a byte as int64: numba types uint8 >> int as uint64, and uint64 mixed with int64
     # silently becomes float64 (or fails for bitwise ops)
     return np.int64(a[i])
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _put_f16(y, off, h):
-    y[off] = h & 0xFF
-    y[off + 1] = h >> 8
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _get_f16(y, off):
-    return fp16_to_fp32(np.int64(y[off]) | (np.int64(y[off + 1]) << 8))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -101,8 +87,8 @@ def _pack_k4_scales(y, off, Ls, Lm):
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _q2_K_requantize_and_pack(x, y, o, L):
-    d_all = _get_f16(y, o + 80)
-    m_all = _get_f16(y, o + 82)
+    d_all = get_f16(y, o + 80)
+    m_all = get_f16(y, o + 82)
     for j in range(QK_K // 16):
         d = d_all * np.float32(y[o + j] & 0xF)
         if d == 0:
@@ -145,18 +131,18 @@ def quantize_row_q2_K_ref(x, y, n16=16):
             iscale = q4scale / max_scale
             for j in range(QK_K // 16):
                 y[o + j] = nearest_int(iscale * scales[j]) & 0xFF
-            _put_f16(y, o + 80, fp32_to_fp16(max_scale / q4scale))
+            put_u16(y, o + 80, fp32_to_fp16(max_scale / q4scale))
         else:
             for j in range(QK_K // 16):
                 y[o + j] = 0
-            _put_f16(y, o + 80, fp32_to_fp16(np.float32(0.0)))
+            put_u16(y, o + 80, fp32_to_fp16(np.float32(0.0)))
         if max_min > 0:
             iscale = q4scale / max_min
             for j in range(QK_K // 16):
                 y[o + j] = (y[o + j] | (nearest_int(iscale * mins[j]) << 4)) & 0xFF
-            _put_f16(y, o + 82, fp32_to_fp16(max_min / q4scale))
+            put_u16(y, o + 82, fp32_to_fp16(max_min / q4scale))
         else:
-            _put_f16(y, o + 82, fp32_to_fp16(np.float32(0.0)))
+            put_u16(y, o + 82, fp32_to_fp16(np.float32(0.0)))
         _q2_K_requantize_and_pack(xb, y, o, L)
 
 
@@ -193,8 +179,8 @@ def quantize_row_q2_K_impl(x, y, quant_weights, n16=16):
             mins[j] = m
         dm = make_qp_quants(QK_K // 16, 15, scales, Ls, sw)
         mm = make_qp_quants(QK_K // 16, 15, mins, Lm, sw)
-        _put_f16(y, o + 80, fp32_to_fp16(dm))
-        _put_f16(y, o + 82, fp32_to_fp16(mm))
+        put_u16(y, o + 80, fp32_to_fp16(dm))
+        put_u16(y, o + 82, fp32_to_fp16(mm))
         for j in range(QK_K // 16):
             y[o + j] = (_b(Ls, j) | (_b(Lm, j) << 4)) & 0xFF
         _q2_K_requantize_and_pack(xb, y, o, L)
@@ -215,7 +201,7 @@ def _q3_K_put_scale(y, off, j, l):
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _q3_K_requantize_and_pack(x, y, o, L):
-    d_all = _get_f16(y, o + 108)
+    d_all = get_f16(y, o + 108)
     for j in range(QK_K // 16):
         d = d_all * np.float32(_q3_K_scale(y, o + 96, j))
         if d == 0:
@@ -258,9 +244,9 @@ def quantize_row_q3_K_ref(x, y):
             for j in range(QK_K // 16):
                 l = _i8(nearest_int(iscale * scales[j]))
                 _q3_K_put_scale(y, o + 96, j, max(-32, min(31, l)) + 32)
-            _put_f16(y, o + 108, fp32_to_fp16(np.float32(1.0) / iscale))
+            put_u16(y, o + 108, fp32_to_fp16(np.float32(1.0) / iscale))
         else:
-            _put_f16(y, o + 108, fp32_to_fp16(np.float32(0.0)))
+            put_u16(y, o + 108, fp32_to_fp16(np.float32(0.0)))
         _q3_K_requantize_and_pack(xb, y, o, L)
 
 
@@ -294,7 +280,7 @@ def quantize_row_q3_K_impl(x, y, quant_weights):
         d_block = make_qx_quants_ws(QK_K // 16, 32, scales, Ls, 1, sw, ws)
         for j in range(QK_K // 16):
             _q3_K_put_scale(y, o + 96, j, np.int64(Ls[j]))
-        _put_f16(y, o + 108, fp32_to_fp16(d_block))
+        put_u16(y, o + 108, fp32_to_fp16(d_block))
         _q3_K_requantize_and_pack(xb, y, o, L)
 
 
@@ -303,8 +289,8 @@ def quantize_row_q3_K_impl(x, y, quant_weights):
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _q4_K_requantize_and_pack(x, y, o, L):
-    d_all = _get_f16(y, o)
-    m_all = _get_f16(y, o + 2)
+    d_all = get_f16(y, o)
+    m_all = get_f16(y, o + 2)
     for j in range(QK_K // 32):
         sc, m = get_scale_min_k4(j, y, o + 4)
         d = d_all * np.float32(sc)
@@ -358,8 +344,8 @@ def quantize_row_q4_K_ref(x, y, n16=16):
             Ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
             Lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
         _pack_k4_scales(y, o + 4, Ls, Lm)
-        _put_f16(y, o, fp32_to_fp16(max_scale / np.float32(63.0)))
-        _put_f16(y, o + 2, fp32_to_fp16(max_min / np.float32(63.0)))
+        put_u16(y, o, fp32_to_fp16(max_scale / np.float32(63.0)))
+        put_u16(y, o + 2, fp32_to_fp16(max_min / np.float32(63.0)))
         _q4_K_requantize_and_pack(xb, y, o, L)
 
 
@@ -403,8 +389,8 @@ def quantize_row_q4_K_impl(x, y, quant_weights, n16=16):
         d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
         m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
         _pack_k4_scales(y, o + 4, Ls, Lm)
-        _put_f16(y, o, fp32_to_fp16(d_block))
-        _put_f16(y, o + 2, fp32_to_fp16(m_block))
+        put_u16(y, o, fp32_to_fp16(d_block))
+        put_u16(y, o + 2, fp32_to_fp16(m_block))
         _q4_K_requantize_and_pack(xb, y, o, L)
 
 
@@ -413,8 +399,8 @@ def quantize_row_q4_K_impl(x, y, quant_weights, n16=16):
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _q5_K_requantize_and_pack(x, y, o, L):
-    d_all = _get_f16(y, o)
-    m_all = _get_f16(y, o + 2)
+    d_all = get_f16(y, o)
+    m_all = get_f16(y, o + 2)
     for j in range(QK_K // 32):
         sc, m = get_scale_min_k4(j, y, o + 4)
         d = d_all * np.float32(sc)
@@ -477,8 +463,8 @@ def quantize_row_q5_K_ref(x, y, n16=16):
             Ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
             Lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
         _pack_k4_scales(y, o + 4, Ls, Lm)
-        _put_f16(y, o, fp32_to_fp16(max_scale / np.float32(63.0)))
-        _put_f16(y, o + 2, fp32_to_fp16(max_min / np.float32(63.0)))
+        put_u16(y, o, fp32_to_fp16(max_scale / np.float32(63.0)))
+        put_u16(y, o + 2, fp32_to_fp16(max_min / np.float32(63.0)))
         _q5_K_requantize_and_pack(xb, y, o, L)
 
 
@@ -506,8 +492,8 @@ def quantize_row_q5_K_impl(x, y, quant_weights, n16=16):
             Ls63[j] = min(63, np.int64(Ls[j]))
             Lm63[j] = min(63, np.int64(Lm[j]))
         _pack_k4_scales(y, o + 4, Ls63, Lm63)
-        _put_f16(y, o, fp32_to_fp16(d_block))
-        _put_f16(y, o + 2, fp32_to_fp16(m_block))
+        put_u16(y, o, fp32_to_fp16(d_block))
+        put_u16(y, o + 2, fp32_to_fp16(m_block))
         _q5_K_requantize_and_pack(xb, y, o, L)
 
 
@@ -522,10 +508,10 @@ def _q6_K_finish(x, y, o, L, scales, max_scale, max_abs_scale):
             y[o + k] = 0
         return
     iscale = np.float32(-128.0) / max_scale
-    _put_f16(y, o + 208, fp32_to_fp16(np.float32(1.0) / iscale))
+    put_u16(y, o + 208, fp32_to_fp16(np.float32(1.0) / iscale))
     for ib in range(QK_K // 16):
         y[o + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
-    d_all = _get_f16(y, o + 208)
+    d_all = get_f16(y, o + 208)
     for j in range(QK_K // 16):
         d = d_all * np.float32(_i8(np.int64(y[o + 192 + j])))
         if d == 0:
@@ -597,27 +583,27 @@ def _quantize_rows(x, quant_weights, out, qtype, n16):
     for r in prange(x.shape[0]):
         xr = x[r]
         yr = out[r]
-        if qtype == _Q2_K:
+        if qtype == Q2_K:
             if use_qw:
                 quantize_row_q2_K_impl(xr, yr, quant_weights, n16)
             else:
                 quantize_row_q2_K_ref(xr, yr, n16)
-        elif qtype == _Q3_K:
+        elif qtype == Q3_K:
             if use_qw:
                 quantize_row_q3_K_impl(xr, yr, quant_weights)
             else:
                 quantize_row_q3_K_ref(xr, yr)
-        elif qtype == _Q4_K:
+        elif qtype == Q4_K:
             if use_qw:
                 quantize_row_q4_K_impl(xr, yr, quant_weights, n16)
             else:
                 quantize_row_q4_K_ref(xr, yr, n16)
-        elif qtype == _Q5_K:
+        elif qtype == Q5_K:
             if use_qw:
                 quantize_row_q5_K_impl(xr, yr, quant_weights, n16)
             else:
                 quantize_row_q5_K_ref(xr, yr, n16)
-        elif qtype == _Q6_K:
+        elif qtype == Q6_K:
             if use_qw:
                 quantize_row_q6_K_impl(xr, yr, quant_weights)
             else:

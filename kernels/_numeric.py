@@ -15,6 +15,10 @@ from numba.extending import intrinsic
 
 F32 = np.float32
 
+# ggml's GROUP_MAX_EPS (1e-15f): a group whose largest magnitude is below it quantizes to zeros.
+# The i-quants use larger per-type ones, defined beside their quantizers.
+GROUP_MAX_EPS = F32(1e-15)
+
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                          dtype=np.int8)
 # e2m1 values doubled (ggml's kvalues_fp4), shared by MXFP4 and NVFP4
@@ -215,6 +219,12 @@ def best_index_iq4nl(x):
 
 
 @njit(cache=True, inline="always")
+def get_f16(b, off):
+    """The fp16 stored little-endian at b[off:off+2], as float32 (GGML_FP16_TO_FP32)."""
+    return FP16_TO_FP32[np.int64(b[off]) | (np.int64(b[off + 1]) << 8)]
+
+
+@njit(cache=True, inline="always")
 def put_u16(y, off, v):
     """Store a little-endian uint16 into the uint8 array y[off:off+2]."""
     y[off] = v & 0xFF
@@ -225,6 +235,22 @@ def put_u16(y, off, v):
 def get_u16(b, off):
     """The little-endian uint16 at b[off:off+2], as int64."""
     return np.int64(b[off]) | (np.int64(b[off + 1]) << 8)
+
+
+@njit(cache=True, inline="always")
+def get_u32(b, off):
+    """The little-endian uint32 at b[off:off+4], as int64."""
+    return (np.int64(b[off]) | (np.int64(b[off + 1]) << 8) | (np.int64(b[off + 2]) << 16)
+            | (np.int64(b[off + 3]) << 24))
+
+
+@njit(cache=True, inline="always")
+def put_u32(y, off, v):
+    """Store a little-endian uint32 into the uint8 array y[off:off+4]."""
+    y[off] = v & 0xFF
+    y[off + 1] = (v >> 8) & 0xFF
+    y[off + 2] = (v >> 16) & 0xFF
+    y[off + 3] = (v >> 24) & 0xFF
 
 
 def q8_K_activations(x: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Registry of quant kernels keyed by ggml type, and the validating public API around them.
 
-Family modules (`floats`, `legacy`, `kquants`, `ternary`, `fp4`, `iq4`, `iquants`) hold numba
-kernels and call `register()` at import; this module imports a family lazily the first time one
-of its types is used, so `import llmtk.kernels` compiles nothing.
+Family modules (`floats`, `legacy`, `kquants`, `ternary`, `fp4`, `iq4`, `iquants.iq2`, ...) hold
+numba kernels and call `register()` at import. `KERNELS` is an `llmtk.registry.Registry` whose
+entries start as `Lazy` family imports, so `import llmtk.kernels` compiles nothing and lists every
+type; the first lookup of a type imports its family, which replaces the entry with the kernels.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Callable
 import numpy as np
 import numpy.typing as npt
 
+from llmtk.errors import InputError, ShapeError, UnsupportedError
 from llmtk.ggufio.constants import GGMLType, parse_ggml_type
 from llmtk.ggufio.constants import row_size as _row_size
-from llmtk.errors import InputError, ShapeError, UnsupportedError
+from llmtk.registry import Lazy, Registry
 
 # (rows, cols) f32 C-contiguous, imatrix (cols,) f32 or None -> (rows, row_bytes) uint8
 QuantizeFn = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
@@ -25,20 +27,30 @@ DequantizeFn = Callable[[np.ndarray, int], np.ndarray]
 # type's vec_dot_type exactly as ggml's CPU backend quantizes activations
 MatvecFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-T = GGMLType
-_FAMILY_OF: dict[GGMLType, str] = {
-    **{t: "floats" for t in (T.F32, T.F16, T.BF16)},
-    **{t: "legacy" for t in (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q8_1, T.Q1_0, T.Q2_0)},
-    **{t: "kquants" for t in (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.Q8_K)},
-    **{t: "ternary" for t in (T.TQ1_0, T.TQ2_0)},
-    **{t: "fp4" for t in (T.MXFP4, T.NVFP4)},
-    **{t: "iq4" for t in (T.IQ4_NL, T.IQ4_XS)},
-    **{t: "iquants" for t in (T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M)},
+# family module (under llmtk.kernels) -> the types it registers; one row per family
+_FAMILIES: dict[str, tuple[str, ...]] = {
+    "floats": ("F32", "F16", "BF16"),
+    "legacy": ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q1_0", "Q2_0"),
+    "kquants": ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"),
+    "ternary": ("TQ1_0", "TQ2_0"),
+    "fp4": ("MXFP4", "NVFP4"),
+    "iq4": ("IQ4_NL", "IQ4_XS"),
+    "iquants.iq2": ("IQ2_XXS", "IQ2_XS", "IQ2_S"),
+    "iquants.iq3": ("IQ3_XXS", "IQ3_S"),
+    "iquants.iq1": ("IQ1_S", "IQ1_M"),
 }
-del T
 
 # ggml's `ggml_quantize_requires_imatrix`.
 _REQUIRES_IMATRIX = frozenset({GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ1_S})
+
+
+def _type_key(name: str) -> str:
+    # a user's spelling ("q4_k", "12", GGMLType.Q4_K) -> the registry key ("Q4_K"); names ggml
+    # does not know stay as given so that the registry's error lists the valid ones
+    try:
+        return parse_ggml_type(name).name
+    except Exception:
+        return str(name)
 
 
 @dataclass(frozen=True)
@@ -52,39 +64,55 @@ class QuantKernel:
     vec_dot_type: GGMLType | None = None
 
 
-_KERNELS: dict[GGMLType, QuantKernel] = {}
+class _Family(Lazy):
+    """A built-in type's entry until first use: importing its family module registers it."""
+
+    __slots__ = ("qtype",)
+
+    def __init__(self, family: str, qtype: str) -> None:
+        super().__init__(f"llmtk.kernels.{family}:{qtype}")
+        self.qtype = qtype
+
+    def load(self) -> QuantKernel:
+        importlib.import_module(self.module)
+        if self.qtype not in _BUILTIN:
+            raise RuntimeError(f"{self.module} did not register kernels for {self.qtype}")
+        return _BUILTIN[self.qtype]
+
+
+KERNELS: Registry[QuantKernel] = Registry("ggml type with llmtk kernels", normalize=_type_key,
+                                          error=UnsupportedError)
+for _family, _types in _FAMILIES.items():
+    for _t in _types:
+        KERNELS.add(_t, _Family(_family, _t))
+del _family, _types, _t
+_BUILTIN: dict[str, QuantKernel] = {}  # kernels of the types in _FAMILIES, filled by their imports
 
 
 def register(qtype: str | int | GGMLType, *, dequantize: DequantizeFn, quantize: QuantizeFn | None = None,
              matvec: MatvecFn | None = None, vec_dot_type: str | int | GGMLType | None = None) -> None:
-    """Register a type's kernels; registering a type twice is an error."""
+    """Register a type's kernels; registering a type twice is an error (ValueError)."""
     t = parse_ggml_type(qtype)
-    if t in _KERNELS:
-        raise ValueError(f"kernels for {t.name} are already registered")
     vdt = parse_ggml_type(vec_dot_type) if vec_dot_type is not None else None
-    _KERNELS[t] = QuantKernel(t, dequantize, quantize, matvec, vdt)
+    kernel = QuantKernel(t, dequantize, quantize, matvec, vdt)
+    entry = KERNELS.raw(t.name) if t.name in KERNELS else None
+    if isinstance(entry, _Family) and t.name not in _BUILTIN:
+        _BUILTIN[t.name] = kernel  # its family module's import, which the registry entry awaits
+        return
+    if entry is not None:
+        raise ValueError(f"kernels for {t.name} are already registered")
+    KERNELS.add(t.name, kernel)
 
 
 def kernel_for(qtype: str | int | GGMLType) -> QuantKernel:
-    """The registered kernels of `qtype`, importing its family module on first use."""
-    t = parse_ggml_type(qtype)
-    if t not in _KERNELS and t in _FAMILY_OF:
-        importlib.import_module(f"llmtk.kernels.{_FAMILY_OF[t]}")
-    if t not in _KERNELS:
-        raise UnsupportedError(f"llmtk has no kernels for ggml type {t.name}; supported: "
-                               + ", ".join(sorted(x.name for x in _FAMILY_OF)))
-    return _KERNELS[t]
+    """The registered kernels of `qtype`, importing its family module on first use; a type
+    without kernels raises UnsupportedError listing those with kernels."""
+    return KERNELS[_type_key(qtype)]
 
 
 def registered_types() -> list[GGMLType]:
     """Every type with kernels, importing all family modules (for tests parametrised over them)."""
-    for family in sorted(set(_FAMILY_OF.values())):
-        try:
-            importlib.import_module(f"llmtk.kernels.{family}")
-        except ModuleNotFoundError as e:
-            if e.name != f"llmtk.kernels.{family}":
-                raise
-    return sorted(_KERNELS)
+    return sorted(KERNELS[name].qtype for name in KERNELS.names())
 
 
 def row_size(qtype: str | int | GGMLType, cols: int) -> int:

@@ -13,10 +13,11 @@ from numba import njit, prange
 from ._numeric import (F32, KVALUES_FP4, e8m0_to_fp32_half, fp16_to_fp32, fp32_to_ue4m3, get_u16,
                        ue4m3_to_fp32)
 from ._registry import register
+from llmtk.ggufio.constants import type_traits
 from .legacy import quantize_q8_0
 
-MXFP4_SIZE = 17  # e:1 qs:16
-NVFP4_SIZE = 36  # d:4 (UE4M3) qs:32
+MXFP4_SIZE = type_traits("MXFP4").type_size  # e:1 qs:16
+NVFP4_SIZE = type_traits("NVFP4").type_size  # d:4 (UE4M3) qs:32
 
 
 @njit(cache=True, inline="always")

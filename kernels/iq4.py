@@ -12,15 +12,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numeric import (F32, KVALUES_IQ4NL, best_index_iq4nl, fp16_to_fp32, fp32_to_fp16, get_u16,
+from llmtk.ggufio.constants import type_traits
+
+from ._numeric import (F32, GROUP_MAX_EPS, KVALUES_IQ4NL, best_index_iq4nl, fp16_to_fp32, fp32_to_fp16, get_u16,
                        nearest_int, put_u16, q8_K_activations)
 from ._registry import register
 from .legacy import quantize_q8_0
 
-GROUP_MAX_EPS = F32(1e-15)
-IQ4_NL_SIZE = 18    # d:2 qs:16
-IQ4_XS_SIZE = 136   # d:2 scales_h:2 scales_l:4 qs:128
-Q8_K_SIZE = 292     # d:4 (f32) qs:256 bsums:32
+IQ4_NL_SIZE = type_traits("IQ4_NL").type_size  # d:2 qs:16
+IQ4_XS_SIZE = type_traits("IQ4_XS").type_size  # d:2 scales_h:2 scales_l:4 qs:128
+Q8_K_SIZE = type_traits("Q8_K").type_size      # d:4 (f32) qs:256 bsums:32
 
 
 @njit(cache=True, error_model="numpy")

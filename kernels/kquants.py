@@ -6,16 +6,9 @@ Quantize without an importance matrix reproduces ggml's `quantize_row_qN_K_ref`,
 (`quantize_row_q8_K_ref`) and runs the integer block dot products of
 `ggml_vec_dot_qN_K_q8_K_generic` (ggml-cpu/quants.c).
 
-For other kernel families (importable, all `@njit(cache=True)`):
-- `quantize_row_q8_K(x, d, qs, bsums)`: one row (cols,) f32 -> d (nb,) f32, qs (cols,) int8,
-  bsums (nb*16,) int16: the activation quantizer every `*_q8_K` dot product needs;
-  `quantize_q8_K(x)` does (n, cols) rows in parallel and returns the three arrays (n, ...).
-- the shared scale searches, `nearest_int` and fp16 conversions live in `_kquant_search`
-  (`make_qx_quants`, `make_q3_quants`, `make_qkx1_quants`, `make_qkx2_quants`,
-  `make_qkx3_quants`, `make_qp_quants`, their allocation-free `*_ws` variants, `nearest_int`,
-  `fp16_to_fp32`, `fp32_to_fp16`) and are re-exported here.
-Caution: numba's cache does not notice when an imported kernel changes; after editing
-`_kquant_search` or `_kquant_quantize`, delete the `*.nbi`/`*.nbc` files of their importers.
+For other kernel families: `quantize_row_q8_K(x, d, qs, bsums)` quantizes one row (cols,) f32 to
+d (nb,) f32, qs (cols,) int8, bsums (nb*16,) int16, the activations every `*_q8_K` dot product
+needs; `quantize_q8_K(x)` does (n, cols) rows in parallel. The scale searches live in `_search`.
 """
 from __future__ import annotations
 
@@ -23,49 +16,13 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
 
-from llmtk.ggufio.constants import GGMLType, type_traits
-from llmtk.kernels._kquant_dot import matvec_rows, vec_dot_q2_K_q8_K  # noqa: F401
-from llmtk.kernels._kquant_quantize import (  # noqa: F401  (re-exported)
-    _b,
-    _get_f16,
-    _i8,
-    _q3_K_scale,
-    _quantize_rows,
-    get_scale_min_k4,
-    quantize_row_q2_K_impl,
-    quantize_row_q2_K_ref,
-    quantize_row_q3_K_impl,
-    quantize_row_q3_K_ref,
-    quantize_row_q4_K_impl,
-    quantize_row_q4_K_ref,
-    quantize_row_q5_K_impl,
-    quantize_row_q5_K_ref,
-    quantize_row_q6_K_impl,
-    quantize_row_q6_K_ref,
-)
-from llmtk.kernels._kquant_search import (  # noqa: F401  (re-exported for other families)
-    GROUP_MAX_EPS,
-    bits_to_f32,
-    f32_to_bits,
-    fp16_to_fp32,
-    fp32_to_fp16,
-    make_q3_quants,
-    make_qkx1_quants,
-    make_qkx2_quants,
-    make_qkx2_quants_ws,
-    make_qkx3_quants,
-    make_qkx3_quants_ws,
-    make_qp_quants,
-    make_qx_quants,
-    make_qx_quants_ws,
-    nearest_int,
-)
+from llmtk.ggufio.constants import QK_K, GGMLType, type_traits
+from llmtk.kernels._kquant_dot import matvec_rows, vec_dot_q2_K_q8_K  # noqa: F401  (tests call it)
+from llmtk.kernels._kquant_quantize import Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, _b, _i8, _q3_K_scale, _quantize_rows, get_scale_min_k4
+from llmtk.kernels._numeric import f32_bits, f32_from_bits, get_f16, get_u32, nearest_int
 from llmtk.kernels._registry import register
 
-QK_K = 256
-
-# ggml type ids, used to pick a kernel inside the row drivers
-_Q2_K, _Q3_K, _Q4_K, _Q5_K, _Q6_K = 10, 11, 12, 13, 14
+Q8_K_SIZE = type_traits(GGMLType.Q8_K).type_size  # d:4 (f32) qs:256 bsums:32
 _EMPTY_F32 = np.empty(0, dtype=np.float32)
 
 
@@ -125,8 +82,8 @@ def _pack_q8_K(d, qs, bsums, out):
     n, nb = d.shape
     for r in prange(n):
         for i in range(nb):
-            o = i * 292
-            bits = np.int64(f32_to_bits(d[r, i]))
+            o = i * Q8_K_SIZE
+            bits = f32_bits(d[r, i])
             for k in range(4):
                 out[r, o + k] = (bits >> (8 * k)) & 0xFF
             for j in range(QK_K):
@@ -143,10 +100,8 @@ def _dequantize_q8_K(data, out):
     rows, cols = out.shape
     for r in prange(rows):
         for i in range(cols // QK_K):
-            o = i * 292
-            bits = (np.int64(data[r, o]) | (np.int64(data[r, o + 1]) << 8) | (np.int64(data[r, o + 2]) << 16)
-                    | (np.int64(data[r, o + 3]) << 24))
-            d = bits_to_f32(np.uint32(bits))
+            o = i * Q8_K_SIZE
+            d = f32_from_bits(get_u32(data[r], o))
             for j in range(QK_K):
                 out[r, i * QK_K + j] = d * np.float32(_i8(np.int64(data[r, o + 4 + j])))
 
@@ -160,8 +115,8 @@ def _dequantize_row_q2_K(x, y, n16):
     # value 128n + 32p + 16h + l uses scale byte 8n + 2p + h
     for i in range(y.size // QK_K):
         o = i * 84
-        d = _get_f16(x, o + 80)
-        vmin = _get_f16(x, o + 82)
+        d = get_f16(x, o + 80)
+        vmin = get_f16(x, o + 82)
         for n in range(2):
             for half in range(2):
                 s = o + 8 * n + half
@@ -196,7 +151,7 @@ def dequantize_row_q2_K(x, y):
 def _dequantize_row_q3_K(x, y, n16):
     for i in range(y.size // QK_K):
         o = i * 110
-        d_all = _get_f16(x, o + 108)
+        d_all = get_f16(x, o + 108)
         is_ = 0
         for n in range(2):
             q = o + 32 + 32 * n
@@ -234,7 +189,7 @@ def vec_dot_q3_K_q8_K(x, d8, qs8, bsums8):
             b = k // 32
             a = ((_b(x, o + 32 + 32 * (b // 4) + k % 32) >> (2 * (b % 4))) & 3) - (0 if (_b(x, o + k % 32) >> b) & 1 else 4)
             aux32[k % 8] += _q3_K_scale(x, o + 96, k // 16) * (np.int64(qs8[q8 + k]) * a)
-        d = _get_f16(x, o + 108) * d8[i]
+        d = get_f16(x, o + 108) * d8[i]
         for l in range(8):
             sums[l] += d * np.float32(aux32[l])
     sumf = np.float32(0.0)
@@ -251,8 +206,8 @@ def _dequantize_row_q4_K(x, y, n16):
     n32 = 2 * n16
     for i in range(y.size // QK_K):
         o = i * 144
-        d = _get_f16(x, o)
-        vmin = _get_f16(x, o + 2)
+        d = get_f16(x, o)
+        vmin = get_f16(x, o + 2)
         for j in range(4):
             q = o + 16 + 32 * j
             out = i * QK_K + 64 * j
@@ -281,10 +236,10 @@ def _k4_dot_tail(x, o, i, d8, bsums8, aux32, sums, sumf):
     for j in range(QK_K // 16):
         sc, m = get_scale_min_k4(j // 2, x, o + 4)
         sumi += np.int64(bsums8[i * 16 + j]) * m
-    d = _get_f16(x, o) * d8[i]
+    d = get_f16(x, o) * d8[i]
     for l in range(8):
         sums[l] += d * np.float32(aux32[l])
-    dmin = _get_f16(x, o + 2) * d8[i]
+    dmin = get_f16(x, o + 2) * d8[i]
     return sumf - dmin * np.float32(sumi)
 
 
@@ -319,8 +274,8 @@ def _dequantize_row_q5_K(x, y, n16):
     n32 = 2 * n16
     for i in range(y.size // QK_K):
         o = i * 176
-        d = _get_f16(x, o)
-        vmin = _get_f16(x, o + 2)
+        d = get_f16(x, o)
+        vmin = get_f16(x, o + 2)
         qh = o + 16
         for j in range(4):
             ql = o + 48 + 32 * j
@@ -377,7 +332,7 @@ def _dequantize_row_q6_K(x, y, n16):
     # ggml computes d * sc[is] * q: (d*sc) is the same float for 16 consecutive values
     for i in range(y.size // QK_K):
         o = i * 210
-        d = _get_f16(x, o + 208)
+        d = get_f16(x, o + 208)
         for n in range(2):
             ql = o + 64 * n
             qh = o + 128 + 32 * n
@@ -425,7 +380,7 @@ def vec_dot_q6_K_q8_K(x, d8, qs8, bsums8):
             lo = (qlb & 0xF) if plane < 2 else (qlb >> 4)
             a = (lo | (((_b(x, o + 128 + 32 * n + l) >> (2 * plane)) & 3) << 4)) - 32
             aux32[k % 8] += _i8(np.int64(x[o + 192 + k // 16])) * (np.int64(qs8[q8 + k]) * a)
-        d = _get_f16(x, o + 208) * d8[i]
+        d = get_f16(x, o + 208) * d8[i]
         for l in range(8):
             sums[l] += d * np.float32(aux32[l])
     sumf = np.float32(0.0)
@@ -441,15 +396,15 @@ def _dequantize_rows(data, out, qtype, n16):
     # n16 is 16, passed at run time: with a trip count LLVM cannot see, it vectorises the inner
     # loops (with alias checks) instead of unrolling them into scalar code
     for r in prange(data.shape[0]):
-        if qtype == _Q2_K:
+        if qtype == Q2_K:
             _dequantize_row_q2_K(data[r], out[r], n16)
-        elif qtype == _Q3_K:
+        elif qtype == Q3_K:
             _dequantize_row_q3_K(data[r], out[r], n16)
-        elif qtype == _Q4_K:
+        elif qtype == Q4_K:
             _dequantize_row_q4_K(data[r], out[r], n16)
-        elif qtype == _Q5_K:
+        elif qtype == Q5_K:
             _dequantize_row_q5_K(data[r], out[r], n16)
-        elif qtype == _Q6_K:
+        elif qtype == Q6_K:
             _dequantize_row_q6_K(data[r], out[r], n16)
 
 
@@ -492,7 +447,7 @@ def _matvec(qtype: GGMLType):
 def _quantize_q8_K_bytes(x: npt.NDArray[np.float32], imatrix: npt.NDArray[np.float32] | None) -> npt.NDArray[np.uint8]:
     """ggml's quantize_row_q8_K_ref on every row (an imatrix does not apply to Q8_K)."""
     d, qs, bsums = quantize_q8_K(x)
-    out = np.empty((x.shape[0], d.shape[1] * 292), dtype=np.uint8)
+    out = np.empty((x.shape[0], d.shape[1] * Q8_K_SIZE), dtype=np.uint8)
     _pack_q8_K(d, qs, bsums, out)
     return out
 

@@ -6,24 +6,23 @@ Plain quantization is ggml's `quantize_row_*_ref`; with an importance matrix Q4_
 `ggml_quantize_chunk` does. Q8_0 and Q8_1 are also the activation types of the dot products
 (ggml-cpu's vec_dot_type), computed as ggml's `ggml_vec_dot_*_q8_{0,1}_generic`.
 
-Each kernel works on one row at a time (`prange` over rows); per block, a `kind` code selects the
-type so one compiled driver serves all eight.
+Each kernel works on one row at a time (`prange` over rows); per block, `kind` (the type's ggml id)
+selects the type so one compiled driver serves all eight.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from ._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, nearest_int, put_u16, roundf
+from ._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, put_u16, roundf
 from ._registry import register
+from ._search import make_qkx3_quants_ws, make_qx_quants_ws
 from llmtk.ggufio.constants import GGMLType, type_traits
 
-GROUP_MAX_EPS = F32(1e-15)
-
-# kind codes for the drivers
-Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q1_0, Q2_0 = range(8)
-_KIND = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q8_1": Q8_1,
-         "Q1_0": Q1_0, "Q2_0": Q2_0}
+# ggml type ids, the `kind` of the drivers (numba reads module globals as constants)
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q1_0, Q2_0 = (int(GGMLType[n]) for n in (
+    "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q1_0", "Q2_0"))
+_KIND = {name: int(GGMLType[name]) for name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q1_0", "Q2_0")}
 
 
 # --- plain quantizers (quantize_row_*_ref) ---------------------------------------------------
@@ -236,161 +235,6 @@ def _quantize_rows(kind, x, out, qk, ts, h):
 # --- imatrix quantizers ------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def make_qx_quants_w(n, nmax, x, L, qw, isc, slx, sl2):
-    """ggml's make_qx_quants with rmse_type 1 and weights `qw`: L[i] in 0..2*nmax-1, returns d.
-
-    The 18 trial scales (is = -9..9, 0 excluded) are independent, so their sums are gathered in
-    one pass (each in ggml's order over i) and then tried in ggml's order; `isc`, `slx`, `sl2`
-    are scratch arrays of 18 floats.
-    """
-    max_ = F32(0.0)
-    amax = F32(0.0)
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax = ax
-            max_ = x[i]
-    if amax < GROUP_MAX_EPS:
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0)
-    iscale = F32(-nmax) / max_
-    sumlx = F32(0.0)
-    suml2 = F32(0.0)
-    for i in range(n):
-        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-        L[i] = l + nmax
-        w = qw[i]
-        fl = F32(l)
-        sumlx += w * x[i] * fl
-        suml2 += w * fl * fl
-    scale = sumlx / suml2 if suml2 != F32(0.0) else F32(0.0)
-    best = scale * sumlx
-    for k in range(18):
-        is_ = k - 9 if k < 9 else k - 8
-        isc[k] = -(F32(nmax) + F32(0.1) * F32(is_)) / max_
-        slx[k] = F32(0.0)
-        sl2[k] = F32(0.0)
-    for i in range(n):
-        xi = x[i]
-        w = qw[i]
-        wx = w * xi
-        for k in range(18):
-            fl = F32(max(-nmax, min(nmax - 1, nearest_int(isc[k] * xi))))
-            slx[k] += wx * fl
-            sl2[k] += w * fl * fl
-    chosen = -1
-    for k in range(18):
-        if sl2[k] > F32(0.0) and slx[k] * slx[k] > best * sl2[k]:
-            chosen = k
-            scale = slx[k] / sl2[k]
-            best = scale * slx[k]
-    if chosen >= 0:
-        for i in range(n):
-            L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(isc[chosen] * x[i])))
-    return scale
-
-
-QKX3_CHUNK = 16  # trial scales of make_qkx3_quants evaluated together
-
-
-@njit(cache=True, error_model="numpy")
-def make_qkx3_quants_w(n, nmax, x, weights, L, rmin, rdelta, nstep, scratch):
-    """ggml's make_qkx3_quants with weights, use_mad false: returns (scale, the_min).
-
-    ggml tries nstep+1 scales in turn and a better one moves `min`, which every later trial
-    uses. Trials are evaluated QKX3_CHUNK at a time with the current `min` (each sum in ggml's
-    order over i), then accepted in ggml's order; after an acceptance the evaluation restarts
-    at the next trial with the new `min`, so the result is ggml's. `scratch` is (7, QKX3_CHUNK).
-    """
-    min_ = x[0]
-    max_ = x[0]
-    sum_w = weights[0]
-    sum_x = sum_w * x[0]
-    for i in range(1, n):
-        if x[i] < min_:
-            min_ = x[i]
-        if x[i] > max_:
-            max_ = x[i]
-        w = weights[i]
-        sum_w += w
-        sum_x += w * x[i]
-    if min_ > F32(0.0):
-        min_ = F32(0.0)
-    if max_ <= min_:
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0), -min_
-    iscale = F32(nmax) / (max_ - min_)
-    scale = F32(1.0) / iscale
-    best_mad = F32(0.0)
-    for i in range(n):
-        l = max(0, min(nmax, nearest_int(iscale * (x[i] - min_))))
-        L[i] = l
-        diff = scale * F32(l) + min_ - x[i]
-        best_mad += weights[i] * (diff * diff)
-    isc = scratch[0]
-    s_l = scratch[1]
-    s_l2 = scratch[2]
-    s_xl = scratch[3]
-    tsc = scratch[4]
-    tmn = scratch[5]
-    mad = scratch[6]
-    is0 = 0
-    while is0 <= nstep:
-        cnt = min(QKX3_CHUNK, nstep + 1 - is0)
-        for k in range(cnt):
-            isc[k] = (rmin + rdelta * F32(is0 + k) + F32(nmax)) / (max_ - min_)
-            s_l[k] = F32(0.0)
-            s_l2[k] = F32(0.0)
-            s_xl[k] = F32(0.0)
-            mad[k] = F32(0.0)
-        for i in range(n):
-            xi = x[i]
-            xm = xi - min_
-            w = weights[i]
-            for k in range(cnt):
-                fl = F32(max(0, min(nmax, nearest_int(isc[k] * xm))))
-                s_l[k] += w * fl
-                s_l2[k] += w * fl * fl
-                s_xl[k] += w * fl * xi
-        for k in range(cnt):
-            D = sum_w * s_l2[k] - s_l[k] * s_l[k]
-            this_scale = (sum_w * s_xl[k] - sum_x * s_l[k]) / D
-            this_min = (s_l2[k] * sum_x - s_l[k] * s_xl[k]) / D
-            if this_min > F32(0.0):
-                this_min = F32(0.0)
-                this_scale = s_xl[k] / s_l2[k]
-            tsc[k] = this_scale
-            tmn[k] = this_min
-        for i in range(n):
-            xi = x[i]
-            xm = xi - min_
-            w = weights[i]
-            for k in range(cnt):
-                fl = F32(max(0, min(nmax, nearest_int(isc[k] * xm))))
-                diff = tsc[k] * fl + tmn[k] - xi
-                mad[k] += w * (diff * diff)
-        accepted = -1
-        for k in range(cnt):
-            D = sum_w * s_l2[k] - s_l[k] * s_l[k]
-            if D > F32(0.0) and mad[k] < best_mad:
-                accepted = k
-                break
-        if accepted < 0:
-            is0 += cnt
-            continue
-        k = accepted
-        for i in range(n):
-            L[i] = max(0, min(nmax, nearest_int(isc[k] * (x[i] - min_))))
-        best_mad = mad[k]
-        scale = tsc[k]
-        min_ = tmn[k]
-        is0 += k + 1
-    return scale, -min_
-
-
-@njit(cache=True, error_model="numpy")
 def _quantize_row_imatrix(kind, x, y, qw, ts):
     """quantize_row_q{4,5}_{0,1}_impl: per-block weights qw * sqrt(sigma2 + x^2)."""
     n = x.shape[0]
@@ -400,10 +244,8 @@ def _quantize_row_imatrix(kind, x, y, qw, ts):
     sigma2 = sum_x2 / F32(n)
     weight = np.empty(32, dtype=np.float32)
     L = np.empty(32, dtype=np.int64)
-    scratch = np.empty((7, QKX3_CHUNK), dtype=np.float32)
-    isc = np.empty(18, dtype=np.float32)
-    slx = np.empty(18, dtype=np.float32)
-    sl2 = np.empty(18, dtype=np.float32)
+    Laux = np.empty(32, dtype=np.int64)
+    ws = np.empty(5 * 32, dtype=np.float32)
     for ib in range(n // 32):
         xb = x[ib * 32:(ib + 1) * 32]
         yb = y[ib * ts:(ib + 1) * ts]
@@ -411,7 +253,7 @@ def _quantize_row_imatrix(kind, x, y, qw, ts):
             weight[j] = qw[ib * 32 + j] * np.sqrt(sigma2 + xb[j] * xb[j])
         if kind == Q4_0 or kind == Q5_0:
             nmax = 8 if kind == Q4_0 else 16
-            d = make_qx_quants_w(32, nmax, xb, L, weight, isc, slx, sl2)
+            d = make_qx_quants_ws(32, nmax, xb, L, 1, weight, ws)
             put_u16(yb, 0, fp32_to_fp16(d))
             if kind == Q4_0:
                 for j in range(16):
@@ -420,7 +262,7 @@ def _quantize_row_imatrix(kind, x, y, qw, ts):
                 _put_q5(yb, 2, 6, L)
         else:
             nmax = 15 if kind == Q4_1 else 31
-            d, the_min = make_qkx3_quants_w(32, nmax, xb, weight, L, F32(-0.9), F32(0.05), 36, scratch)
+            d, the_min = make_qkx3_quants_ws(32, nmax, xb, weight, L, Laux, F32(-0.9), F32(0.05), 36, False, ws)
             put_u16(yb, 0, fp32_to_fp16(d))
             put_u16(yb, 2, fp32_to_fp16(-the_min))
             if kind == Q4_1:

@@ -11,10 +11,11 @@ from numba import njit, prange
 
 from ._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, put_u16, q8_K_activations, roundf
 from ._registry import register
+from llmtk.ggufio.constants import type_traits
 
-TQ1_0_SIZE = 54  # qs:48 qh:4 d:2
-TQ2_0_SIZE = 66  # qs:64 d:2
-Q8_K_SIZE = 292  # d:4 (f32) qs:256 bsums:32
+TQ1_0_SIZE = type_traits("TQ1_0").type_size  # qs:48 qh:4 d:2
+TQ2_0_SIZE = type_traits("TQ2_0").type_size  # qs:64 d:2
+Q8_K_SIZE = type_traits("Q8_K").type_size    # d:4 (f32) qs:256 bsums:32
 _POW3 = np.array([1, 3, 9, 27, 81, 243], dtype=np.int64)
 
 

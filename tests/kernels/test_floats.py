@@ -4,21 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dotcheck import check_matvec
-from reference import check_dequantize, check_quantize, parametrize_reference
 
 from llmtk import kernels
 
 FLOAT_TYPES = ["F16", "BF16"]
-
-
-@parametrize_reference(FLOAT_TYPES)
-def test_quantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_quantize(ggml_quants, qtype, mode, case, cols)
-
-
-@parametrize_reference(FLOAT_TYPES)
-def test_dequantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_dequantize(ggml_quants, qtype, mode, case, cols)
 
 
 def _all_float32_samples() -> np.ndarray:

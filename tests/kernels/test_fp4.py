@@ -4,21 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dotcheck import check_matvec
-from reference import check_dequantize, check_quantize, parametrize_reference
 
 from llmtk import kernels
 
 FP4_TYPES = ["MXFP4", "NVFP4"]
-
-
-@parametrize_reference(FP4_TYPES)
-def test_quantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_quantize(ggml_quants, qtype, mode, case, cols)
-
-
-@parametrize_reference(FP4_TYPES)
-def test_dequantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_dequantize(ggml_quants, qtype, mode, case, cols)
 
 
 def test_mxfp4_hand_block():

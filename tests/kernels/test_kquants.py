@@ -3,22 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import check_dequantize, check_quantize, parametrize_reference
 
 from llmtk import kernels
 from llmtk.errors import ShapeError
 
 K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
-
-
-@parametrize_reference(K_TYPES)
-def test_quantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_quantize(ggml_quants, qtype, mode, case, cols)
-
-
-@parametrize_reference(K_TYPES)
-def test_dequantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_dequantize(ggml_quants, qtype, mode, case, cols)
 
 
 # sha256 prefixes of ggml's own bytes (libggml-base quantize_qN_K, baseline x86-64, no FMA) for

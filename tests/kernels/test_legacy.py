@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dotcheck import check_matvec
-from reference import check_dequantize, check_quantize, parametrize_reference, reference_cases
+from reference import reference_cases
 
 from llmtk import kernels
 from llmtk.errors import InputError, ShapeError, UnsupportedError
 
 LEGACY_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q1_0", "Q2_0"]
-
-
-@parametrize_reference(LEGACY_TYPES)
-def test_quantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_quantize(ggml_quants, qtype, mode, case, cols)
-
-
-@parametrize_reference(LEGACY_TYPES)
-def test_dequantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_dequantize(ggml_quants, qtype, mode, case, cols)
 
 
 def test_imatrix_paths_are_covered(ggml_quants):

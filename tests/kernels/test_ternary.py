@@ -4,22 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dotcheck import check_matvec
-from reference import check_dequantize, check_quantize, parametrize_reference
 
 from llmtk import kernels
 from llmtk.errors import ShapeError
 
 TERNARY_TYPES = ["TQ1_0", "TQ2_0"]
-
-
-@parametrize_reference(TERNARY_TYPES)
-def test_quantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_quantize(ggml_quants, qtype, mode, case, cols)
-
-
-@parametrize_reference(TERNARY_TYPES)
-def test_dequantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
-    check_dequantize(ggml_quants, qtype, mode, case, cols)
 
 
 @pytest.mark.parametrize("qtype", TERNARY_TYPES)

@@ -1,11 +1,11 @@
-"""Scalar helpers shared by ggml's quantizers: `nearest_int`, fp16 conversions, scale searches.
+"""ggml's scale searches, the `make_q*_quants` family, shared by the legacy, K- and i-quants.
 
-Each function reproduces the ggml C function of the same name in `ggml-quants.c` /
-`ggml-impl.h` bit for bit: float32 arithmetic in the C source's order (every int operand is
+Each function reproduces the ggml C function of the same name in `ggml-quants.c` bit for bit: float32 arithmetic in the C source's order (every int operand is
 converted to float32 first, as C's usual conversions do), no fastmath, no FMA contraction, and
 `error_model="numpy"` so that a float division by zero gives inf/NaN as in C instead of raising
 (it happens, e.g., with an importance matrix that is zero over a sparse row's non-zeros).
-Other kernel families import these (`from llmtk.kernels._kquant_search import make_qx_quants`).
+Other kernel families import these (`from llmtk.kernels._search import make_qx_quants`); the
+scalar helpers they use (`nearest_int`, fp16 conversions, `GROUP_MAX_EPS`) live in `_numeric`.
 
 Conventions that replace C's pointers:
 - `x`, `weights`, `L`, `Laux` are 1-D arrays (or views) holding at least `n` values;
@@ -16,95 +16,19 @@ from __future__ import annotations
 
 import llvmlite.binding as llvm
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
+
+from llmtk.kernels._numeric import GROUP_MAX_EPS, nearest_int
 
 # LLVM's x86 pass that turns cmov back into branches inside loops guesses wrong for these
 # searches: their clamps (MAX(0, MIN(nmax, l))) depend on the data and mispredict, which made
 # them ~1.7x slower than ggml's C. A code-generation choice only; results are unchanged.
 llvm.set_option("", "-x86-cmov-converter=false")
 
-# ggml's GROUP_MAX_EPS (1e-15f); the i-quants use larger ones, defined in their own modules
-GROUP_MAX_EPS = np.float32(1e-15)
-
-
-@intrinsic
-def f32_to_bits(typingctx, x):
-    """Reinterpret a float32 as int32 (C's memcpy / union pun). Rejects float64 on purpose so
-    that an accidental float64 promotion fails to compile instead of rounding differently."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def bits_to_f32(typingctx, x):
-    """Reinterpret an int32/uint32 bit pattern as float32."""
-    if x not in (types.int32, types.uint32):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(x), codegen
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def nearest_int(fval):
-    """ggml `nearest_int`: round-half-even through the 1.5*2^23 magic add, keeping the low 23
-    bits, so out-of-range values wrap exactly as ggml's do (its assert is compiled out)."""
-    val = fval + np.float32(12582912.0)
-    i = f32_to_bits(val)
-    return np.int32((i & np.int32(0x007FFFFF)) - np.int32(0x00400000))
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _u32(v):
-    # a C uint32_t: wrap an int64 intermediate to 32 bits
-    return np.int64(v) & np.int64(0xFFFFFFFF)
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def fp16_to_fp32(h):
-    """ggml `ggml_compute_fp16_to_fp32` for a raw half given as an integer (exact)."""
-    w = (np.int64(h) & np.int64(0xFFFF)) << np.int64(16)
-    sign = w & np.int64(0x80000000)
-    two_w = _u32(w + w)
-    exp_scale = bits_to_f32(np.uint32(0x07800000))  # 0x1.0p-112f
-    normalized_value = bits_to_f32(np.uint32((two_w >> np.int64(4)) + np.int64(0x70000000))) * exp_scale
-    denormalized_value = bits_to_f32(np.uint32((two_w >> np.int64(17)) | np.int64(0x3F000000))) - np.float32(0.5)
-    if two_w < np.int64(1 << 27):
-        result = sign | _u32(f32_to_bits(denormalized_value))
-    else:
-        result = sign | _u32(f32_to_bits(normalized_value))
-    return bits_to_f32(np.uint32(result))
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def fp32_to_fp16(f):
-    """ggml `ggml_compute_fp32_to_fp16`: round-to-nearest-even float32 -> IEEE half bits (uint16)."""
-    scale_to_inf = bits_to_f32(np.uint32(0x77800000))   # 0x1.0p+112f
-    scale_to_zero = bits_to_f32(np.uint32(0x08800000))  # 0x1.0p-110f
-    base = (np.abs(f) * scale_to_inf) * scale_to_zero
-    w = _u32(f32_to_bits(f))
-    shl1_w = _u32(w + w)
-    sign = w & np.int64(0x80000000)
-    bias = shl1_w & np.int64(0xFF000000)
-    if bias < np.int64(0x71000000):
-        bias = np.int64(0x71000000)
-    base = bits_to_f32(np.uint32((bias >> np.int64(1)) + np.int64(0x07800000))) + base
-    bits = _u32(f32_to_bits(base))
-    exp_bits = (bits >> np.int64(13)) & np.int64(0x00007C00)
-    mantissa_bits = bits & np.int64(0x00000FFF)
-    nonsign = exp_bits + mantissa_bits
-    if shl1_w > np.int64(0xFF000000):
-        nonsign = np.int64(0x7E00)
-    return np.uint16(((sign >> np.int64(16)) | nonsign) & np.int64(0xFFFF))
+# numba keys a cached kernel on its own file's mtime and size, so an importer that inlines these
+# keeps stale machine code after an edit here: bump this, edit (touch) the importers, or delete
+# kernels/**/__pycache__/*.nb[ic]. 2: moved from _kquant_search, nearest_int now returns int64.
+CACHE_VERSION = 2
 
 
 @njit(cache=True, error_model="numpy", inline="always")

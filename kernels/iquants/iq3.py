@@ -1,0 +1,402 @@
+"""IQ3_XXS, IQ3_S: 3-bit grid i-quants (4 values per lattice point), bit-exact with ggml.
+
+Quantizers follow `quantize_row_iq3_{xxs,s}_impl`, dequantizers `dequantize_row_iq3_*`, dot
+products `ggml_vec_dot_iq3_*_q8_K_generic` (see `kernels/iquants/__init__.py`). Byte layouts
+(ggml-common.h), per super-block of 256 values:
+  IQ3_XXS  d:2 qs:64 scales_and_signs:32 (8 x u32 signs 4x7 bits | scale<<28)
+  IQ3_S    d:2 qs:64 qh:8 signs:32 scales:4
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._common import (_find_best_neighbour, _pack_u, _round_levels, _signed, _split_signs, _sum_sq, _sumqx_q2,
+                      _vmax, register_iq)
+from .._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, get_u32, nearest_int, put_u16, put_u32
+from llmtk.ggufio.constants import QK_K, type_traits
+
+GROUP_MAX_EPS_IQ3_XXS = F32(1e-8)
+IQ3_XXS_SIZE = type_traits("IQ3_XXS").type_size
+IQ3_S_SIZE = type_traits("IQ3_S").type_size
+
+
+# --- dequantization (dequantize_row_*), one block of 256 values into y[0:256] --------------------
+
+@njit(cache=True, error_model="numpy")
+def _dq_iq3_xxs(b, y, grid_v, ksigns):
+    """dequantize_row_iq3_xxs, one block."""
+    d = fp16_to_fp32(get_u16(b, 0))
+    for ib32 in range(8):
+        aux32 = get_u32(b, 2 + 64 + 4 * ib32)
+        db = d * (F32(0.5) + F32(aux32 >> 28)) * F32(0.5)
+        for l in range(4):
+            signs = ksigns[(aux32 >> (7 * l)) & 127]
+            g1 = np.int64(b[2 + 8 * ib32 + 2 * l])
+            g2 = np.int64(b[2 + 8 * ib32 + 2 * l + 1])
+            o = 32 * ib32 + 8 * l
+            for j in range(4):
+                y[o + j] = _signed(db * F32(grid_v[g1, j]), (signs >> j) & 1)
+                y[o + j + 4] = _signed(db * F32(grid_v[g2, j]), (signs >> (j + 4)) & 1)
+
+
+@njit(cache=True, error_model="numpy")
+def _dq_iq3_s(b, y, grid_v, ksigns):
+    """dequantize_row_iq3_s, one block."""
+    d = fp16_to_fp32(get_u16(b, 0))
+    for ib32 in range(8):
+        sc = np.int64(b[106 + ib32 // 2])
+        db = d * F32(1 + 2 * ((sc >> (4 * (ib32 % 2))) & 0xF))
+        qh = np.int64(b[66 + ib32])
+        for l in range(4):
+            g1 = np.int64(b[2 + 8 * ib32 + 2 * l]) | ((qh << (8 - 2 * l)) & 256)
+            g2 = np.int64(b[2 + 8 * ib32 + 2 * l + 1]) | ((qh << (7 - 2 * l)) & 256)
+            signs = np.int64(b[74 + 4 * ib32 + l])
+            o = 32 * ib32 + 8 * l
+            for j in range(4):
+                y[o + j] = _signed(db * F32(grid_v[g1, j]), (signs >> j) & 1)
+                y[o + j + 4] = _signed(db * F32(grid_v[g2, j]), (signs >> (j + 4)) & 1)
+
+
+
+# --- quantization (quantize_row_*_impl), one row --------------------------------------------------
+
+@njit(cache=True, error_model="numpy")
+def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
+    """quantize_row_iq3_xxs_impl(256, ...) for one row."""
+    d2 = np.zeros(max_list, dtype=np.float32)
+    prod = np.zeros((2, 32), dtype=np.float32)
+    kMaxQ = 8
+    nbl = x.shape[0] // QK_K
+    scales = np.zeros(8, dtype=np.float32)
+    weight = np.zeros(32, dtype=np.float32)
+    xval = np.zeros(32, dtype=np.float32)
+    waux = np.zeros(32, dtype=np.float32)
+    L = np.zeros(32, dtype=np.int8)
+    Laux = np.zeros(32, dtype=np.int8)
+    is_on_grid = np.zeros(8, dtype=np.bool_)
+    is_on_grid_aux = np.zeros(8, dtype=np.bool_)
+    block_signs = np.zeros(4, dtype=np.int64)
+    q3 = np.zeros(96, dtype=np.uint8)  # qs:64 scales_and_signs:32
+    for ibl in range(nbl):
+        yo = ibl * 98
+        put_u16(y, yo, 0)
+        q3[:] = 0
+        max_scale = F32(0.0)
+        xo = QK_K * ibl
+        sigma2 = F32(2.0) * _sum_sq(x, xo) / F32(QK_K)
+        for ib in range(8):
+            xb = xo + 32 * ib
+            if has_qw:
+                for i in range(32):
+                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            else:
+                for i in range(32):
+                    weight[i] = x[xb + i] * x[xb + i]
+            for i in range(32):
+                waux[i] = np.sqrt(weight[i])
+            for k in range(4):
+                block_signs[k] = _split_signs(x, xb, weight, xval, k, True) & 127
+            vmax = xval[0]
+            for i in range(1, 32):
+                vmax = _vmax(vmax, xval[i])
+            L[:] = 0
+            if vmax < GROUP_MAX_EPS_IQ3_XXS:
+                scales[ib] = F32(0.0)
+                continue
+            best = F32(0.0)
+            scale = vmax / F32(2 * kMaxQ - 1)
+            is_on_grid[:] = True
+            for is_ in range(-15, 16):
+                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.2)) / vmax
+                this_scale = F32(1.0) / id_
+                _round_levels(xval, id_, kMaxQ, Laux, 8 * 4)
+                for k in range(8):
+                    u = _pack_u(Laux, 4 * k, 4, 3)
+                    gi = kmap[u]
+                    is_on_grid_aux[k] = True
+                    if gi < 0:
+                        is_on_grid_aux[k] = False
+                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, this_scale, Laux, 4, 8, d2)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32, prod)
+                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    L[:] = Laux
+                    is_on_grid[:] = is_on_grid_aux
+            n_not_ongrid = 0
+            for k in range(8):
+                if not is_on_grid[k]:
+                    n_not_ongrid += 1
+            if n_not_ongrid > 0 and scale > F32(0.0):
+                id_ = F32(1.0) / scale
+                for k in range(8):
+                    if is_on_grid[k]:
+                        continue
+                    u = 0
+                    for i in range(4):
+                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
+                        l = max(0, min(kMaxQ - 1, l))
+                        u |= l << (3 * i)
+                    gi = kmap[u]
+                    if gi < 0:
+                        gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, scale, L, 4, 8, d2)
+                    for i in range(4):
+                        L[4 * k + i] = levels[gi, i]
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32, prod)
+                if sumq2 > F32(0.0):
+                    scale = sumqx / sumq2
+            if scale < F32(0.0):
+                scale = -scale
+                for k in range(4):
+                    block_signs[k] = (~block_signs[k]) & 127
+            for k in range(8):
+                gi = kmap[_pack_u(L, 4 * k, 4, 3)]
+                q3[8 * ib + k] = gi
+            put_u32(q3, 64 + 4 * ib, block_signs[0] | (block_signs[1] << 7) | (block_signs[2] << 14)
+                     | (block_signs[3] << 21))
+            scales[ib] = scale
+            max_scale = _vmax(max_scale, scale)
+        if max_scale == F32(0.0):
+            y[yo + 2:yo + 98] = 0
+            continue
+        d = max_scale / F32(31.0)
+        put_u16(y, yo, fp32_to_fp16(d * F32(1.0125)))
+        id_ = F32(1.0) / d
+        for ib in range(8):
+            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+            l = max(0, min(15, l))
+            v = get_u32(q3, 64 + 4 * ib) | (l << 28)
+            put_u32(q3, 64 + 4 * ib, v)
+        y[yo + 2:yo + 98] = q3
+
+
+@njit(cache=True, error_model="numpy")
+def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
+    """quantize_row_iq3_s_impl(32, ...) for one row (block_iq3_s, 110 bytes)."""
+    d2 = np.zeros(max_list, dtype=np.float32)
+    prod = np.zeros((2, 32), dtype=np.float32)
+    kMaxQ = 8
+    block_size = 32
+    bs4 = 8
+    bs8 = 4
+    nbl = x.shape[0] // QK_K
+    scales = np.zeros(8, dtype=np.float32)
+    weight = np.zeros(32, dtype=np.float32)
+    xval = np.zeros(32, dtype=np.float32)
+    waux = np.zeros(32, dtype=np.float32)
+    L = np.zeros(32, dtype=np.int8)
+    Laux = np.zeros(32, dtype=np.int8)
+    is_on_grid = np.zeros(8, dtype=np.bool_)
+    is_on_grid_aux = np.zeros(8, dtype=np.bool_)
+    block_signs = np.zeros(4, dtype=np.int64)
+    for ibl in range(nbl):
+        yo = ibl * 110
+        y[yo:yo + 110] = 0
+        qs = yo + 2
+        qh = yo + 66
+        signs = yo + 74
+        max_scale = F32(0.0)
+        xo = QK_K * ibl
+        sigma2 = F32(2.0) * _sum_sq(x, xo) / F32(QK_K)
+        for ib in range(8):
+            xb = xo + block_size * ib
+            if has_qw:
+                for i in range(block_size):
+                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            else:
+                for i in range(block_size):
+                    weight[i] = x[xb + i] * x[xb + i]
+            for i in range(block_size):
+                waux[i] = np.sqrt(weight[i])
+            for k in range(bs8):
+                block_signs[k] = _split_signs(x, xb, weight, xval, k, False)
+            vmax = xval[0]
+            for i in range(1, block_size):
+                vmax = _vmax(vmax, xval[i])
+            L[:] = 0
+            if vmax == F32(0.0):
+                # ggml `continue`s before advancing its qs/signs pointers: later sub-blocks of
+                # this super-block are written one slot earlier, as here
+                scales[ib] = F32(0.0)
+                continue
+            best = F32(0.0)
+            scale = vmax / F32(2 * kMaxQ - 1)
+            is_on_grid[:] = False
+            for is_ in range(-9, 10):
+                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.2)) / vmax
+                this_scale = F32(1.0) / id_
+                _round_levels(xval, id_, kMaxQ, Laux, bs4 * 4)
+                for k in range(bs4):
+                    u = _pack_u(Laux, 4 * k, 4, 3)
+                    gi = kmap[u]
+                    is_on_grid_aux[k] = True
+                    if gi < 0:
+                        is_on_grid_aux[k] = False
+                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, this_scale, Laux, 4, 8, d2)
+                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, block_size, prod)
+                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    L[:] = Laux
+                    is_on_grid[:] = is_on_grid_aux
+            n_not_ongrid = 0
+            for k in range(bs4):
+                if not is_on_grid[k]:
+                    n_not_ongrid += 1
+            if n_not_ongrid > 0 and scale > F32(0.0):
+                id_ = F32(1.0) / scale
+                for k in range(bs4):  # all groups, on the grid or not (ggml's skip is commented out)
+                    u = 0
+                    for i in range(4):
+                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
+                        l = max(0, min(kMaxQ - 1, l))
+                        u |= l << (3 * i)
+                    gi = kmap[u]
+                    if gi < 0:
+                        gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, scale, L, 4, 8, d2)
+                    for i in range(4):
+                        L[4 * k + i] = levels[gi, i]
+                sumqx, sumq2 = _sumqx_q2(weight, xval, L, block_size, prod)
+                if sumq2 > F32(0.0):
+                    scale = sumqx / sumq2
+            if scale < F32(0.0):
+                scale = -scale
+                for k in range(bs8):
+                    block_signs[k] = (~block_signs[k]) & 255
+            for k in range(bs4):
+                gi = kmap[_pack_u(L, 4 * k, 4, 3)]
+                y[qs + k] = gi & 255
+                p = ib * bs4 + k
+                y[qh + p // 8] |= (gi >> 8) << (p % 8)
+            qs += bs4
+            for k in range(bs8):
+                y[signs + k] = block_signs[k]
+            signs += bs8
+            scales[ib] = scale
+            max_scale = _vmax(max_scale, scale)
+        if max_scale == F32(0.0):
+            continue
+        d = max_scale / F32(31.0)
+        put_u16(y, yo, fp32_to_fp16(d * F32(1.033)))
+        id_ = F32(1.0) / d
+        for ib in range(0, 8, 2):
+            l1 = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+            l1 = max(0, min(15, l1))
+            l2 = nearest_int(F32(0.5) * (id_ * scales[ib + 1] - F32(1.0)))
+            l2 = max(0, min(15, l2))
+            y[yo + 106 + ib // 2] = l1 | (l2 << 4)
+
+
+# --- dot products against Q8_K activations ----------------------------------------------------------
+
+
+@njit(cache=True, error_model="numpy")
+def _vec_dot_iq3_xxs(w, d8, q8, bsums8, grid_v, ksigns):
+    """ggml_vec_dot_iq3_xxs_q8_K_generic: one weight row `w` against one Q8_K row (d8 (nb,),
+    q8 (cols,) int8): integer sums per sub-block, float per block, in the C order."""
+    sumf = F32(0.0)
+    for i in range(d8.shape[0]):
+        b = w[i * IQ3_XXS_SIZE:(i + 1) * IQ3_XXS_SIZE]
+        d = fp16_to_fp32(get_u16(b, 0)) * d8[i]
+        bsum = 0
+        for ib32 in range(8):
+            oq = i * QK_K + 32 * ib32
+            aux32 = get_u32(b, 66 + 4 * ib32)
+            ls = 2 * (aux32 >> 28) + 1
+            sumi = 0
+            for l in range(4):
+                g1 = np.int64(b[2 + 8 * ib32 + 2 * l])
+                g2 = np.int64(b[2 + 8 * ib32 + 2 * l + 1])
+                signs = np.int64(ksigns[(aux32 >> (7 * l)) & 127])
+                for j in range(4):
+                    sumi += _signed(np.int64(grid_v[g1, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                    sumi += _signed(np.int64(grid_v[g2, j]) * np.int64(q8[oq + 8 * l + j + 4]), (signs >> (j + 4)) & 1)
+            bsum += sumi * ls
+        sumf += d * F32(bsum)
+    return F32(0.25) * sumf
+
+
+@njit(cache=True, error_model="numpy")
+def _vec_dot_iq3_s(w, d8, q8, bsums8, grid_v, ksigns):
+    """ggml_vec_dot_iq3_s_q8_K_generic: one weight row `w` against one Q8_K row (d8 (nb,),
+    q8 (cols,) int8): integer sums per sub-block, float per block, in the C order."""
+    sumf = F32(0.0)
+    for i in range(d8.shape[0]):
+        b = w[i * IQ3_S_SIZE:(i + 1) * IQ3_S_SIZE]
+        d = fp16_to_fp32(get_u16(b, 0)) * d8[i]
+        bsum = 0
+        for ib32 in range(8):
+            oq = i * QK_K + 32 * ib32
+            sc = np.int64(b[106 + ib32 // 2])
+            ls = 2 * ((sc >> (4 * (ib32 % 2))) & 0xF) + 1
+            qh = np.int64(b[66 + ib32])
+            sumi = 0
+            for l in range(4):
+                g1 = np.int64(b[2 + 8 * ib32 + 2 * l]) | ((qh << (8 - 2 * l)) & 256)
+                g2 = np.int64(b[2 + 8 * ib32 + 2 * l + 1]) | ((qh << (7 - 2 * l)) & 256)
+                signs = np.int64(b[74 + 4 * ib32 + l])
+                for j in range(4):
+                    sumi += _signed(np.int64(grid_v[g1, j]) * np.int64(q8[oq + 8 * l + j]), (signs >> j) & 1)
+                    sumi += _signed(np.int64(grid_v[g2, j]) * np.int64(q8[oq + 8 * l + j + 4]), (signs >> (j + 4)) & 1)
+            bsum += sumi * ls
+        sumf += d * F32(bsum)
+    return sumf
+
+
+# --- row drivers and registration -----------------------------------------------------------------
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _dequantize_rows_iq3_xxs(data, cols, grid_v, ksigns):
+    out = np.empty((data.shape[0], cols), dtype=np.float32)
+    for r in prange(data.shape[0]):
+        for i in range(cols // QK_K):
+            _dq_iq3_xxs(data[r, i * IQ3_XXS_SIZE:(i + 1) * IQ3_XXS_SIZE], out[r, i * QK_K:(i + 1) * QK_K], grid_v, ksigns)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _quantize_rows_iq3_xxs(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
+    for r in prange(x.shape[0]):
+        _q_iq3_xxs_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
+
+
+@njit(cache=True, parallel=True)
+def _matvec_rows_iq3_xxs(w, d8, qs8, bsums8, grid_v, ksigns, out):
+    # out[t, r] = dot(weight row r, activation row t); each weight row owned by one thread
+    for r in prange(w.shape[0]):
+        for t in range(d8.shape[0]):
+            out[t, r] = _vec_dot_iq3_xxs(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _dequantize_rows_iq3_s(data, cols, grid_v, ksigns):
+    out = np.empty((data.shape[0], cols), dtype=np.float32)
+    for r in prange(data.shape[0]):
+        for i in range(cols // QK_K):
+            _dq_iq3_s(data[r, i * IQ3_S_SIZE:(i + 1) * IQ3_S_SIZE], out[r, i * QK_K:(i + 1) * QK_K], grid_v, ksigns)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _quantize_rows_iq3_s(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
+    for r in prange(x.shape[0]):
+        _q_iq3_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
+
+
+@njit(cache=True, parallel=True)
+def _matvec_rows_iq3_s(w, d8, qs8, bsums8, grid_v, ksigns, out):
+    # out[t, r] = dot(weight row r, activation row t); each weight row owned by one thread
+    for r in prange(w.shape[0]):
+        for t in range(d8.shape[0]):
+            out[t, r] = _vec_dot_iq3_s(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
+
+
+# one row per type: its row drivers (dequantize, quantize, matvec)
+_KERNELS = {
+    "IQ3_XXS": (_dequantize_rows_iq3_xxs, _quantize_rows_iq3_xxs, _matvec_rows_iq3_xxs),
+    "IQ3_S": (_dequantize_rows_iq3_s, _quantize_rows_iq3_s, _matvec_rows_iq3_s),
+}
+for _name, (_dq, _q, _mv) in _KERNELS.items():
+    register_iq(_name, dequantize_rows=_dq, quantize_rows=_q, matvec_rows=_mv)

@@ -1,0 +1,25 @@
+"""Every registered kernel against ggml's own bytes and floats (../shared/quants/ggml-quants.npz).
+
+Parametrised over `llmtk.kernels.registered_types()`, so a new kernel is held to ggml as soon as
+it registers; a type the reference file does not cover shows up as a skip with the reason.
+"""
+from __future__ import annotations
+
+import pytest
+from reference import check_dequantize, check_quantize, reference_params
+
+from llmtk import kernels
+
+# types ggml has no standalone reference for: F32 is a copy, Q8_1 and Q8_K are activation-only
+_QUANTIZABLE = [t.name for t in kernels.registered_types() if kernels.kernel_for(t).quantize is not None]
+_ALL = [t.name for t in kernels.registered_types()]
+
+
+@pytest.mark.parametrize("qtype,mode,case,cols", reference_params(_QUANTIZABLE, "quantize"))
+def test_quantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
+    check_quantize(ggml_quants, qtype, mode, case, cols)
+
+
+@pytest.mark.parametrize("qtype,mode,case,cols", reference_params(_ALL, "dequantize"))
+def test_dequantize_matches_ggml(ggml_quants, qtype, mode, case, cols):
+    check_dequantize(ggml_quants, qtype, mode, case, cols)
