@@ -39,3 +39,24 @@ def test_llama_f16_is_byte_identical(ckpt_root, tmp_path: Path) -> None:
     shared, root = ckpt_root
     out = convert(materialize(shared, "llama", root), tmp_path / "x.gguf", "f16", progress=False)
     assert out.read_bytes() == (shared / "convert" / "llama" / "tiny-llama-f16.gguf").read_bytes()
+
+
+def _reference_archs(shared: Path) -> dict[str, str]:
+    """Folder of ../shared/convert -> the HF architecture its tiny checkpoint's config names."""
+    return {p.name: json.loads((p / f"tiny-{p.name}" / "config.json").read_text())["architectures"][0]
+            for p in sorted((shared / "convert").iterdir()) if (p / f"tiny-{p.name}").is_dir()}
+
+
+def test_every_reference_and_every_registered_architecture_is_tested(shared_dir: Path) -> None:
+    """ARCHS x OUTTYPES are exactly the manifests in ../shared/convert, and every converter in the
+    registry has one: a new reference folder, outtype or architecture cannot go untested."""
+    from llmtk.converters import ARCHITECTURES
+
+    refs = _reference_archs(shared_dir)
+    assert sorted(refs) == sorted(ARCHS), "reference folders in ../shared/convert differ from ARCHS"
+    for arch in ARCHS:
+        have = sorted(p.stem for p in (shared_dir / "convert" / arch).glob("*.json"))
+        assert have == sorted(OUTTYPES), f"{arch}: manifests {have}, tested {OUTTYPES}"
+    assert sorted(set(refs.values()) - set(ARCHITECTURES)) == [], "reference checkpoints without a converter"
+    # (the second set, ../shared/convert2, is not compared yet: its architectures have no converter)
+    assert sorted(set(ARCHITECTURES) - set(refs.values())) == [], "converters without a reference in ../shared/convert"

@@ -14,9 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import absent_reference, shared_path
 
-PPL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "llamacpp" / "smollm2" / "perplexity"
-LOGS = sorted(p.stem for p in PPL_DIR.glob("*.log") if p.stem != "base") if PPL_DIR.is_dir() else []
+from llmtk.quantize.rules import FILE_TYPES
+
+PPL_DIR = shared_path("llamacpp", "smollm2", "perplexity")
+
+
+def _log_stems() -> list[str]:
+    return sorted(p.stem for p in PPL_DIR.glob("*.log") if p.stem != "base")
+
+
+# the registry's file types, plain and with the imatrix, that have a llama-perplexity log
+LOGS = [s for name in FILE_TYPES for s in (name, f"{name}-imatrix") if s in set(_log_stems())]
 N_CTX, N_CHUNKS = 512, 16
 NEAR_LOSSLESS = {"F16", "BF16", "Q8_0"}
 # Known gaps, kept visible instead of loosening the bounds (see docs/perplexity.md): 8-bit block
@@ -76,16 +86,29 @@ def test_base_ppl_matches_llamacpp(smollm2_base, shared_dir):
     assert res.ppl == pytest.approx(ref["ppl"], rel=1e-3)  # 11.6303
 
 
+def test_every_log_is_a_registered_file_type(shared_dir):
+    """Each llama-perplexity log names a file type of the registry (so LOGS tests it), and parses."""
+    stems = _log_stems()
+    assert stems, f"no llama-perplexity logs in {PPL_DIR}"
+    assert [s for s in stems if s not in LOGS] == [], "logs naming a file type llmtk.quantize.rules does not know"
+    assert sorted(KNOWN_GAPS) == sorted(set(KNOWN_GAPS) & set(LOGS)), "KNOWN_GAPS names a type without a log"
+    for stem in ["base", *stems]:
+        keys = {"ppl"} if stem == "base" else {"ppl", "ppl_base", "mean_kld", "same_top_p"}
+        assert keys <= parse_log(PPL_DIR / f"{stem}.log").keys(), f"{stem}.log: figures not found"
+
+
+# a known gap is expected to fail its comparison (AssertionError), never to crash or be unsupported
 @pytest.mark.slow
-@pytest.mark.parametrize("log_name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_GAPS[n], strict=False))
-                                      if n in KNOWN_GAPS else n for n in LOGS])
+@pytest.mark.parametrize("log_name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_GAPS[n], raises=AssertionError,
+                                                                           strict=False))
+                                      if n in KNOWN_GAPS else n for n in LOGS] or absent_reference(PPL_DIR))
 def test_quantized_ppl_and_kld_match_llamacpp(log_name, smollm2_base, shared_dir, tmp_path):
     from llmtk.evals.runner import ModelRunner, evaluate
     from llmtk.quantize import quantize_model
 
     ref = parse_log(shared_dir / "llamacpp" / "smollm2" / "perplexity" / f"{log_name}.log")
     f16, kld, _ = smollm2_base
-    qtype, _, imat = log_name.partition("-")
+    qtype, imat = log_name.removesuffix("-imatrix"), log_name.endswith("-imatrix")
     imatrix = shared_dir / "llamacpp" / "smollm2" / "imatrix.gguf" if imat else None
     out = tmp_path / f"{log_name}.gguf"
     quantize_model(f16, out, qtype, imatrix=imatrix)

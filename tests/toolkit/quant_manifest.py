@@ -5,7 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
+from conftest import absent_reference, shared_path
 
 from llmtk.ggufio.constants import GGMLType
 from llmtk.errors import LlmtkError
@@ -57,35 +57,68 @@ def manifest_differences(path: Path, man: dict) -> list[str]:
     return errs
 
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "llamacpp"
-TINY = SHARED / "tiny-qwen2-w256"
-SMOL = SHARED / "smollm2"
+LLAMACPP = shared_path("llamacpp")
+TINY = LLAMACPP / "tiny-qwen2-w256"
+SMOL = LLAMACPP / "smollm2"
 
 
-def stems(model_dir: Path) -> list[str]:
-    """The manifests of a model folder (without base.json), for parametrize."""
-    return [p.stem for p in sorted((model_dir / "quantize").glob("*.json")) if p.stem != "base"] or ["none"]
+def quantize_models() -> list[str]:
+    """The model folders of ../shared/llamacpp that hold llama-quantize manifests."""
+    return sorted(p.parent.parent.name for p in LLAMACPP.glob("*/quantize/base.json"))
 
 
-def skip_without_kernels(base_dir: Path, stem: str) -> None:
-    """Skip while a type of this mix has no quantize kernel yet (kernels land type by type)."""
+def manifest_stems(model_dir: Path) -> list[str]:
+    """The stems of a model folder's manifests (`Q4_K_M`, `Q4_K_M-imatrix`), base.json aside."""
+    return sorted(p.stem for p in (model_dir / "quantize").glob("*.json") if p.stem != "base")
+
+
+def file_type_of(stem: str) -> tuple[str, bool]:
+    """`Q4_K_M-imatrix` -> ("Q4_K_M", True): the llama-quantize type and whether an imatrix was given."""
+    return stem.removesuffix("-imatrix"), stem.endswith("-imatrix")
+
+
+def mix_stems(model_dir: Path) -> list[str]:
+    """The manifests of `model_dir`, taken from the registry: every file type of
+    `llmtk.quantize.rules.FILE_TYPES`, plain and with an imatrix, that has a manifest, in registry
+    order. (test_quant_rules checks that no manifest names a type outside the registry.)"""
+    from llmtk.quantize.rules import FILE_TYPES
+
+    have = set(manifest_stems(model_dir))
+    return [s for name in FILE_TYPES for s in (name, f"{name}-imatrix") if s in have]
+
+
+def mix_params(model_dir: Path) -> list:
+    """`mix_stems` for parametrize; one skipped case naming the folder when it holds no manifests."""
+    return mix_stems(model_dir) or absent_reference(model_dir / "quantize")
+
+
+def missing_quantize_kernels(man: dict) -> list[str]:
+    """The types of a manifest's tensors that llmtk cannot quantize to (empty: all present)."""
     from llmtk.kernels import kernel_for
 
-    man = load_manifest(base_dir / "quantize" / f"{stem}.json")
-    for t in {t for _, _, t in manifest_tensors(man)}:
+    missing = []
+    for t in sorted({t for _, _, t in manifest_tensors(man)}):
         try:
             k = kernel_for(t)
-        except (LlmtkError, ModuleNotFoundError):
-            pytest.skip(f"no kernels for {t.name} yet")
+        except LlmtkError as e:
+            missing.append(f"{t.name} ({e})")
+            continue
         if k.quantize is None:
-            pytest.skip(f"no quantize kernel for {t.name} yet")
+            missing.append(f"{t.name} (dequantize only)")
+    return missing
 
 
 def check_quantize(src: Path, model_dir: Path, stem: str, tmp_path: Path, imatrix: Path) -> None:
-    """Quantize `src` as the manifest `<model_dir>/quantize/<stem>.json` was made and compare."""
+    """Quantize `src` as the manifest `<model_dir>/quantize/<stem>.json` was made and compare.
+
+    A type llama-quantize wrote but llmtk has no quantize kernel for fails: the manifest is the
+    requirement, and kernels that once existed going missing is a regression, not a reason to skip."""
     from llmtk.quantize import quantize_model
 
-    skip_without_kernels(model_dir, stem)
+    man = load_manifest(model_dir / "quantize" / f"{stem}.json")
+    missing = missing_quantize_kernels(man)
+    assert not missing, f"llama-quantize {stem} writes types llmtk cannot quantize to: {', '.join(missing)}"
+    name, with_imatrix = file_type_of(stem)
     out = tmp_path / f"{stem}.gguf"
-    quantize_model(src, out, stem.removesuffix("-imatrix"), imatrix=imatrix if stem.endswith("-imatrix") else None)
-    assert manifest_differences(out, load_manifest(model_dir / "quantize" / f"{stem}.json")) == []
+    quantize_model(src, out, name, imatrix=imatrix if with_imatrix else None)
+    assert manifest_differences(out, man) == []

@@ -6,24 +6,35 @@ from pathlib import Path
 
 import pytest
 
-from quant_manifest import load_manifest, manifest_tensors
+from conftest import absent_reference
+from quant_manifest import (LLAMACPP, file_type_of, load_manifest, manifest_stems, manifest_tensors, mix_stems,
+                            quantize_models)
 
 from llmtk.ggufio.constants import GGMLType as T
 from llmtk.errors import LlmtkError
 from llmtk.quantize.rules import (FILE_TYPES, MixOptions, ModelInfo, llama_order, parse_file_type,
                                plan_types, shape_fallback, use_more_bits)
 
-MODELS = ("smollm2", "tiny-qwen2-w256")
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "llamacpp"
+# every model folder of ../shared/llamacpp with llama-quantize manifests (smollm2, tiny-qwen2-w256)
+MODELS = quantize_models()
+# file types with no llama-quantize reference in any model folder, and why; a new file type in the
+# registry must get a manifest in ../shared or a line here
+UNREFERENCED = {
+    "Q3_K": "alias of Q3_K_M (same general.file_type and mix)",
+    "Q4_K": "alias of Q4_K_M (same general.file_type and mix)",
+    "Q5_K": "alias of Q5_K_M (same general.file_type and mix)",
+    "F32": "not made for the reference set",
+    "COPY": "copies tensors unchanged (test_quantize_model.py::test_copy_keeps_types_and_file_type)",
+}
 
 
 def _manifests() -> list:
-    out = []
-    for model in MODELS:
-        for p in sorted((SHARED / model / "quantize").glob("*.json")):
-            if p.stem != "base":
-                out.append(pytest.param(model, p.stem, id=f"{model}-{p.stem}"))
-    return out or [pytest.param(None, None, marks=pytest.mark.skip(reason=f"no manifests under {SHARED}"))]
+    out = [pytest.param(model, stem, id=f"{model}-{stem}") for model in MODELS for stem in mix_stems(LLAMACPP / model)]
+    return out or absent_reference(LLAMACPP / "*" / "quantize", n_args=2)
+
+
+def _models() -> list:
+    return MODELS or absent_reference(LLAMACPP / "*" / "quantize")
 
 
 def _base(shared_dir: Path, model: str):
@@ -32,17 +43,42 @@ def _base(shared_dir: Path, model: str):
     return ModelInfo.from_kv(base["kv"]), [by_name[n] for n in llama_order(by_name)]
 
 
+def _failed(model: str) -> list[str]:
+    """The requests llama-quantize refused for `model` (`failed.txt`: "<TYPE> failed" lines)."""
+    path = LLAMACPP / model / "quantize" / "failed.txt"
+    return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+
+@pytest.mark.parametrize("model", _models())
+def test_every_manifest_is_a_registered_file_type(shared_dir, model):
+    """Each manifest (and refusal) names a type of FILE_TYPES, so the registry-driven sweeps test it."""
+    stems = manifest_stems(LLAMACPP / model)
+    assert stems, f"no manifests in {LLAMACPP / model / 'quantize'}"
+    unknown = [s for s in stems + _failed(model) if file_type_of(s)[0] not in FILE_TYPES]
+    assert unknown == [], f"manifests of {model} name file types llmtk.quantize.rules does not know"
+    assert sorted(mix_stems(LLAMACPP / model)) == stems
+
+
+def test_every_file_type_has_a_reference(shared_dir):
+    """Each file type of the registry has a manifest or a refusal in some model folder, or says why not."""
+    assert MODELS, f"no llama-quantize manifests under {LLAMACPP}"
+    covered = {file_type_of(s)[0] for m in MODELS for s in manifest_stems(LLAMACPP / m) + _failed(m)}
+    assert sorted(set(FILE_TYPES) - covered - set(UNREFERENCED)) == []
+    assert sorted(set(UNREFERENCED) - set(FILE_TYPES)) == []        # no stale lines
+    assert sorted(set(UNREFERENCED) & covered) == []                # a reference appeared: test it
+
+
 @pytest.mark.parametrize("model,stem", _manifests())
 def test_plan_matches_llama_quantize(shared_dir, model, stem):
     info, tensors = _base(shared_dir, model)
     man = load_manifest(shared_dir / "llamacpp" / model / "quantize" / f"{stem}.json")
-    plan = plan_types(tensors, info, FILE_TYPES[stem.removesuffix("-imatrix")],
-                      has_imatrix=stem.endswith("-imatrix"))
+    name, with_imatrix = file_type_of(stem)
+    plan = plan_types(tensors, info, FILE_TYPES[name], has_imatrix=with_imatrix)
     assert [(c.name, c.dst_type) for c in plan] == [(n, t) for n, _, t in manifest_tensors(man)]
-    assert not any(c.requires_imatrix and c.allows_quantization for c in plan) or stem.endswith("-imatrix")
+    assert not any(c.requires_imatrix and c.allows_quantization for c in plan) or with_imatrix
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", _models())
 def test_fallback_warnings_match_the_log(shared_dir, model):
     """The shape-fallback warnings, line for line as llama-quantize printed them."""
     info, tensors = _base(shared_dir, model)
@@ -62,6 +98,23 @@ def test_refusals_of_failed_txt(shared_dir):
     assert (first.name, first.dst_type) == ("blk.3.ffn_down.weight", T.Q2_K)
     with pytest.raises(LlmtkError, match="no tensor type fallback is defined for type Q1_0"):
         plan_types(tensors, info, FILE_TYPES["Q1_0"])
+
+
+def _refusals() -> list:
+    out = [pytest.param(model, name, id=f"{model}-{name}") for model in MODELS for name in _failed(model)]
+    return out or absent_reference(LLAMACPP / "*" / "quantize" / "failed.txt", n_args=2)
+
+
+@pytest.mark.parametrize("model,name", _refusals())
+def test_every_refusal_of_llama_quantize_is_refused(shared_dir, model, name):
+    """Each request llama-quantize refused (failed.txt, without an imatrix) is refused by the plan:
+    an error, or a tensor that needs an imatrix (quantize_model then refuses, see test_quantize_model)."""
+    info, tensors = _base(shared_dir, model)
+    try:
+        plan = plan_types(tensors, info, FILE_TYPES[name])
+    except LlmtkError:
+        return
+    assert any(c.allows_quantization and c.requires_imatrix for c in plan), f"{name} on {model} was accepted"
 
 
 def test_use_more_bits_for_30_layers():

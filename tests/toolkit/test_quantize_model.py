@@ -1,6 +1,6 @@
 """`llmtk quantize` against llama-quantize's outputs on SmolLM2 (slow), refusals and options.
 
-Slow: SmolLM2-135M, the F16 base made from the packaged Q4_1 and all 39 manifests made from it
+Slow: SmolLM2-135M, the F16 base made from the packaged Q4_1 and every manifest made from it
 (576-wide rows: most tensors take the shape fallbacks). The fast sweep over the tiny-qwen2
 manifests is test_quantize_tiny.py.
 """
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from quant_manifest import (SMOL, TINY, check_quantize, load_manifest, manifest_differences, skip_without_kernels,
-                            stems)
+from quant_manifest import (SMOL, TINY, check_quantize, load_manifest, manifest_differences,
+                            missing_quantize_kernels, mix_params)
 
 from llmtk.cli import main
 from llmtk.ggufio.constants import GGMLType
@@ -32,18 +32,18 @@ def smollm2_f16(shared_dir, smollm2_path, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stem", stems(SMOL))
+@pytest.mark.parametrize("stem", mix_params(SMOL))
 def test_smollm2_matches_llama_quantize(smollm2_f16, tmp_path, stem):
     check_quantize(smollm2_f16, SMOL, stem, tmp_path, SMOL / "imatrix.gguf")
 
 
 @pytest.mark.slow
 def test_smollm2_legacy_dat_imatrix_gives_the_same_bytes(smollm2_f16, tmp_path):
-    skip_without_kernels(SMOL, "Q4_K_M-imatrix")
+    man = load_manifest(SMOL / "quantize" / "Q4_K_M-imatrix.json")
+    assert missing_quantize_kernels(man) == []
     out = tmp_path / "q.gguf"
     quantize_model(smollm2_f16, out, "Q4_K_M", imatrix=SMOL / "imatrix.dat")
-    diffs = manifest_differences(out, load_manifest(SMOL / "quantize" / "Q4_K_M-imatrix.json"))
-    assert diffs == []
+    assert manifest_differences(out, man) == []
 
 
 # -- refusals and options, on small files -------------------------------------------------------
