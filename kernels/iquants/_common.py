@@ -210,23 +210,25 @@ def _grid_floats(name: str) -> np.ndarray:
 
 
 def register_iq(name: str, *, dequantize_rows: Callable, quantize_rows: Callable, matvec_rows: Callable) -> None:
-    """Register one grid i-quant from its three jitted row drivers:
+    """Register one grid i-quant from its family's three jitted row drivers, each taking the type's
+    GGMLType id first:
 
-    - `dequantize_rows(data, cols, grid_v, ksigns) -> (rows, cols) f32` (dequantize_row_<type>);
-    - `quantize_rows(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list)` (quantize_<type>);
-    - `matvec_rows(w, d8, qs8, bsums8, grid_v, ksigns, out)` (ggml_vec_dot_<type>_q8_K_generic).
+    - `dequantize_rows(id, data, cols, grid_v, ksigns) -> (rows, cols) f32` (dequantize_row_<type>);
+    - `quantize_rows(id, x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list)` (quantize_<type>);
+    - `matvec_rows(id, w, d8, qs8, bsums8, grid_v, ksigns, out)` (ggml_vec_dot_<type>_q8_K_generic).
     """
     ts = type_traits(name).type_size
+    type_id = int(GGMLType[name])
 
     def dequantize(data: np.ndarray, cols: int) -> np.ndarray:
-        return dequantize_rows(np.ascontiguousarray(data), cols, _grid_floats(name), KSIGNS)
+        return dequantize_rows(type_id, np.ascontiguousarray(data), cols, _grid_floats(name), KSIGNS)
 
     def quantize(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         g = grid(name)
         out = np.empty((x.shape[0], (x.shape[1] // QK_K) * ts), dtype=np.uint8)
         has_qw = imatrix is not None
         qw = np.ascontiguousarray(imatrix, dtype=np.float32) if has_qw else np.zeros(x.shape[1], np.float32)
-        quantize_rows(np.ascontiguousarray(x, dtype=np.float32), qw, has_qw, out, g.levels, g.kmap, g.neighbours,
+        quantize_rows(type_id, np.ascontiguousarray(x, dtype=np.float32), qw, has_qw, out, g.levels, g.kmap, g.neighbours,
                       (g.tab, g.qoff), g.max_list)
         return out
 
@@ -235,7 +237,7 @@ def register_iq(name: str, *, dequantize_rows: Callable, quantize_rows: Callable
 
         d8, qs8, bsums8 = quantize_q8_K(np.ascontiguousarray(x, dtype=np.float32))
         out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-        matvec_rows(np.ascontiguousarray(w), d8, qs8, bsums8, _grid_values(name), KSIGNS, out)
+        matvec_rows(type_id, np.ascontiguousarray(w), d8, qs8, bsums8, _grid_values(name), KSIGNS, out)
         return out
 
     dequantize.__doc__ = f"dequantize_row_{name.lower()}: (rows, row_bytes) uint8 -> (rows, cols) float32."

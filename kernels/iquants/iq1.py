@@ -13,7 +13,7 @@ from numba import njit, prange
 
 from ._common import FLT_MAX, _argmin_first, _list_dist8, _pack_u, _sum_sq, _vmax, register_iq
 from .._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, nearest_int, put_u16
-from llmtk.ggufio.constants import QK_K, type_traits
+from llmtk.ggufio.constants import QK_K, GGMLType, type_traits
 
 IQ1S_DELTA = F32(0.125)
 IQ1M_DELTA = F32(0.125)
@@ -561,58 +561,44 @@ def _vec_dot_iq1_m(w, d8, q8, bsums8, grid_v, ksigns):
 
 
 # --- row drivers and registration -----------------------------------------------------------------
+# One driver per operation for the whole family; `type_id` (a GGMLType id) picks the block kernel.
+IQ1_S_ID = int(GGMLType.IQ1_S)
+IQ1_M_ID = int(GGMLType.IQ1_M)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _dequantize_rows_iq1_s(data, cols, grid_v, ksigns):
+def _dequantize_rows(type_id, data, cols, grid_v, ksigns):
+    ts = IQ1_S_SIZE if type_id == IQ1_S_ID else IQ1_M_SIZE
     out = np.empty((data.shape[0], cols), dtype=np.float32)
     for r in prange(data.shape[0]):
         for i in range(cols // QK_K):
-            _dq_iq1_s(data[r, i * IQ1_S_SIZE:(i + 1) * IQ1_S_SIZE], out[r, i * QK_K:(i + 1) * QK_K], grid_v, ksigns)
+            block, y = data[r, i * ts:(i + 1) * ts], out[r, i * QK_K:(i + 1) * QK_K]
+            if type_id == IQ1_S_ID:
+                _dq_iq1_s(block, y, grid_v, ksigns)
+            else:
+                _dq_iq1_m(block, y, grid_v, ksigns)
     return out
 
 
 @njit(cache=True, parallel=True)
-def _quantize_rows_iq1_s(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
+def _quantize_rows(type_id, x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
     for r in prange(x.shape[0]):
-        _q_iq1_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
+        if type_id == IQ1_S_ID:
+            _q_iq1_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
+        else:
+            _q_iq1_m_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
 
 
 @njit(cache=True, parallel=True)
-def _matvec_rows_iq1_s(w, d8, qs8, bsums8, grid_v, ksigns, out):
+def _matvec_rows(type_id, w, d8, qs8, bsums8, grid_v, ksigns, out):
     # out[t, r] = dot(weight row r, activation row t); each weight row owned by one thread
     for r in prange(w.shape[0]):
         for t in range(d8.shape[0]):
-            out[t, r] = _vec_dot_iq1_s(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
+            if type_id == IQ1_S_ID:
+                out[t, r] = _vec_dot_iq1_s(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
+            else:
+                out[t, r] = _vec_dot_iq1_m(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _dequantize_rows_iq1_m(data, cols, grid_v, ksigns):
-    out = np.empty((data.shape[0], cols), dtype=np.float32)
-    for r in prange(data.shape[0]):
-        for i in range(cols // QK_K):
-            _dq_iq1_m(data[r, i * IQ1_M_SIZE:(i + 1) * IQ1_M_SIZE], out[r, i * QK_K:(i + 1) * QK_K], grid_v, ksigns)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def _quantize_rows_iq1_m(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
-    for r in prange(x.shape[0]):
-        _q_iq1_m_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
-
-
-@njit(cache=True, parallel=True)
-def _matvec_rows_iq1_m(w, d8, qs8, bsums8, grid_v, ksigns, out):
-    # out[t, r] = dot(weight row r, activation row t); each weight row owned by one thread
-    for r in prange(w.shape[0]):
-        for t in range(d8.shape[0]):
-            out[t, r] = _vec_dot_iq1_m(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
-
-
-# one row per type: its row drivers (dequantize, quantize, matvec)
-_KERNELS = {
-    "IQ1_S": (_dequantize_rows_iq1_s, _quantize_rows_iq1_s, _matvec_rows_iq1_s),
-    "IQ1_M": (_dequantize_rows_iq1_m, _quantize_rows_iq1_m, _matvec_rows_iq1_m),
-}
-for _name, (_dq, _q, _mv) in _KERNELS.items():
-    register_iq(_name, dequantize_rows=_dq, quantize_rows=_q, matvec_rows=_mv)
+for _name in ('IQ1_S', 'IQ1_M'):
+    register_iq(_name, dequantize_rows=_dequantize_rows, quantize_rows=_quantize_rows, matvec_rows=_matvec_rows)

@@ -14,7 +14,7 @@ from numba import njit, prange
 from ._common import (_find_best_neighbour, _pack_u, _round_levels, _signed, _split_signs, _sum_sq, _sumqx_q2,
                       _vmax, register_iq)
 from .._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, get_u32, nearest_int, put_u16, put_u32
-from llmtk.ggufio.constants import QK_K, type_traits
+from llmtk.ggufio.constants import QK_K, GGMLType, type_traits
 
 GROUP_MAX_EPS_IQ3_XXS = F32(1e-8)
 IQ3_XXS_SIZE = type_traits("IQ3_XXS").type_size
@@ -345,58 +345,44 @@ def _vec_dot_iq3_s(w, d8, q8, bsums8, grid_v, ksigns):
 
 
 # --- row drivers and registration -----------------------------------------------------------------
+# One driver per operation for the whole family; `type_id` (a GGMLType id) picks the block kernel.
+IQ3_XXS_ID = int(GGMLType.IQ3_XXS)
+IQ3_S_ID = int(GGMLType.IQ3_S)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _dequantize_rows_iq3_xxs(data, cols, grid_v, ksigns):
+def _dequantize_rows(type_id, data, cols, grid_v, ksigns):
+    ts = IQ3_XXS_SIZE if type_id == IQ3_XXS_ID else IQ3_S_SIZE
     out = np.empty((data.shape[0], cols), dtype=np.float32)
     for r in prange(data.shape[0]):
         for i in range(cols // QK_K):
-            _dq_iq3_xxs(data[r, i * IQ3_XXS_SIZE:(i + 1) * IQ3_XXS_SIZE], out[r, i * QK_K:(i + 1) * QK_K], grid_v, ksigns)
+            block, y = data[r, i * ts:(i + 1) * ts], out[r, i * QK_K:(i + 1) * QK_K]
+            if type_id == IQ3_XXS_ID:
+                _dq_iq3_xxs(block, y, grid_v, ksigns)
+            else:
+                _dq_iq3_s(block, y, grid_v, ksigns)
     return out
 
 
 @njit(cache=True, parallel=True)
-def _quantize_rows_iq3_xxs(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
+def _quantize_rows(type_id, x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
     for r in prange(x.shape[0]):
-        _q_iq3_xxs_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
+        if type_id == IQ3_XXS_ID:
+            _q_iq3_xxs_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
+        else:
+            _q_iq3_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
 
 
 @njit(cache=True, parallel=True)
-def _matvec_rows_iq3_xxs(w, d8, qs8, bsums8, grid_v, ksigns, out):
+def _matvec_rows(type_id, w, d8, qs8, bsums8, grid_v, ksigns, out):
     # out[t, r] = dot(weight row r, activation row t); each weight row owned by one thread
     for r in prange(w.shape[0]):
         for t in range(d8.shape[0]):
-            out[t, r] = _vec_dot_iq3_xxs(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
+            if type_id == IQ3_XXS_ID:
+                out[t, r] = _vec_dot_iq3_xxs(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
+            else:
+                out[t, r] = _vec_dot_iq3_s(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _dequantize_rows_iq3_s(data, cols, grid_v, ksigns):
-    out = np.empty((data.shape[0], cols), dtype=np.float32)
-    for r in prange(data.shape[0]):
-        for i in range(cols // QK_K):
-            _dq_iq3_s(data[r, i * IQ3_S_SIZE:(i + 1) * IQ3_S_SIZE], out[r, i * QK_K:(i + 1) * QK_K], grid_v, ksigns)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def _quantize_rows_iq3_s(x, qw, has_qw, out, levels, kmap, neigh, tabs, max_list):
-    for r in prange(x.shape[0]):
-        _q_iq3_s_row(x[r], qw, has_qw, out[r], levels, kmap, neigh, tabs, max_list)
-
-
-@njit(cache=True, parallel=True)
-def _matvec_rows_iq3_s(w, d8, qs8, bsums8, grid_v, ksigns, out):
-    # out[t, r] = dot(weight row r, activation row t); each weight row owned by one thread
-    for r in prange(w.shape[0]):
-        for t in range(d8.shape[0]):
-            out[t, r] = _vec_dot_iq3_s(w[r], d8[t], qs8[t], bsums8[t], grid_v, ksigns)
-
-
-# one row per type: its row drivers (dequantize, quantize, matvec)
-_KERNELS = {
-    "IQ3_XXS": (_dequantize_rows_iq3_xxs, _quantize_rows_iq3_xxs, _matvec_rows_iq3_xxs),
-    "IQ3_S": (_dequantize_rows_iq3_s, _quantize_rows_iq3_s, _matvec_rows_iq3_s),
-}
-for _name, (_dq, _q, _mv) in _KERNELS.items():
-    register_iq(_name, dequantize_rows=_dq, quantize_rows=_q, matvec_rows=_mv)
+for _name in ('IQ3_XXS', 'IQ3_S'):
+    register_iq(_name, dequantize_rows=_dequantize_rows, quantize_rows=_quantize_rows, matvec_rows=_matvec_rows)
