@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import gguf
 import numpy as np
 
-from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, Key, LlamaFileType, row_size
+from llmtk.ggufio.constants import GGML_QUANTIZATION_VERSION, GGML_TYPE_TRAITS, GGMLType, Key, LlamaFileType, row_size
 from llmtk.errors import InputError, LlmtkError, ShapeError
 
 from .registry import ARCHITECTURES
@@ -319,14 +319,14 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
         kv.str(gguf.Keys.General.TYPE, "model")
         md.write(kv)
         conv.set_gguf_parameters(kv)
-        kv.u32(gguf.Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION)
+        kv.u32(Key.QUANTIZATION_VERSION, GGML_QUANTIZATION_VERSION)
         conv.set_vocab(kv)
 
         if out.mix is not None:
             planned = _apply_mix(planned, kv, out, base, imat is not None)
             # as llama-quantize sets them on the `auto` output: removed and appended at the end
-            for key, value in ((gguf.Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION),
-                               (gguf.Keys.General.FILE_TYPE, int(out.ftype))):
+            for key, value in ((Key.QUANTIZATION_VERSION, GGML_QUANTIZATION_VERSION),
+                               (Key.FILE_TYPE, int(out.ftype))):
                 kv.remove(key)
                 kv.u32(key, value)
             if imat:

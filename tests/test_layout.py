@@ -162,7 +162,9 @@ def test_gguf_keys_are_spelled_in_one_place(module):
 def test_keys_agree_with_the_gguf_package():
     import gguf
 
-    from llmtk.ggufio.constants import Key, TokenizerKey
+    from llmtk.ggufio.constants import GGML_QUANTIZATION_VERSION, Key, TokenizerKey
+
+    assert GGML_QUANTIZATION_VERSION == gguf.GGML_QUANT_VERSION
 
     theirs = {"ALIGNMENT": gguf.Keys.General.ALIGNMENT, "ARCHITECTURE": gguf.Keys.General.ARCHITECTURE,
               "TYPE": gguf.Keys.General.TYPE, "NAME": gguf.Keys.General.NAME,
