@@ -104,11 +104,25 @@ def fp32_to_bf16_bits(u):
     return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16) & 0xFFFF
 
 
+@intrinsic
+def _f32_bits_i32(typingctx, x):
+    """The IEEE bits of a float32 as an int32 (C's union pun)."""
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+        return types.int32(x), codegen
+    return None
+
+
 @njit(cache=True, inline="always")
 def nearest_int(fval):
-    """ggml's nearest_int: round half to even through the 1.5 * 2^23 magic (float32 add)."""
+    """ggml's nearest_int: round half to even through the 1.5 * 2^23 magic (float32 add), keeping
+    the low 23 bits, so out-of-range values wrap as ggml's do (its assert is compiled out).
+
+    An int32, as in C: the searches' inner loops over 16-32 values then vectorise twice as wide
+    as with int64 (about 10% of a K-quant quantize)."""
     val = fval + F32(12582912.0)
-    return (f32_bits(val) & 0x007FFFFF) - 0x00400000
+    return np.int32((_f32_bits_i32(val) & np.int32(0x007FFFFF)) - np.int32(0x00400000))
 
 
 @njit(cache=True, inline="always")

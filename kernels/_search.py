@@ -27,8 +27,8 @@ llvm.set_option("", "-x86-cmov-converter=false")
 
 # numba keys a cached kernel on its own file's mtime and size, so an importer that inlines these
 # keeps stale machine code after an edit here: bump this, edit (touch) the importers, or delete
-# kernels/**/__pycache__/*.nb[ic]. 2: moved from _kquant_search, nearest_int now returns int64.
-CACHE_VERSION = 2
+# kernels/**/__pycache__/*.nb[ic]. 2: moved from _kquant_search. 3: trials evaluated together, int32 nearest_int.
+CACHE_VERSION = 3
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -56,12 +56,18 @@ def _sum2(p1, p2, n):
     return s1, s2
 
 
+# make_qx_quants tries 18 scales (is = -9..9 but 0); their sums are gathered in one pass over the
+# values (each still accumulated in ggml's index order), which vectorises across the trials.
+QX_TRIALS = 18
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, ws):
-    """`make_qx_quants` with a float32 workspace `ws` of at least 4*n values (no allocation).
+    """`make_qx_quants` with a float32 workspace `ws` of at least `qx_workspace(n)` values.
 
-    The per-element products are computed in a loop of their own (vectorisable) and summed
-    afterwards in index order, which is exactly ggml's sequence of float32 roundings.
+    Every trial's sums are ggml's (float32, index order), so the chosen scale and L are ggml's:
+    the trials are evaluated together and then accepted in ggml's order, and L is rounded once
+    with the last accepted scale, which is what ggml's running updates leave behind.
     """
     vmax = np.float32(0.0)
     amax = np.float32(0.0)
@@ -86,39 +92,54 @@ def make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, ws):
         return_early = True
     w = ws[0:n]
     wx = ws[n:2 * n]
-    p1 = ws[2 * n:3 * n]
-    p2 = ws[3 * n:4 * n]
+    isc = ws[2 * n:2 * n + QX_TRIALS]
+    slx = ws[2 * n + QX_TRIALS:2 * n + 2 * QX_TRIALS]
+    sl2 = ws[2 * n + 2 * QX_TRIALS:2 * n + 3 * QX_TRIALS]
     for i in range(n):
         wi = _weight_of(x, qw, i, rmse_type)
         w[i] = wi
         wx[i] = wi * x[i]
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
     for i in range(n):
         l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
         L[i] = l + nmax
         fl = np.float32(l)
-        p1[i] = wx[i] * fl          # w*x[i]*l
-        p2[i] = w[i] * fl * fl      # w*l*l
-    sumlx, suml2 = _sum2(p1, p2, n)
+        sumlx += wx[i] * fl          # w*x[i]*l
+        suml2 += w[i] * fl * fl      # w*l*l
     scale = sumlx / suml2 if suml2 != 0 else np.float32(0.0)
     if return_early:
         return np.float32(0.5) * (scale + np.float32(1.0) / iscale) if suml2 > 0 else np.float32(1.0) / iscale
     best = scale * sumlx
-    for is_ in range(-9, 10):
-        if is_ == 0:
-            continue
-        iscale = -(np.float32(nmax) + np.float32(0.1) * np.float32(is_)) / vmax
+    for k in range(QX_TRIALS):
+        is_ = k - 9 if k < 9 else k - 8
+        isc[k] = -(np.float32(nmax) + np.float32(0.1) * np.float32(is_)) / vmax
+        slx[k] = np.float32(0.0)
+        sl2[k] = np.float32(0.0)
+    for i in range(n):
+        xi = x[i]
+        wi = w[i]
+        wxi = wx[i]
+        for k in range(QX_TRIALS):
+            fl = np.float32(max(-nmax, min(nmax - 1, nearest_int(isc[k] * xi))))
+            slx[k] += wxi * fl
+            sl2[k] += wi * fl * fl
+    chosen = -1
+    for k in range(QX_TRIALS):
+        if sl2[k] > 0 and slx[k] * slx[k] > best * sl2[k]:
+            chosen = k
+            scale = slx[k] / sl2[k]
+            best = scale * slx[k]
+    if chosen >= 0:
         for i in range(n):
-            fl = np.float32(max(-nmax, min(nmax - 1, nearest_int(iscale * x[i]))))
-            p1[i] = wx[i] * fl
-            p2[i] = w[i] * fl * fl
-        sumlx, suml2 = _sum2(p1, p2, n)
-        if suml2 > 0 and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                l = nearest_int(iscale * x[i])
-                L[i] = nmax + max(-nmax, min(nmax - 1, l))
-            scale = sumlx / suml2
-            best = scale * sumlx
+            L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(isc[chosen] * x[i])))
     return scale
+
+
+@njit(cache=True, inline="always")
+def qx_workspace(n):
+    """Floats of workspace `make_qx_quants_ws` needs for `n` values."""
+    return 2 * n + 3 * QX_TRIALS
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -126,7 +147,7 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     """ggml `make_qx_quants`: symmetric scale search, L (int8) in [0, 2*nmax). Returns scale.
 
     qw: importance weights, or an empty array for C's NULL (weights from `rmse_type`)."""
-    return make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, np.empty(4 * n, dtype=np.float32))
+    return make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, np.empty(qx_workspace(n), dtype=np.float32))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -234,26 +255,24 @@ def _search_error(diff, use_mad):
     return np.abs(diff) if use_mad else diff * diff
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def _qkx_error(n, x, w, Lq, scale, vmin, use_mad, p):
-    # sum of w * err(scale*L + min - x) in index order
-    for i in range(n):
-        diff = scale * np.float32(Lq[i]) + vmin - x[i]
-        p[i] = w[i] * _search_error(diff, use_mad)
-    e = np.float32(0.0)
-    for i in range(n):
-        e += p[i]
-    return e
+# make_qkx2/3_quants try nstep+1 scales in turn, and a winner moves `min`, which every later trial
+# uses. Trials are evaluated QKX_CHUNK at a time with the current `min` (each sum in ggml's index
+# order, vectorised across the trials) and accepted in ggml's order; after an acceptance the
+# evaluation restarts at the next trial with the new `min`, so the result is ggml's.
+QKX_CHUNK = 16
+
+
+@njit(cache=True, inline="always")
+def qkx_workspace(n):
+    """Floats of workspace `make_qkx2_quants_ws` / `make_qkx3_quants_ws` need for `n` values."""
+    return 7 * QKX_CHUNK + n
 
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, empty_if_le):
     # the body shared by make_qkx2_quants and make_qkx3_quants once the weights `w` exist;
-    # ws holds 4*n floats. `empty_if_le`: qkx3 gives up when max <= min, qkx2 when max == min
-    xm = ws[0:n]
-    p1 = ws[n:2 * n]
-    p2 = ws[2 * n:3 * n]
-    p3 = ws[3 * n:4 * n]
+    # ws holds 7*QKX_CHUNK floats. `empty_if_le`: qkx3 gives up when max <= min, qkx2 when
+    # max == min. Laux is not needed: L is rounded once with each accepted scale.
     vmin = x[0]
     vmax = x[0]
     sum_w = w[0]
@@ -273,53 +292,77 @@ def _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, empty_
         return np.float32(0.0), -vmin
     iscale = np.float32(nmax) / (vmax - vmin)
     scale = np.float32(1.0) / iscale
+    best_error = np.float32(0.0)
     for i in range(n):
-        xm[i] = x[i] - vmin
-    for i in range(n):
-        L[i] = max(0, min(nmax, nearest_int(iscale * xm[i])))
-    best_error = _qkx_error(n, x, w, L, scale, vmin, use_mad, p1)
+        l = max(0, min(nmax, nearest_int(iscale * (x[i] - vmin))))
+        L[i] = l
+        diff = scale * np.float32(l) + vmin - x[i]
+        best_error += w[i] * _search_error(diff, use_mad)
     if nstep < 1:
         return scale, -vmin
-    for is_ in range(nstep + 1):
-        # ggml moves `min` when a step wins, so later steps use the new one (xm follows)
-        iscale = (rmin + rdelta * np.float32(is_) + np.float32(nmax)) / (vmax - vmin)
+    isc = ws[0:QKX_CHUNK]
+    s_l = ws[QKX_CHUNK:2 * QKX_CHUNK]
+    s_l2 = ws[2 * QKX_CHUNK:3 * QKX_CHUNK]
+    s_xl = ws[3 * QKX_CHUNK:4 * QKX_CHUNK]
+    tsc = ws[4 * QKX_CHUNK:5 * QKX_CHUNK]
+    tmn = ws[5 * QKX_CHUNK:6 * QKX_CHUNK]
+    err = ws[6 * QKX_CHUNK:7 * QKX_CHUNK]
+    is0 = 0
+    while is0 <= nstep:
+        cnt = min(QKX_CHUNK, nstep + 1 - is0)
+        for k in range(cnt):
+            isc[k] = (rmin + rdelta * np.float32(is0 + k) + np.float32(nmax)) / (vmax - vmin)
+            s_l[k] = np.float32(0.0)
+            s_l2[k] = np.float32(0.0)
+            s_xl[k] = np.float32(0.0)
+            err[k] = np.float32(0.0)
         for i in range(n):
-            l = max(0, min(nmax, nearest_int(iscale * xm[i])))
-            Laux[i] = l
-            fl = np.float32(l)
-            wl = w[i] * fl
-            p1[i] = wl               # w*l
-            p2[i] = wl * fl          # w*l*l
-            p3[i] = wl * x[i]        # w*l*x[i]
-        sum_l = np.float32(0.0)
-        sum_l2 = np.float32(0.0)
-        sum_xl = np.float32(0.0)
-        for i in range(n):
-            sum_l += p1[i]
-            sum_l2 += p2[i]
-            sum_xl += p3[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
-        if D > 0:
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            xi = x[i]
+            xm = xi - vmin
+            wi = w[i]
+            for k in range(cnt):
+                fl = np.float32(max(0, min(nmax, nearest_int(isc[k] * xm))))
+                wl = wi * fl
+                s_l[k] += wl               # w*l
+                s_l2[k] += wl * fl         # w*l*l
+                s_xl[k] += wl * xi         # w*l*x[i]
+        for k in range(cnt):
+            D = sum_w * s_l2[k] - s_l[k] * s_l[k]
+            this_scale = (sum_w * s_xl[k] - sum_x * s_l[k]) / D
+            this_min = (s_l2[k] * sum_x - s_l[k] * s_xl[k]) / D
             if this_min > 0:
                 this_min = np.float32(0.0)
-                this_scale = sum_xl / sum_l2
-            cur_error = _qkx_error(n, x, w, Laux, this_scale, this_min, use_mad, p1)
-            if cur_error < best_error:
-                for i in range(n):
-                    L[i] = Laux[i]
-                best_error = cur_error
-                scale = this_scale
-                vmin = this_min
-                for i in range(n):
-                    xm[i] = x[i] - vmin
+                this_scale = s_xl[k] / s_l2[k]
+            tsc[k] = this_scale
+            tmn[k] = this_min
+        for i in range(n):
+            xi = x[i]
+            xm = xi - vmin
+            wi = w[i]
+            for k in range(cnt):
+                fl = np.float32(max(0, min(nmax, nearest_int(isc[k] * xm))))
+                err[k] += wi * _search_error(tsc[k] * fl + tmn[k] - xi, use_mad)
+        accepted = -1
+        for k in range(cnt):
+            D = sum_w * s_l2[k] - s_l[k] * s_l[k]
+            if D > 0 and err[k] < best_error:
+                accepted = k
+                break
+        if accepted < 0:
+            is0 += cnt
+            continue
+        for i in range(n):
+            L[i] = max(0, min(nmax, nearest_int(isc[accepted] * (x[i] - vmin))))
+        best_error = err[accepted]
+        scale = tsc[accepted]
+        vmin = tmn[accepted]
+        is0 += accepted + 1
     return scale, -vmin
 
 
 @njit(cache=True, error_model="numpy", inline="always")
 def make_qkx2_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws):
-    """`make_qkx2_quants` with a float32 workspace of at least 4*n values (no allocation)."""
+    """`make_qkx2_quants` with a float32 workspace of at least `qkx_workspace(n)` values."""
     return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws, False)
 
 
@@ -330,15 +373,15 @@ def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
     L, Laux: uint8 arrays; rmin, rdelta: float32. Returns (scale, the_min) with the_min = -min.
     """
     return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad,
-                       np.empty(4 * n, dtype=np.float32), False)
+                       np.empty(qkx_workspace(n), dtype=np.float32), False)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
 def make_qkx3_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws):
-    """`make_qkx3_quants` with a float32 workspace of at least 5*n values (no allocation)."""
+    """`make_qkx3_quants` with a float32 workspace of at least `qkx_workspace(n)` values."""
     if weights.size:
         return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws, True)
-    w = ws[4 * n:5 * n]
+    w = ws[7 * QKX_CHUNK:7 * QKX_CHUNK + n]
     for i in range(n):
         w[i] = x[i] * x[i]
     return _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, True)
@@ -351,7 +394,7 @@ def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
     Returns (scale, the_min) with the_min = -min.
     """
     return make_qkx3_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad,
-                               np.empty(5 * n, dtype=np.float32))
+                               np.empty(qkx_workspace(n), dtype=np.float32))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
