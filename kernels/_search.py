@@ -27,8 +27,8 @@ llvm.set_option("", "-x86-cmov-converter=false")
 
 # numba keys a cached kernel on its own file's mtime and size, so an importer that inlines these
 # keeps stale machine code after an edit here: bump this, edit (touch) the importers, or delete
-# kernels/**/__pycache__/*.nb[ic]. 2: moved from _kquant_search. 3: trials evaluated together, int32 nearest_int.
-CACHE_VERSION = 3
+# kernels/**/__pycache__/*.nb[ic]. 2: moved from _kquant_search. 3: trials evaluated together, int32 nearest_int. 4: qkx2 trials in turn again.
+CACHE_VERSION = 4
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -256,23 +256,30 @@ def _search_error(diff, use_mad):
 
 
 # make_qkx2/3_quants try nstep+1 scales in turn, and a winner moves `min`, which every later trial
-# uses. Trials are evaluated QKX_CHUNK at a time with the current `min` (each sum in ggml's index
-# order, vectorised across the trials) and accepted in ggml's order; after an acceptance the
-# evaluation restarts at the next trial with the new `min`, so the result is ggml's.
+# uses. make_qkx3_quants (the weighted searches, where wins are rare) evaluates QKX_CHUNK trials at
+# a time with the current `min` (each sum in ggml's index order, vectorised across the trials) and
+# accepts in ggml's order, restarting after a win at the next trial with the new `min`, so the
+# result is ggml's; make_qkx2_quants, whose trials often win, takes them one after the other.
 QKX_CHUNK = 16
 
 
 @njit(cache=True, inline="always")
 def qkx_workspace(n):
     """Floats of workspace `make_qkx2_quants_ws` / `make_qkx3_quants_ws` need for `n` values."""
-    return 7 * QKX_CHUNK + n
+    return _qkx_scratch(n) + n
+
+
+@njit(cache=True, inline="always")
+def _qkx_scratch(n):
+    # the trial scratch: 7 rows of QKX_CHUNK (chunked) or 4 arrays of n values (in turn)
+    return max(7 * QKX_CHUNK, 4 * n)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, empty_if_le):
+def _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, empty_if_le, chunked):
     # the body shared by make_qkx2_quants and make_qkx3_quants once the weights `w` exist;
-    # ws holds 7*QKX_CHUNK floats. `empty_if_le`: qkx3 gives up when max <= min, qkx2 when
-    # max == min. Laux is not needed: L is rounded once with each accepted scale.
+    # ws holds _qkx_scratch(n) floats. `empty_if_le`: qkx3 gives up when max <= min, qkx2 when
+    # max == min. `chunked` picks how the trials are evaluated (the result is the same).
     vmin = x[0]
     vmax = x[0]
     sum_w = w[0]
@@ -300,6 +307,17 @@ def _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, empty_
         best_error += w[i] * _search_error(diff, use_mad)
     if nstep < 1:
         return scale, -vmin
+    if chunked:
+        return _qkx_trials_chunked(n, nmax, x, w, L, rmin, rdelta, nstep, use_mad, ws,
+                                   vmin, vmax, sum_w, sum_x, scale, best_error)
+    return _qkx_trials_in_turn(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws,
+                               vmin, vmax, sum_w, sum_x, scale, best_error)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _qkx_trials_chunked(n, nmax, x, w, L, rmin, rdelta, nstep, use_mad, ws, vmin, vmax, sum_w, sum_x,
+                        scale, best_error):
+    # QKX_CHUNK trials at a time; pays off where acceptances are rare (weighted searches)
     isc = ws[0:QKX_CHUNK]
     s_l = ws[QKX_CHUNK:2 * QKX_CHUNK]
     s_l2 = ws[2 * QKX_CHUNK:3 * QKX_CHUNK]
@@ -361,9 +379,59 @@ def _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, empty_
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def _qkx_trials_in_turn(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, vmin, vmax, sum_w, sum_x,
+                        scale, best_error):
+    # one trial after the other, as ggml's loop; cheaper where many trials win (make_qkx2_quants)
+    xm = ws[0:n]
+    p1 = ws[n:2 * n]
+    p2 = ws[2 * n:3 * n]
+    p3 = ws[3 * n:4 * n]
+    for i in range(n):
+        xm[i] = x[i] - vmin
+    for is_ in range(nstep + 1):
+        iscale = (rmin + rdelta * np.float32(is_) + np.float32(nmax)) / (vmax - vmin)
+        for i in range(n):
+            l = max(0, min(nmax, nearest_int(iscale * xm[i])))
+            Laux[i] = l
+            fl = np.float32(l)
+            wl = w[i] * fl
+            p1[i] = wl               # w*l
+            p2[i] = wl * fl          # w*l*l
+            p3[i] = wl * x[i]        # w*l*x[i]
+        sum_l = np.float32(0.0)
+        sum_l2 = np.float32(0.0)
+        sum_xl = np.float32(0.0)
+        for i in range(n):
+            sum_l += p1[i]
+            sum_l2 += p2[i]
+            sum_xl += p3[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = np.float32(0.0)
+                this_scale = sum_xl / sum_l2
+            for i in range(n):
+                p1[i] = w[i] * _search_error(this_scale * np.float32(Laux[i]) + this_min - x[i], use_mad)
+            cur_error = np.float32(0.0)
+            for i in range(n):
+                cur_error += p1[i]
+            if cur_error < best_error:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best_error = cur_error
+                scale = this_scale
+                vmin = this_min
+                for i in range(n):
+                    xm[i] = x[i] - vmin
+    return scale, -vmin
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def make_qkx2_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws):
     """`make_qkx2_quants` with a float32 workspace of at least `qkx_workspace(n)` values."""
-    return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws, False)
+    return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws, False, False)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -373,18 +441,18 @@ def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
     L, Laux: uint8 arrays; rmin, rdelta: float32. Returns (scale, the_min) with the_min = -min.
     """
     return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad,
-                       np.empty(qkx_workspace(n), dtype=np.float32), False)
+                       np.empty(qkx_workspace(n), dtype=np.float32), False, False)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
 def make_qkx3_quants_ws(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws):
     """`make_qkx3_quants` with a float32 workspace of at least `qkx_workspace(n)` values."""
     if weights.size:
-        return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws, True)
-    w = ws[7 * QKX_CHUNK:7 * QKX_CHUNK + n]
+        return _qkx_search(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, ws, True, True)
+    w = ws[_qkx_scratch(n):_qkx_scratch(n) + n]
     for i in range(n):
         w[i] = x[i] * x[i]
-    return _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, True)
+    return _qkx_search(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, ws, True, True)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
