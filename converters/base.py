@@ -13,6 +13,7 @@ at a time.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
@@ -21,7 +22,8 @@ import gguf
 import numpy as np
 
 from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, LlamaFileType, row_size
-from llmtk.errors import InputError, UnsupportedError
+from llmtk.errors import InputError, ShapeError, UnsupportedError
+from llmtk.ggufio.reader import escape_control
 
 from . import vocab as V
 from .kv import KVStore
@@ -41,6 +43,108 @@ ALWAYS_F32 = ("blk.{bid}.ffn_gate_inp", "blk.{bid}.ffn_gate_inp_shexp", "positio
 
 # tensors llama.cpp drops by name suffix (attention masks, rotary caches)
 SKIPPED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json schema: what the converters read, with types and ranges. Counts are bounded so a
+# hostile config cannot make the converter loop or allocate without end (a 1e9-layer tensor map,
+# 2^63 pad tokens); f32 values must be finite and fit a float32.
+# ---------------------------------------------------------------------------------------------
+
+MAX_LAYERS = 1 << 12      # no published model comes near; the tensor map grows with it
+MAX_VOCAB = 1 << 20       # pad tokens are appended up to vocab_size
+MAX_WIDTH = 1 << 20       # hidden, FFN and head sizes
+MAX_HEADS = 1 << 14
+MAX_EXPERTS = 1 << 12
+U32_MAX = (1 << 32) - 1
+F32_MAX = 3.4028234663852886e38
+
+# key -> (kind, low, high); kind "int" (not bool), "float" (int or float), "bool", "str",
+# "object", "list"; None values are always accepted (transformers' "unset").
+CONFIG_SCHEMA: dict[str, tuple[str, float, float]] = {
+    **{k: ("int", 1, MAX_LAYERS) for k in ("n_layers", "num_hidden_layers", "n_layer", "num_layers")},
+    **{k: ("int", 1, MAX_WIDTH) for k in ("hidden_size", "n_embd", "dim", "head_dim")},
+    **{k: ("int", 0, MAX_WIDTH) for k in ("intermediate_size", "prefix_dense_intermediate_size",
+                                          "dense_intermediate_size", "n_inner", "hidden_dim",
+                                          "moe_intermediate_size", "shared_expert_intermediate_size")},
+    **{k: ("int", 1, MAX_HEADS) for k in ("num_attention_heads", "n_head", "n_heads", "num_key_value_heads",
+                                          "n_kv_heads", "n_head_kv")},
+    "vocab_size": ("int", 1, MAX_VOCAB),
+    **{k: ("int", 0, U32_MAX) for k in ("max_position_embeddings", "n_ctx", "n_positions", "max_length",
+                                        "max_sequence_length", "model_max_length",
+                                        "original_max_position_embeddings", "sliding_window",
+                                        "sliding_window_pattern")},
+    **{k: ("int", 0, MAX_EXPERTS) for k in ("num_local_experts", "num_experts", "n_routed_experts",
+                                            "num_experts_per_tok", "num_experts_per_token", "top_k_experts")},
+    **{k: ("float", 0, F32_MAX) for k in ("rms_norm_eps", "norm_eps", "layer_norm_eps", "layer_norm_epsilon",
+                                          "norm_epsilon", "final_logit_softcapping", "attn_logit_softcapping")},
+    **{k: ("float", 0, F32_MAX) for k in ("global_rope_theta", "rope_global_theta", "rope_theta_global",
+                                          "rope_theta", "rotary_emb_base", "local_rope_theta", "rope_local_theta",
+                                          "rope_theta_local", "swa_rope_theta", "rope_local_base_freq")},
+    **{k: ("float", 0, 1) for k in ("partial_rotary_factor", "rope_pct", "rope_percent")},
+    **{k: ("object", 0, 0) for k in ("rope_scaling", "rope_parameters", "text_config")},
+    "tie_word_embeddings": ("bool", 0, 0),
+    "is_causal": ("bool", 0, 0),
+    **{k: ("str", 0, 0) for k in ("score_function", "scoring_func", "score_func")},
+}
+# inside rope_scaling / rope_parameters (and their full_attention / sliding_attention parts)
+ROPE_SCHEMA: dict[str, tuple[str, float, float]] = {
+    "rope_type": ("str", 0, 0), "type": ("str", 0, 0),
+    "factor": ("float", 0, F32_MAX), "rope_theta": ("float", 0, F32_MAX),
+    "partial_rotary_factor": ("float", 0, 1),
+    "original_max_position_embeddings": ("int", 1, U32_MAX),
+    **{k: ("float", -F32_MAX, F32_MAX) for k in ("extrapolation_factor", "attention_factor", "attn_factor",
+                                                 "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor")},
+    "long_factor": ("list", 0, 0), "short_factor": ("list", 0, 0),
+    "full_attention": ("object", 0, 0), "sliding_attention": ("object", 0, 0),
+}
+_KIND_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "object": "an object", "list": "a list"}
+
+
+def _check_value(where: str, key: str, v: Any, kind: str, lo: float, hi: float) -> None:
+    ok = {"int": lambda: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "bool": lambda: isinstance(v, bool), "str": lambda: isinstance(v, str),
+          "object": lambda: isinstance(v, dict), "list": lambda: isinstance(v, list)}[kind]()
+    shown = escape_control(repr(v))[:60]
+    if not ok:
+        raise InputError(f"{where}: '{escape_control(key)}' is {shown}, expected {_KIND_NAMES[kind]}")
+    if kind in ("int", "float"):
+        if kind == "float" and not math.isfinite(v):
+            raise InputError(f"{where}: '{escape_control(key)}' is {shown}, expected a finite number")
+        if not lo <= v <= hi:
+            raise InputError(f"{where}: '{escape_control(key)}' is {shown}, expected {lo:g}..{hi:g}")
+    if kind == "list":
+        for x in v:
+            if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x) or abs(x) > F32_MAX:
+                raise InputError(f"{where}: '{escape_control(key)}' holds {escape_control(repr(x))[:40]}, "
+                                 "expected finite numbers")
+
+
+def _check_rope(where: str, key: str, rope: dict[str, Any], depth: int = 0) -> None:
+    for k, v in rope.items():
+        if k in ROPE_SCHEMA and v is not None:
+            _check_value(where, f"{key}.{k}", v, *ROPE_SCHEMA[k])
+            if isinstance(v, dict) and depth == 0:
+                _check_rope(where, f"{key}.{k}", v, depth + 1)
+
+
+def validate_config(config: Any, where: str) -> None:
+    """Check config.json (and its `text_config`) against `CONFIG_SCHEMA`: every key the converters
+    read has the right type and a plausible range; `where` names the file in messages."""
+    if not isinstance(config, dict):
+        raise InputError(f"{where}: is a JSON {type(config).__name__}, expected an object")
+    for part, cfg in (("", config), ("text_config.", config.get("text_config"))):
+        if not isinstance(cfg, dict):
+            continue
+        for key, (kind, lo, hi) in CONFIG_SCHEMA.items():
+            v = cfg.get(key)
+            if v is not None:
+                _check_value(where, part + key, v, kind, lo, hi)
+        for key in ("rope_scaling", "rope_parameters"):
+            if isinstance(cfg.get(key), dict):
+                _check_rope(where, part + key, cfg[key])
 
 
 @dataclass
@@ -75,8 +179,12 @@ class ModelConverter:
         self.hparams = hparams
         self.ftype = LlamaFileType.MOSTLY_F16
         self.block_count = int(self.find_hparam(["n_layers", "num_hidden_layers", "n_layer", "num_layers"]))
+        self.check_hparams()
         self._names = self._expand_tensor_map()
         rp = self.hparams.get("rope_parameters", self.hparams.get("rope_scaling")) or {}
+        if not isinstance(rp, dict):
+            raise InputError(f"{self.hf_dir / 'config.json'}: rope_scaling is {escape_control(repr(rp))[:40]}, "
+                             "expected an object")
         self.rope_parameters: dict[str, Any] = dict(rp)
         theta = self.find_hparam(["global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta",
                                   "rotary_emb_base"], optional=True)
@@ -109,6 +217,18 @@ class ModelConverter:
         if hp.get("num_key_value_heads") is None and hp.get("num_attention_heads") is not None:
             hp["num_key_value_heads"] = hp["num_attention_heads"]
         return hp
+
+    def check_hparams(self) -> None:
+        """The completed hparams are consistent: the head count divides the width, kv heads
+        divide heads, and the values the converter writes are present."""
+        where = str(self.hf_dir / "config.json")
+        n_embd = self.find_hparam(["hidden_size", "n_embd", "dim"])
+        n_head = self.find_hparam(["num_attention_heads", "n_head", "n_heads"])
+        n_kv = self.find_hparam(["num_key_value_heads", "n_kv_heads", "n_head_kv"], optional=True)
+        if self.hparams.get("head_dim") is None and n_embd % n_head:
+            raise InputError(f"{where}: hidden_size {n_embd} is not a multiple of num_attention_heads {n_head}")
+        if n_kv is not None and n_head % n_kv:
+            raise InputError(f"{where}: num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_kv}")
 
     def find_hparam(self, keys: Iterable[str], optional: bool = False) -> Any:
         for k in keys:
@@ -247,8 +367,16 @@ class ModelConverter:
         if len(layer) < n_experts * len(names):
             return
         for template, merged in names:
-            parts = [layer.pop(template.format(bid=bid, xid=x)) for x in range(n_experts)]
-            yield self.map_tensor_name(merged.format(bid=bid)), LazyTensor.stack(parts)
+            try:
+                parts = [layer.pop(template.format(bid=bid, xid=x)) for x in range(n_experts)]
+            except KeyError as e:
+                raise InputError(f"{self.hf_dir}: expert tensor {e} of block {bid} is missing "
+                                 f"({n_experts} experts in config.json)") from None
+            try:
+                stacked = LazyTensor.stack(parts)
+            except ShapeError as e:
+                raise ShapeError(f"{self.hf_dir}: {merged.format(bid=bid)}: {e}") from None
+            yield self.map_tensor_name(merged.format(bid=bid)), stacked
 
     def check_buffers_empty(self, buffers: dict[int, dict[str, LazyTensor]]) -> None:
         left = [k for d in buffers.values() for k in d]

@@ -6,8 +6,10 @@ writer does (Gemma 3 overwrites several generic hyperparameters that way).
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Iterator, Sequence
 
+from llmtk.errors import InputError
 from llmtk.ggufio.constants import GGUFValueType as VT
 
 KVEntry = tuple[Any, VT, "VT | None"]
@@ -24,14 +26,18 @@ class KVStore:
         self.items[key.format(arch=self.arch)] = (value, vtype, item)
 
     def u32(self, key: str, value: int) -> None:
-        if not 0 <= int(value) < 1 << 32:
-            raise ValueError(f"{key.format(arch=self.arch)}={value} does not fit uint32")
+        if not isinstance(value, numbers.Integral) or not 0 <= int(value) < 1 << 32:
+            raise InputError(f"{key.format(arch=self.arch)} = {value!r:.40} does not fit uint32")
         self._put(key, int(value), VT.UINT32)
 
     def i32(self, key: str, value: int) -> None:
+        if not isinstance(value, numbers.Integral) or not -(1 << 31) <= int(value) < 1 << 31:
+            raise InputError(f"{key.format(arch=self.arch)} = {value!r:.40} does not fit int32")
         self._put(key, int(value), VT.INT32)
 
     def f32(self, key: str, value: float) -> None:
+        if not isinstance(value, numbers.Real) or not abs(float(value)) <= 3.4028234663852886e38:
+            raise InputError(f"{key.format(arch=self.arch)} = {value!r:.40} is not a finite float32")
         self._put(key, float(value), VT.FLOAT32)
 
     def bool(self, key: str, value: bool) -> None:

@@ -13,6 +13,8 @@ from typing import Any, Iterable, Iterator
 import gguf
 import numpy as np
 
+from llmtk.errors import ShapeError
+
 from . import vocab as V
 from .base import KL, KR, ModelConverter
 from .kv import KVStore
@@ -71,7 +73,8 @@ class LlamaConverter(ModelConverter):
     @classmethod
     def complete_hparams(cls, config: dict[str, Any]) -> dict[str, Any]:
         hp = super().complete_hparams(config)
-        if cls.hparam_defaults is _LLAMA_DEFAULTS and hp.get("head_dim") is None:
+        if cls.hparam_defaults is _LLAMA_DEFAULTS and hp.get("head_dim") is None and \
+                hp.get("hidden_size") is not None and hp.get("num_attention_heads"):
             # LlamaConfig derives head_dim; Mistral's and Mixtral's configs leave it None
             hp["head_dim"] = hp["hidden_size"] // hp["num_attention_heads"]
         return hp
@@ -106,6 +109,11 @@ class LlamaConverter(ModelConverter):
     def modify_tensors(self, t: LazyTensor, name: str, bid: int | None) -> Iterator[tuple[str, LazyTensor]]:
         n_head = self.find_hparam(["n_heads", "num_attention_heads"])
         n_kv = self.find_hparam(["n_kv_heads", "num_key_value_heads"])
+        if self.undo_permute and name.endswith(("q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias")):
+            heads = n_head if "q_proj" in name or n_kv is None or n_head == n_kv else n_kv
+            if not t.shape or t.shape[0] % (2 * heads):
+                raise ShapeError(f"{self.hf_dir}: {name} has {t.shape[0] if t.shape else 0} rows, not a multiple of "
+                                 f"2 x {heads} heads (config.json)")
         if self.undo_permute:
             if name.endswith(("q_proj.weight", "q_proj.bias")):
                 t = t.map(lambda x: permute_rope(x, n_head, n_head))

@@ -143,10 +143,19 @@ def _model_card(hf_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _sampling_ok(gkey: str, v: Any) -> bool:
+    """A generation_config.json value llama.cpp's writer can store under `gkey`."""
+    if gkey == G.SAMPLING_SEQUENCE:
+        return isinstance(v, str)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= 3.4028234663852886e38:
+        return False
+    return gkey not in _INT_SAMPLING or (float(v).is_integer() and -(1 << 31) <= v < 1 << 31)
+
+
 def _json_or_empty(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -196,7 +205,7 @@ class ModelMetadata:
             if key == G.SAMPLING_SEQUENCE:
                 kv.str(key, value)
             elif key in _INT_SAMPLING:
-                kv.i32(key, value)
+                kv.i32(key, int(value))
             else:
                 kv.f32(key, value)
         kv.str(G.NAME, self.name or "")
@@ -233,8 +242,13 @@ def load_metadata(hf_dir: Path, total_params: int, shared: int, expert: int, n_e
                        ("license", ("license",)), ("license_name", ("license_name",)),
                        ("license_link", ("license_link",))):
         for k in keys:
-            if getattr(md, attr) is None and card.get(k) is not None:
-                setattr(md, attr, card[k])
+            v = card.get(k)
+            if attr == "license" and isinstance(v, list):
+                v = [str(x) for x in v if isinstance(x, (str, int, float))] or None
+            elif v is not None and not isinstance(v, str):
+                v = str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+            if getattr(md, attr) is None and v is not None:
+                setattr(md, attr, v)
     for attr, keys in (("tags", ("tags", "pipeline_tag")), ("languages", ("languages", "language"))):
         for k in keys:
             v = card.get(k)
@@ -242,6 +256,8 @@ def load_metadata(hf_dir: Path, total_params: int, shared: int, expert: int, n_e
                 continue
             cur = getattr(md, attr) or []
             for item in (v if isinstance(v, list) else [v]):
+                if not isinstance(item, str):
+                    continue  # a model card's YAML can hold anything; GGUF wants strings
                 if item not in cur:
                     cur.append(item)
             setattr(md, attr, cur)
@@ -253,7 +269,11 @@ def load_metadata(hf_dir: Path, total_params: int, shared: int, expert: int, n_e
     for keys, gkey in _SAMPLING:
         for k in keys:
             if gen.get(k) is not None:
-                md.sampling[gkey] = gen[k]
+                if _sampling_ok(gkey, gen[k]):
+                    md.sampling[gkey] = gen[k]
+                else:
+                    logger.warning("%s: ignoring %s = %.40r (not a %s)", hf_dir / "generation_config.json", k,
+                                   gen[k], "string" if gkey == G.SAMPLING_SEQUENCE else "number in range")
                 break
     if model_name is not None:
         md.name = model_name

@@ -23,7 +23,7 @@ from llmtk.ggufio.constants import GGML_QUANTIZATION_VERSION, GGML_TYPE_TRAITS, 
 from llmtk.errors import InputError, LlmtkError, ShapeError
 
 from .registry import ARCHITECTURES
-from .base import ALWAYS_F32, SKIPPED_SUFFIXES, ModelConverter, PlannedTensor
+from .base import ALWAYS_F32, SKIPPED_SUFFIXES, ModelConverter, PlannedTensor, validate_config
 from .kv import KVStore
 from .metadata import default_file_name, load_metadata
 from .source import Checkpoint, LazyTensor, open_checkpoint
@@ -86,16 +86,19 @@ def load_config(hf_dir: Path) -> tuple[dict[str, Any], str]:
         raise InputError(f"{hf_dir}: no config.json (is this a Hugging Face model folder?)")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-    archs = config.get("architectures") or (config.get("text_config") or {}).get("architectures")
-    if not archs or not isinstance(archs, list):
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise InputError(f"{path}: not valid JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    validate_config(config, str(path))
+    text_config = config.get("text_config")
+    archs = config.get("architectures") or (text_config.get("architectures") if isinstance(text_config, dict) else None)
+    if not archs or not isinstance(archs, list) or not isinstance(archs[0], str):
         raise InputError(f"{path}: has no 'architectures' list naming the model class")
     return config, archs[0]
 
 
 def _bid(name: str) -> int | None:
-    return next((int(p) for p in name.split(".") if p.isdecimal()), None)
+    # isdecimal() accepts other scripts' digits and any length; int() of 5,000 digits raises
+    return next((int(p) for p in name.split(".") if p.isascii() and p.isdigit() and len(p) <= 9), None)
 
 
 def _match_always_f32(name: str, bid: int | None) -> bool:
@@ -149,6 +152,9 @@ def plan_tensors(conv: ModelConverter, ckpt: Checkpoint) -> list[PlannedTensor]:
             continue
         bid = _bid(name)
         for new_name, data in conv.modify_tensors(t, name, bid):
+            if any(d == 0 for d in data.shape):
+                raise ShapeError(f"{conv.hf_dir}: tensor {name!r} has shape {list(data.shape)} with no elements; "
+                                 "GGUF tensors must not be empty")
             if new_name in seen:
                 raise InputError(f"{conv.hf_dir}: two checkpoint tensors map to GGUF tensor {new_name!r}")
             seen.add(new_name)

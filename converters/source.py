@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from llmtk.errors import InputError, UnsupportedError
+from llmtk.errors import InputError, ShapeError, UnsupportedError
+from llmtk.ggufio.reader import escape_control
 
 # safetensors dtype -> (numpy dtype of the stored bytes, bytes per value)
 _ST_DTYPES: dict[str, tuple[str, int]] = {
@@ -26,6 +27,8 @@ _ST_DTYPES: dict[str, tuple[str, int]] = {
     "I64": ("<i8", 8), "I32": ("<i4", 4), "I16": ("<i2", 2), "I8": ("i1", 1),
     "U8": ("u1", 1), "BOOL": ("?", 1),
 }
+# the safetensors library's own limit on the JSON header
+MAX_HEADER_BYTES = 100_000_000
 
 
 def bf16_to_f32(u16: np.ndarray) -> np.ndarray:
@@ -88,6 +91,13 @@ class LazyTensor:
     def stack(items: Sequence["LazyTensor"]) -> "LazyTensor":
         """Stack along a new first axis (experts), computed only when the result is read."""
         items = list(items)
+        if not items:
+            raise ShapeError("no expert tensors to stack")
+        for t in items[1:]:
+            # every expert must be the first one's shape: rows() indexes experts by its row count
+            if t.shape != items[0].shape or t.dtype != items[0].dtype:
+                raise ShapeError(f"expert tensors differ: {items[0].dtype} {list(items[0].shape)} and "
+                                 f"{t.dtype} {list(t.shape)}")
         shape = (len(items), *items[0].shape)
 
         def load() -> np.ndarray:
@@ -121,41 +131,46 @@ class SafetensorsFile:
 
     def __init__(self, path: Path):
         self.path = path
+        self._mm = None
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
                 raise InputError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
             (n_header,) = struct.unpack("<Q", head)
+            if n_header > MAX_HEADER_BYTES:
+                raise InputError(f"{path}: safetensors header of {n_header} bytes is larger than the "
+                                 f"{MAX_HEADER_BYTES}-byte limit")
             if 8 + n_header > size:
                 raise InputError(f"{path}: safetensors header of {n_header} bytes runs past the end of the "
                                  f"{size}-byte file")
             try:
                 header = json.loads(f.read(n_header))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise InputError(f"{path}: safetensors header is not valid JSON ({e})") from None
+            except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+                raise InputError(f"{path}: safetensors header is not valid JSON "
+                                 f"({escape_control(str(e).splitlines()[0] if str(e) else type(e).__name__)})") from None
         if not isinstance(header, dict):
             raise InputError(f"{path}: safetensors header is not a JSON object")
-        self._mm = None
         data_start = 8 + n_header
+        spans = []
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            spans.append((*_check_entry(path, name, meta, size - data_start), name))
+        spans.sort()
+        for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+            if b1 < e0 and b1 < e1:
+                raise InputError(f"{path}: tensors '{escape_control(n0)}' and '{escape_control(n1)}' overlap "
+                                 f"(bytes [{b0}, {e0}) and [{b1}, {e1}) of the data)")
         if size > data_start:
             with open(path, "rb") as f:
                 self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         tensors: dict[str, LazyTensor] = {}
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            dtype = meta.get("dtype")
-            if dtype not in _ST_DTYPES:
-                raise UnsupportedError(f"{path}: tensor {name!r} has dtype {dtype}; llmtk reads "
-                                       + ", ".join(_ST_DTYPES))
-            shape = tuple(int(d) for d in meta["shape"])
-            begin, end = (int(o) for o in meta["data_offsets"])
+        for begin, end, name in spans:
+            meta = header[name]
+            dtype, shape = meta["dtype"], tuple(meta["shape"])
             np_dtype, width = _ST_DTYPES[dtype]
-            n = int(np.prod(shape, dtype=np.int64))
-            if end - begin != n * width or data_start + end > size or begin < 0:
-                raise InputError(f"{path}: tensor {name!r} ({dtype} {list(shape)}) has data offsets "
-                                 f"[{begin}, {end}) that do not fit its shape or the file")
+            n = (end - begin) // width
             start = data_start + begin
             tensors[name] = LazyTensor(shape, dtype, self._loader(start, n, np_dtype, dtype, shape),
                                        self._row_loader(start, np_dtype, width, dtype, shape),
@@ -189,6 +204,39 @@ class SafetensorsFile:
             except (OSError, ValueError):
                 pass
         return release
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_entry(path: Path, name: str, meta: object, data_size: int) -> tuple[int, int]:
+    """(begin, end) of one header entry's bytes in the data region, after checking that it is
+    `{"dtype": known, "shape": [ints >= 0], "data_offsets": [begin, end]}` with end - begin equal
+    to dtype x shape and inside the `data_size` bytes after the header."""
+    shown = escape_control(name)
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: tensor '{shown}' has a header entry of type {type(meta).__name__}, "
+                         "expected an object")
+    dtype, shape, offsets = meta.get("dtype"), meta.get("shape"), meta.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
+        raise UnsupportedError(f"{path}: tensor '{shown}' has dtype {escape_control(repr(dtype))[:40]}; "
+                               "llmtk reads " + ", ".join(_ST_DTYPES))
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise InputError(f"{path}: tensor '{shown}' has shape {escape_control(repr(shape))[:60]}, expected a "
+                         "list of integers >= 0")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        raise InputError(f"{path}: tensor '{shown}' has data_offsets {escape_control(repr(offsets))[:60]}, "
+                         "expected [begin, end]")
+    width = _ST_DTYPES[dtype][1]
+    n = 1
+    for d in shape:
+        n *= d  # Python ints: no wrap-around (np.prod of [2^32, 2^32] is 0)
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_size or end - begin != n * width:
+        raise InputError(f"{path}: tensor '{shown}' ({dtype} {shape}) has data offsets [{begin}, {end}) that do "
+                         f"not fit its shape ({n * width} bytes) or the {data_size}-byte data region")
+    return begin, end
 
 
 def _widen(raw: np.ndarray, dtype: str) -> np.ndarray:
@@ -246,6 +294,21 @@ class Checkpoint:
         self._keep.clear()
 
 
+def _check_shard_name(index_file: Path, name: str, part: object) -> None:
+    """A weight_map value must be a file name inside the checkpoint folder: a relative path
+    without '..' (an index naming /etc/passwd or ../x is refused, not opened)."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    shown = escape_control(name)
+    if not isinstance(part, str) or not part:
+        raise InputError(f"{index_file}: weight_map entry '{shown}' is {escape_control(repr(part))[:60]}, "
+                         "expected a shard file name")
+    pp, wp = PurePosixPath(part), PureWindowsPath(part)
+    if pp.is_absolute() or wp.is_absolute() or wp.drive or ".." in pp.parts or ".." in wp.parts or "\0" in part:
+        raise InputError(f"{index_file}: weight_map entry '{shown}' names '{escape_control(part)}', which is "
+                         "outside the checkpoint folder")
+
+
 def _parts(hf_dir: Path, prefix: str, suffix: str) -> list[str]:
     return sorted(n for n in os.listdir(hf_dir) if n.startswith(prefix) and n.endswith(suffix))
 
@@ -267,13 +330,17 @@ def open_checkpoint(hf_dir: Path) -> Checkpoint:
             weight_map = json.loads(index_file.read_text(encoding="utf-8")).get("weight_map")
         except json.JSONDecodeError as e:
             raise InputError(f"{index_file}: not valid JSON ({e})") from None
+        except (UnicodeDecodeError, ValueError, RecursionError, AttributeError) as e:
+            raise InputError(f"{index_file}: not a JSON object with a 'weight_map' ({type(e).__name__})") from None
         if not isinstance(weight_map, dict):
             raise InputError(f"{index_file}: has no 'weight_map' object")
+        for name, part in weight_map.items():
+            _check_shard_name(index_file, name, part)
         from_index = weight_map
         parts = sorted(dict.fromkeys(weight_map.values()))
         missing = [p for p in parts if not (hf_dir / p).is_file()]
         if missing:
-            raise InputError(f"{hf_dir}: the index names shard(s) that are missing: {', '.join(missing)}")
+            raise InputError(f"{hf_dir}: the index names shard(s) that are missing: {', '.join(map(escape_control, missing))}")
     tensors: dict[str, LazyTensor] = {}
     keep: list = []
     for part in parts:

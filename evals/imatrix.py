@@ -187,6 +187,8 @@ def tensor_statistics(im: Imatrix) -> list[TensorStats]:
             continue
         act = np.concatenate(rows).astype(np.float32)
         n = act.size
+        if not n:
+            continue
         total = _f32sum(act)
         mean = np.float32(total / np.float32(n))
         sq = _f32sum(act * act)
@@ -204,7 +206,7 @@ def tensor_statistics(im: Imatrix) -> list[TensorStats]:
                                float(act.max()), float(act.min()), n, float(dev), active, float(entropy), z / n))
     by_name = {t.tensor: t for t in out}
     for t in out:
-        m = re.search(r"blk\.(\d+)\.", t.tensor)
+        m = re.search(r"blk\.(\d{1,9})\.", t.tensor)
         if not m:
             continue
         prev = by_name.get(t.tensor[:m.start(1)] + str(int(m.group(1)) - 1) + t.tensor[m.end(1):])
@@ -232,7 +234,8 @@ def format_statistics(im: Imatrix, source: str) -> str:
             blk = int(t.layer)
         except ValueError:
             blk = -1
-        e_norm = 100.0 * (t.entropy / math.log2(t.elements)) if t.elements > 0 else 0.0
+        # llama-imatrix divides by log2(1) = 0 for one-column entries: NaN, not an exception
+        e_norm = 100.0 * (t.entropy / math.log2(t.elements)) if t.elements > 1 else float("nan")
         lines.append(f"{t.layer:>5}\t{t.name:<20}\t{t.total:10.2f}\t{t.min:8.4f}\t{t.max:11.4f}\t{t.mean:6.2f}\t"
                      f"{t.stddev:6.2f}\t{t.active * 100:8.2f}%\t{t.elements:6d}\t{t.entropy:10.4f}\t"
                      f"{e_norm:6.2f}%\t{100 * t.zd:10.2f}%\t{t.cossim:8.4f}")

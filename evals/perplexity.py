@@ -23,6 +23,14 @@ KLD_MAGIC = b"_logits_"
 LogitsFn = Callable[[np.ndarray], np.ndarray]  # tokens int32 (n,) -> logits f32 (n, n_vocab)
 
 
+def _exp(x: float) -> float:
+    """math.exp, but inf instead of OverflowError (a hostile base file can give huge NLLs)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def _mean_and_uncertainty(s: float, s2: float, count: int) -> tuple[float, float]:
     if count < 1:
         return 0.0, 0.0
@@ -91,12 +99,14 @@ class KldStats:
     def from_tokens(cls, nll: np.ndarray, nll_base: np.ndarray, kld: np.ndarray, p_diff: np.ndarray,
                     same_top: np.ndarray) -> "KldStats":
         n = int(len(nll))
+        if n == 0:
+            raise InputError("no tokens were scored, so there are no KL-divergence statistics")
         nll64, base64 = nll.astype(np.float64), nll_base.astype(np.float64)
         kld64, dp64 = kld.astype(np.float64), p_diff.astype(np.float64)
         log_ppl = _mean_and_uncertainty(nll64.sum(), (nll64 * nll64).sum(), n)
         log_base = _mean_and_uncertainty(base64.sum(), (base64 * base64).sum(), n)
         cov = _covariance(nll64.sum(), base64.sum(), (nll64 * base64).sum(), n)
-        ppl, ppl_base = math.exp(log_ppl[0]), math.exp(log_base[0])
+        ppl, ppl_base = _exp(log_ppl[0]), _exp(log_base[0])
         ppl_unc, base_unc = ppl * log_ppl[1], ppl_base * log_base[1]
         denom = log_ppl[1] * log_base[1]
         ratio = log_ppl[0] - log_base[0]
@@ -122,7 +132,7 @@ class KldStats:
             ppl=ppl, ppl_stderr=ppl_unc, ppl_base=ppl_base, ppl_base_stderr=base_unc,
             cor_ln_ppl=cov / denom if denom else 0.0,
             ln_ppl_ratio=ratio, ln_ppl_ratio_stderr=ratio_unc,
-            ppl_ratio=math.exp(ratio), ppl_ratio_stderr=math.exp(ratio) * ratio_unc,
+            ppl_ratio=_exp(ratio), ppl_ratio_stderr=_exp(ratio) * ratio_unc,
             ppl_diff=ppl - ppl_base,
             ppl_diff_stderr=math.sqrt(max(ppl_unc ** 2 + base_unc ** 2 - 2.0 * ppl_cov, 0.0)),
             mean=kl[0], mean_stderr=kl[1], kld_percentiles=kld_pct, median=kld_pct["median"],
@@ -236,6 +246,9 @@ def run_perplexity(logits_fn: LogitsFn, tokens: np.ndarray, *, n_ctx: int = 512,
     n_chunk = chunk_count(len(tokens), n_ctx, n_chunks)
     first = n_ctx // 2
     n_score = n_ctx - 1 - first
+    if n_chunk == 0 or n_score < 1:
+        raise InputError(f"nothing to score with {n_chunk} chunk(s) of {n_ctx} tokens "
+                         "(--chunks must be at least 1, the context at least 3)")
     t0 = time.perf_counter()
     writer = _KldBaseWriter(kld_base_out, n_ctx, n_chunk, tokens) if kld_base_out else None
     nll_all = np.empty(n_chunk * n_score, dtype=np.float64)
@@ -319,8 +332,10 @@ class KldBase:
             raise InputError(f"{path}: does not look like a file containing log-probabilities "
                              "(no '_logits_' header; write one with --kl-divergence-base)")
         n_ctx, n_vocab, n_chunk = struct.unpack("<iii", head[8:20])
-        if n_ctx < 2 or n_vocab < 1 or n_chunk < 1 or n_ctx > 1 << 24 or n_vocab > 1 << 24:
-            raise InputError(f"{path}: implausible header n_ctx={n_ctx} n_vocab={n_vocab} n_chunk={n_chunk}")
+        # n_ctx 3 is the least that scores a token (the second half of a chunk, less its last)
+        if n_ctx < 3 or n_vocab < 1 or n_chunk < 1 or n_ctx > 1 << 24 or n_vocab > 1 << 24:
+            raise InputError(f"{path}: implausible header n_ctx={n_ctx} n_vocab={n_vocab} n_chunk={n_chunk} "
+                             "(expected n_ctx 3..2^24, n_vocab 1..2^24, n_chunk >= 1)")
         nv = lp.n_vocab_padded(n_vocab)
         n_score = n_ctx - 1 - n_ctx // 2
         need = 20 + 4 * n_ctx * n_chunk + 2 * nv * n_score * n_chunk
@@ -329,8 +344,25 @@ class KldBase:
                              f"{n_ctx} tokens over a vocabulary of {n_vocab}")
         mm = np.memmap(path, dtype=np.uint8, mode="r")
         tokens = mm[20:20 + 4 * n_ctx * n_chunk].view("<i4")
+        bad = (tokens < 0) | (tokens >= n_vocab)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(f"{path}: token {i} is id {int(tokens[i])}, outside the vocabulary of {n_vocab}")
         logprobs = mm[20 + 4 * n_ctx * n_chunk:need].view("<u2").reshape(n_chunk, n_score, nv)
         return cls(path, n_ctx, n_vocab, n_chunk, tokens, logprobs)
+
+    def check_chunk(self, c: int) -> None:
+        """Refuse chunk `c` unless every token's scale and min log-prob are what llama-perplexity
+        writes: 0 <= scale <= 16/65535 (logits span at most 16) and -16 - ln(n_vocab) <= min <= 0."""
+        head = np.ascontiguousarray(self.logprobs[c, :, :4]).view("<f4").reshape(-1, 2)
+        scale, lo = head[:, 0].astype(np.float64), head[:, 1].astype(np.float64)
+        floor = -16.0 - math.log(self.n_vocab) - 1.0
+        ok = np.isfinite(scale) & (scale >= 0) & (scale <= 16.0 / 65535 * 1.001) & np.isfinite(lo) & \
+            (lo <= 0) & (lo >= floor)
+        if not ok.all():
+            t = int(np.argmin(ok))
+            raise InputError(f"{self.path}: chunk {c} token {t} has scale {scale[t]} and min log-prob {lo[t]}, "
+                             f"expected 0..{16.0 / 65535:.3g} and {floor:.1f}..0 (a corrupt base file?)")
 
 
 def run_kl_divergence(logits_fn: LogitsFn, base: KldBase, *, bos_id: int | None = None,
@@ -342,6 +374,9 @@ def run_kl_divergence(logits_fn: LogitsFn, base: KldBase, *, bos_id: int | None 
     n_ctx, first = base.n_ctx, base.n_ctx // 2
     n_score = n_ctx - 1 - first
     n_chunk = base.n_chunk if n_chunks is None or n_chunks < 0 else min(n_chunks, base.n_chunk)
+    if n_chunk == 0 or n_score < 1:
+        raise InputError(f"{base.path}: nothing to compare with {n_chunk} chunk(s) of {n_ctx} tokens "
+                         "(--chunks must be at least 1)")
     size = n_chunk * n_score
     nll, nll_base = np.empty(size, np.float32), np.empty(size, np.float32)
     kld, p_diff = np.empty(size, np.float64), np.empty(size, np.float32)
@@ -352,11 +387,14 @@ def run_kl_divergence(logits_fn: LogitsFn, base: KldBase, *, bos_id: int | None 
         logits = np.ascontiguousarray(logits_fn(chunk)[first:n_ctx - 1], dtype=np.float32)
         if logits.shape[1] != base.n_vocab:
             raise InputError(f"{base.path}: vocabulary of {base.n_vocab} tokens, the model has {logits.shape[1]}")
+        base.check_chunk(c)
+        if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
+            raise InputError(f"{base.path}: chunk {c} has token ids outside the model's vocabulary of {logits.shape[1]}")
         sl = slice(c * n_score, (c + 1) * n_score)
         lp.token_kld(logits, targets, np.ascontiguousarray(base.logprobs[c]), nll[sl], nll_base[sl],
                      kld[sl], p_diff[sl], same_top[sl])
         done = nll[:sl.stop].astype(np.float64)
-        running.append(math.exp(done.mean()))
+        running.append(_exp(done.mean()))
         if progress:
             progress(c + 1, running[-1])
     stats = KldStats.from_tokens(nll, nll_base, kld, p_diff, same_top)

@@ -39,7 +39,7 @@ def test_lazy_entries_import_on_first_lookup_only():
 @pytest.mark.parametrize("table", ["llmtk.cli.main:COMMANDS", "llmtk.converters.registry:ARCHITECTURES",
                                    "llmtk.tokenizer.pretokenize:PRE_TOKENIZERS",
                                    "llmtk.tokenizer.core:TOKENIZER_MODELS", "llmtk.evals.tasks:TASKS",
-                                   "llmtk.cli.commands.inspect:FORMATS"])
+                                   "llmtk.cli.commands.inspect:FORMATS", "llmtk.model.arch:ARCHS"])
 def test_every_table_is_a_registry_whose_entries_load(table):
     reg = Lazy(table).load()
     assert isinstance(reg, Registry) and len(reg) > 0

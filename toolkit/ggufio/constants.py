@@ -144,7 +144,7 @@ def parse_ggml_type(qtype: "str | int | GGMLType") -> GGMLType:
             return GGMLType[qtype.upper()]
         except KeyError:
             valid = ", ".join(t.name for t in GGMLType)
-            raise UnsupportedError(f"unknown ggml type {qtype!r}; valid types: {valid}") from None
+            raise UnsupportedError(f"unknown ggml type {qtype!r}; valid: {valid}") from None
     try:
         return GGMLType(int(qtype))
     except ValueError:

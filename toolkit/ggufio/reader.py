@@ -76,6 +76,8 @@ _U64 = struct.Struct("<Q")
 # Smallest possible encodings, used to reject counts the rest of the file cannot hold.
 _MIN_KV_BYTES = 8 + 1 + 4 + 1            # key length, 1-byte key, type, 1-byte value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8   # name length, n_dims, type, offset
+# Largest element count (zero dims counted as 1) a tensor may claim: 8-byte items still fit an int64.
+_MAX_ELEMENTS = INT64_MAX // 8
 _MIN_ITEM_BYTES = {vt: (8 if vt == VT.STRING else struct.calcsize(f)) for vt, f in
                    {**GGUF_VALUE_STRUCT, VT.STRING: "Q"}.items()}
 
@@ -364,9 +366,10 @@ class _Parser:
         for d in ne:
             if d > INT64_MAX:
                 raise self.fail(f"tensor '{shown}' has dimension {d - (1 << 64)} < 0")
-            n *= d
-        if n > INT64_MAX:
-            raise self.fail(f"tensor '{shown}' shape {ne} has more than 2^63 elements")
+            n *= max(d, 1)  # zero dims too: NumPy refuses views whose other dims overflow
+        if n > _MAX_ELEMENTS:
+            raise self.fail(f"tensor '{shown}' shape {ne} is too large (its bytes could pass 2^63, "
+                            f"zero dimensions aside)")
         t = self.u32(f"type of tensor '{shown}'")
         if t in GGML_REMOVED_TYPES:
             raise self.fail(f"tensor '{shown}' has ggml type {t} ({GGML_REMOVED_TYPES[t]}), "

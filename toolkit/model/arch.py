@@ -11,7 +11,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from llmtk.errors import UnsupportedError
+from llmtk.ggufio.reader import escape_control
+from llmtk.registry import Registry
+
+# bounds on hyperparameters read from GGUF metadata (far above any published model)
+MAX_LAYERS = 1 << 12
+MAX_WIDTH = 1 << 20
+MAX_HEADS = 1 << 14
+MAX_EXPERTS = 1 << 12
+U32_MAX = (1 << 32) - 1
+F32_MAX = 3.4028234663852886e38
 
 # ggml rope modes: "normal" rotates adjacent pairs (x[2i], x[2i+1]) (llama: its q/k are permuted
 # by the converter so this equals HF's rotate_half); "neox" rotates (x[i], x[i + n_rot/2]).
@@ -44,7 +56,8 @@ def _gemma3_attn_scale(hp: "HParams") -> float:
     return 1.0 / math.sqrt(hp.head_k)
 
 
-ARCHS: dict[str, ArchSpec] = {a.name: a for a in (
+ARCHS: Registry[ArchSpec] = Registry("GGUF architecture (llmtk.model)")
+for _spec in (
     ArchSpec("llama", ROPE_NORMAL),                        # also mistral, smollm, mixtral (experts)
     ArchSpec("qwen2", ROPE_NEOX),                          # q/k/v biases are loaded when present
     ArchSpec("qwen3", ROPE_NEOX, qk_norm=True),
@@ -52,16 +65,14 @@ ARCHS: dict[str, ArchSpec] = {a.name: a for a in (
     ArchSpec("phi3", ROPE_NEOX, fused_gate_up=True, swa_honoured=False),
     ArchSpec("gemma3", ROPE_NEOX, act="gelu_tanh", qk_norm=True, post_norms=True, embed_scale=True,
              swa_pattern=6, attn_scale=_gemma3_attn_scale),
-)}
+):
+    ARCHS.add(_spec.name, _spec)
+del _spec
 
 
 def arch_spec(name: str) -> ArchSpec:
     """The spec of GGUF architecture `name`; unknown names list the supported ones."""
-    try:
-        return ARCHS[name]
-    except KeyError:
-        raise UnsupportedError(f"architecture {name!r} is not supported by llmtk.model; "
-                               f"supported: {', '.join(sorted(ARCHS))}") from None
+    return ARCHS[name]
 
 
 @dataclass
@@ -94,7 +105,11 @@ class HParams:
     softcap: float = 0.0           # final logit soft-capping
 
     @classmethod
-    def from_metadata(cls, kv: dict[str, Any], n_vocab: int, spec: ArchSpec) -> "HParams":
+    def from_metadata(cls, kv: dict[str, Any], n_vocab: int, spec: ArchSpec, *,
+                      max_layers: int = MAX_LAYERS) -> "HParams":
+        """Read and check `<arch>.*` metadata: every value of the type llama.cpp reads, in a
+        plausible range, and consistent with the others (heads divide, n_rot fits the head);
+        `max_layers` bounds block_count (the caller passes what the file's tensors can hold)."""
         a = spec.name
 
         def get(key: str, default: Any = None, required: bool = False) -> Any:
@@ -105,58 +120,99 @@ class HParams:
                 return default
             return kv[full]
 
-        def scalar(key: str, default: Any = None, required: bool = False) -> Any:
+        def bad(key: str, v: Any, want: str) -> UnsupportedError:
+            return UnsupportedError(f"GGUF metadata {a}.{key} is {escape_control(repr(v))[:60]}, expected {want}")
+
+        def integer(key: str, default: Any = None, required: bool = False, lo: int = 0,
+                    hi: int = U32_MAX) -> int:
             v = get(key, default, required)
-            if v is not None and not isinstance(v, (int, float, bool, str)):
-                vals = {int(x) for x in v}  # per-layer arrays: accepted when uniform
+            if isinstance(v, (list, tuple)):
+                v = np.asarray(v)
+            if isinstance(v, np.ndarray):  # per-layer arrays: accepted when uniform
+                if v.ndim != 1 or not v.size or not np.issubdtype(v.dtype, np.integer):
+                    raise bad(key, v, "an integer or a per-layer array of integers")
+                vals = {int(x) for x in v}
                 if len(vals) != 1:
-                    raise UnsupportedError(f"{a}.{key} varies per layer ({sorted(vals)}), which llmtk.model does not support")
+                    raise UnsupportedError(f"{a}.{key} varies per layer ({sorted(vals)[:8]}), which llmtk.model "
+                                           "does not support")
                 v = vals.pop()
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise bad(key, v, "an integer")
+            if not lo <= v <= hi:
+                raise bad(key, v, f"{lo}..{hi}")
+            return int(v)
+
+        def real(key: str, default: float, required: bool = False, lo: float = -F32_MAX,
+                 hi: float = F32_MAX) -> float:
+            v = get(key, default, required)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise bad(key, v, "a number")
+            if not (math.isfinite(v) and lo <= v <= hi):
+                raise bad(key, v, f"a finite number in {lo:g}..{hi:g}")
+            return float(v)
+
+        def text(key: str, default: str) -> str:
+            v = get(key, default)
+            if not isinstance(v, str):
+                raise bad(key, v, "a string")
             return v
 
-        n_embd = int(scalar("embedding_length", required=True))
-        n_head = int(scalar("attention.head_count", required=True))
-        n_head_kv = int(scalar("attention.head_count_kv", n_head))
-        head_k = int(scalar("attention.key_length", n_embd // n_head))
-        head_v = int(scalar("attention.value_length", n_embd // n_head))
-        n_layer = int(scalar("block_count", required=True))
-        n_ff = int(scalar("feed_forward_length", 0))
-        n_expert = int(scalar("expert_count", 0))
-        n_ff_exp = scalar("expert_feed_forward_length")
+        n_embd = integer("embedding_length", required=True, lo=1, hi=MAX_WIDTH)
+        n_head = integer("attention.head_count", required=True, lo=1, hi=MAX_HEADS)
+        n_head_kv = integer("attention.head_count_kv", n_head, lo=1, hi=n_head)
+        if n_head % n_head_kv:
+            raise UnsupportedError(f"GGUF metadata {a}.attention.head_count {n_head} is not a multiple of "
+                                   f"head_count_kv {n_head_kv}")
+        head_k = integer("attention.key_length", n_embd // n_head, lo=1, hi=MAX_WIDTH)
+        head_v = integer("attention.value_length", n_embd // n_head, lo=1, hi=MAX_WIDTH)
+        n_layer = integer("block_count", required=True, lo=1, hi=max_layers)
+        n_ff = integer("feed_forward_length", 0, hi=MAX_WIDTH * 16)
+        n_expert = integer("expert_count", 0, hi=MAX_EXPERTS)
+        n_expert_used = integer("expert_used_count", 0, hi=n_expert)
+        if n_expert and not n_expert_used:
+            raise bad("expert_used_count", n_expert_used, f"1..{n_expert} for a model of {n_expert} experts")
+        n_ff_exp = integer("expert_feed_forward_length", 0, hi=MAX_WIDTH * 16)
         if n_expert and n_ff_exp:
-            n_ff = int(n_ff_exp)
-        scale = float(get("rope.scaling.factor", 0.0) or get("rope.scale_linear", 0.0) or 0.0)
-        n_ctx_train = int(get("context_length", 0))
+            n_ff = n_ff_exp
+        scale = real("rope.scaling.factor", 0.0, lo=0.0) or real("rope.scale_linear", 0.0, lo=0.0)
+        n_ctx_train = integer("context_length", 0)
+        n_rot = integer("rope.dimension_count", head_k, lo=2, hi=head_k)
+        if n_rot % 2:
+            raise bad("rope.dimension_count", n_rot, "an even number")
         hp = cls(
             arch=a, n_vocab=n_vocab, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff, n_head=n_head,
             n_head_kv=n_head_kv, head_k=head_k, head_v=head_v,
-            n_rot=int(get("rope.dimension_count", head_k)),
-            eps=float(get("attention.layer_norm_rms_epsilon", required=True)),
-            rope_base=float(get("rope.freq_base", 10000.0)),
-            rope_base_swa=float(get("rope.freq_base_swa", 10000.0)),
+            n_rot=n_rot,
+            eps=real("attention.layer_norm_rms_epsilon", 0.0, required=True, lo=0.0, hi=1.0),
+            rope_base=real("rope.freq_base", 10000.0, lo=1e-30),
+            rope_base_swa=real("rope.freq_base_swa", 10000.0, lo=1e-30),
             freq_scale=1.0 if scale == 0.0 else 1.0 / scale,
-            rope_scaling=str(get("rope.scaling.type", "linear")),
-            rope_attn_factor=float(get("rope.scaling.attn_factor", 1.0)),
+            rope_scaling=text("rope.scaling.type", "linear"),
+            rope_attn_factor=real("rope.scaling.attn_factor", 1.0),
             n_ctx_train=n_ctx_train,
-            n_ctx_orig=int(get("rope.scaling.original_context_length", n_ctx_train)),
-            n_expert=n_expert, n_expert_used=int(scalar("expert_used_count", 0)),
-            expert_weights_scale=float(get("expert_weights_scale", 0.0)),
-            softcap=float(get("final_logit_softcapping", 0.0) or 0.0),
+            n_ctx_orig=integer("rope.scaling.original_context_length", n_ctx_train),
+            n_expert=n_expert, n_expert_used=n_expert_used,
+            expert_weights_scale=real("expert_weights_scale", 0.0),
+            softcap=real("final_logit_softcapping", 0.0, lo=0.0),
         )
         if hp.rope_scaling not in ("linear", "none", "longrope"):
-            raise UnsupportedError(f"{a}.rope.scaling.type {hp.rope_scaling!r} is not supported "
+            raise UnsupportedError(f"{a}.rope.scaling.type {escape_control(hp.rope_scaling)!r} is not supported "
                                    "(supported: none, linear, longrope)")
         if a == "llama" and hp.n_rot != hp.head_k:
             raise UnsupportedError(f"llama.rope.dimension_count {hp.n_rot} differs from head size {hp.head_k}")
-        n_swa = int(get("attention.sliding_window", 0) or 0)
+        n_swa = integer("attention.sliding_window", 0)
         if n_swa > 0 and spec.swa_honoured and spec.swa_pattern:
             pattern = get("attention.sliding_window_pattern", spec.swa_pattern)
-            if isinstance(pattern, (int, float)):
-                p = int(pattern)
+            if isinstance(pattern, (int, np.integer)) and not isinstance(pattern, bool):
+                p = integer("attention.sliding_window_pattern", spec.swa_pattern, hi=U32_MAX)
                 # llama_hparams::set_swa_pattern: every p-th layer is dense, the others slide
                 hp.is_swa = [p == 0 or (il % p) < (p - 1) for il in range(n_layer)]
-            else:
+            elif isinstance(pattern, (list, tuple, np.ndarray)) and len(pattern) == n_layer and \
+                    np.asarray(pattern).ndim == 1 and np.asarray(pattern).dtype.kind in "bui":
                 hp.is_swa = [bool(x) for x in pattern]
+            else:
+                raise bad("attention.sliding_window_pattern", pattern,
+                          f"an integer or {n_layer} booleans (one per layer)")
             hp.n_swa = n_swa
         else:
             hp.is_swa = [False] * n_layer

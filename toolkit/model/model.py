@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmtk.ggufio.constants import GGMLType, Key
-from llmtk.errors import InputError, ShapeError, UnsupportedError
+from llmtk.errors import InputError, LlmtkError, ShapeError, UnsupportedError
 from llmtk.kernels.activations import round_activations, round_to_storage
 
 from . import _blas, ops
@@ -183,6 +183,75 @@ def _layer_names(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], il: int) 
     )
 
 
+def _check_shapes(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], layers: list[Layer]) -> None:
+    """Every tensor the forward pass reads has the rank and shape the hyperparameters imply
+    (llama.cpp's `create_tensor` checks), so a hostile file fails here, not inside a kernel."""
+    from llmtk.kernels import kernel_for
+
+    E = hp.n_embd
+
+    def check(name: str | None, *shape: int | None) -> tuple[int, ...]:
+        if name is None:
+            return ()
+        got = tuple(tensors[name].shape)
+        if len(got) != len(shape) or any(w is not None and g != w for g, w in zip(got, shape)):
+            want = ", ".join("?" if w is None else str(w) for w in reversed(shape))
+            raise ShapeError(f"tensor '{name}' has shape {list(reversed(got))}, expected [{want}] "
+                             f"(GGUF order) for this {spec.name} model")
+        try:
+            kernel_for(tensors[name].qtype)
+        except KeyError:
+            raise UnsupportedError(f"tensor '{name}' has type {tensors[name].qtype.name}, which llmtk.model "
+                                   "cannot read") from None
+        return got
+
+    check("token_embd.weight", hp.n_vocab, E)
+    if hp.n_vocab < 1:
+        raise ShapeError("tensor 'token_embd.weight' has no rows (an empty vocabulary)")
+    if "output_norm.weight" not in tensors:
+        raise ShapeError(f"tensor 'output_norm.weight' is missing from the {spec.name} model")
+    check("output_norm.weight", E)
+    if "output.weight" in tensors:
+        check("output.weight", hp.n_vocab, E)
+    if "output.bias" in tensors:
+        check("output.bias", hp.n_vocab)
+    for name in ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"):
+        if name in tensors:
+            check(name, hp.n_rot // 2)
+    q_rows, k_rows, v_rows = hp.n_head * hp.head_k, hp.n_head_kv * hp.head_k, hp.n_head_kv * hp.head_v
+    for L in layers:
+        for name in (L.attn_norm, L.ffn_norm, L.post_attn_norm, L.post_ffn_norm):
+            check(name, E)
+        if L.wqkv is not None:
+            check(L.wqkv, q_rows + k_rows + v_rows, E)
+            check(L.bqkv, q_rows + k_rows + v_rows)
+        else:
+            for w, b, rows in ((L.wq, L.bq, q_rows), (L.wk, L.bk, k_rows), (L.wv, L.bv, v_rows)):
+                check(w, rows, E)
+                check(b, rows)
+        check(L.wo, E, hp.n_head * hp.head_v)
+        check(L.bo, E)
+        check(L.q_norm, hp.head_k)
+        check(L.k_norm, hp.head_k)
+        if L.gate_inp is not None:
+            n_x = hp.n_expert
+            check(L.gate_inp, n_x, E)
+            n_ff = check(L.down, n_x, E, None)[2]
+            check(L.up, n_x, 2 * n_ff if L.gate is None else n_ff, E)
+            check(L.gate, n_x, n_ff, E)
+            if n_ff < 1:
+                raise ShapeError(f"tensor '{L.down}' has no expert FFN columns")
+        else:
+            n_ff = check(L.down, E, None)[1]
+            check(L.up, 2 * n_ff if L.gate is None else n_ff, E)
+            check(L.gate, n_ff, E)
+            check(L.b_up, 2 * n_ff if L.gate is None else n_ff)
+            check(L.b_gate, n_ff)
+            check(L.b_down, E)
+            if n_ff < 1:
+                raise ShapeError(f"tensor '{L.down}' has no FFN columns")
+
+
 class Model:
     """A loaded GGUF transformer; `forward` maps token ids to logits."""
 
@@ -208,10 +277,16 @@ class Model:
         tensors = reader.tensors
         if "token_embd.weight" not in tensors:
             raise ShapeError("tensor 'token_embd.weight' is missing from the model")
+        if len(tensors["token_embd.weight"].shape) != 2:
+            raise ShapeError(f"tensor 'token_embd.weight' has shape {list(tensors['token_embd.weight'].ne)}, "
+                             "expected [n_embd, n_vocab]")
         n_vocab = int(tensors["token_embd.weight"].shape[0])
-        self.hp = HParams.from_metadata(kv, n_vocab, self.spec)
+        # every layer has several tensors: a block_count the tensors cannot hold is refused
+        # before anything per layer is built
+        self.hp = HParams.from_metadata(kv, n_vocab, self.spec, max_layers=max(1, len(tensors) // 4))
         self.w = Weights(reader, weight_budget)
         self.layers = [_layer_names(self.spec, self.hp, tensors, il) for il in range(self.hp.n_layer)]
+        _check_shapes(self.spec, self.hp, tensors, self.layers)
         self.output = "output.weight" if "output.weight" in tensors else "token_embd.weight"
         self.output_bias = "output.bias" if "output.bias" in tensors else None
         self._rope_long = "rope_factors_long.weight" if "rope_factors_long.weight" in tensors else None
@@ -568,5 +643,13 @@ def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET,
     if owns and not Path(path).is_file():
         raise InputError(f"model file {str(path)!r} does not exist")
     reader = open_reader(path)
-    return Model(reader, weight_budget=weight_budget, threads=threads, quantize_activations=quantize_activations,
-                 cache_type_k=cache_type_k, cache_type_v=cache_type_v, owns_reader=owns)
+    try:
+        return Model(reader, weight_budget=weight_budget, threads=threads, quantize_activations=quantize_activations,
+                     cache_type_k=cache_type_k, cache_type_v=cache_type_v, owns_reader=owns)
+    except LlmtkError as e:
+        if owns:
+            reader.close()
+        where = str(getattr(reader, "path", path))
+        if where in str(e):
+            raise
+        raise type(e)(f"{where}: {e}") from None
