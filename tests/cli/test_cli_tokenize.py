@@ -25,11 +25,11 @@ def test_file_is_read_literally_and_matches_reference(smollm2_path, shared_dir, 
     case = max(cases, key=lambda c: len(c["text"]))
     path = tmp_path / "text.txt"
     path.write_bytes(case["text"].encode("utf-8"))
-    res = run("-m", smollm2_path, "-f", path, "--ids")
+    res = run("-m", smollm2_path, "-f", path, "--ids", "--no-escape")   # the reference is --no-escape
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == case["ids"]
     path.write_bytes(b"a\\nb")               # a backslash and an n, not a newline
-    res = run("-m", smollm2_path, "-f", path, "--ids")
+    res = run("-m", smollm2_path, "-f", path, "--ids", "--no-escape")
     assert json.loads(res.stdout) == [81, 76, 22808]   # 'a', '\\', 'nb': no newline (198)
 
 

@@ -2,10 +2,12 @@
 
 `llmtk --help` and `llmtk --version` import nothing heavy (no numba, torch, pandas, matplotlib):
 each subcommand lives in `llmtk.cli.commands.<verb>` and is loaded from `COMMANDS` on demand.
-Every `LlmtkError` becomes a one-line message on stderr and exit code 2 (`-v` shows the traceback).
+Every `LlmtkError`, click usage error and OSError becomes one line on stderr, `llmtk: error: ...`,
+and exit code 2 (`-v` shows the traceback); Ctrl-C exits 130 (see `llmtk.cli.interrupt`).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -55,8 +57,62 @@ class LazyGroup(click.Group):
         except LlmtkError as e:
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            click.echo(f"llmtk: error: {e}", err=True)
-            sys.exit(e.exit_code)
+            _fail(str(e), e.exit_code)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's main with one error exit: usage errors, LlmtkError and OSError as one line
+        (exit 2), Ctrl-C as exit 130 even when a numba callback swallowed its KeyboardInterrupt."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        from llmtk.cli import interrupt
+
+        interrupt.install()
+        code = 0
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except click.exceptions.Abort:
+            interrupt.mark()
+        except KeyboardInterrupt:
+            interrupt.mark()
+        except click.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{' '.join(['llmtk', *ctx.command_path.split()[1:]])} --help')" if ctx is not None else ""
+            _fail(e.format_message() + hint, 2 if isinstance(e, click.UsageError) else e.exit_code)
+        except LlmtkError as e:
+            if _VERBOSE:
+                raise
+            _fail(str(e), e.exit_code)
+        except OSError as e:
+            if e.errno == errno.EPIPE:  # `llmtk ... | head`: quiet, as click does
+                sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)
+                sys.exit(1)
+            if _VERBOSE:
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            _fail(f"{where}{e.strerror or e}", 2)
+        finally:
+            interrupt.restore()
+        if interrupt.interrupted():
+            click.echo("llmtk: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code)
+
+
+_VERBOSE = False
+
+
+def _fail(message: str, code: int) -> None:
+    """The one error exit: `llmtk: error: MESSAGE` on one line of stderr."""
+    from llmtk.cli import interrupt
+
+    if interrupt.interrupted():
+        click.echo("llmtk: interrupted", err=True)
+        sys.exit(130)
+    click.echo("llmtk: error: " + " ".join(message.split("\n")).strip(), err=True)
+    sys.exit(code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,8 +126,10 @@ def main(ctx: click.Context, verbose: bool) -> None:
     converted tensors, perplexity and KL divergence within stated tolerances.
     Run `llmtk COMMAND --help` for each command's options and examples.
     """
+    global _VERBOSE
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
+    _VERBOSE = verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 

@@ -5,21 +5,31 @@ import functools
 
 import click
 
-FORMATS = ("table", "markdown", "csv", "json")
+from llmtk.cli.common import ignored_llamacpp_options
+
+FORMATS = ("table", "markdown", "md", "csv", "json")
 
 
 def _output_options(fn):
-    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-                  help="table: a rich table on the terminal; markdown/csv/json: text (csv/json at full precision).")
-    @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the table to this file.")
+    @click.option("-o", "--output", "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+                  help="Output format, as llama-bench's -o: table (a rich table on the terminal); "
+                       "markdown/md, csv, json: text (csv/json at full precision).")
+    @click.option("--output-file", "output", type=click.Path(dir_okay=False), metavar="FILE",
+                  help="Also write the table to FILE (.csv, .json by suffix; markdown otherwise).")
     @functools.wraps(fn)
     def wrapper(fmt, output, **kw):
         from rich.console import Console
 
+        from llmtk.cli.common import check_output_file, require_model
+
+        if kw.get("model"):
+            require_model(kw["model"])
+        if output:
+            check_output_file(output, inputs=[kw.get("model"), kw.get("imatrix")], option="--output-file")
         err = Console(stderr=True)
         with err.status("bench") as status:
             df = fn(progress=lambda s: status.update(f"bench: {s}"), **kw)
-        _emit(df, fmt, output)
+        _emit(df, "markdown" if fmt == "md" else fmt, output)
     return wrapper
 
 
@@ -43,7 +53,20 @@ def _emit(df, fmt: str, output: str | None) -> None:
     if output:
         suffix = Path(output).suffix.lower()
         out_fmt = {".csv": "csv", ".json": "json"}.get(suffix, fmt if fmt != "table" else "markdown")
-        Path(output).write_text(render(df, out_fmt) + "\n")
+        from llmtk.cli.common import write_text
+
+        write_text(output, render(df, out_fmt) + "\n")
+
+
+def _thread_list(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """`-t 1,2,4` as llama-bench takes it: comma-separated counts of at least 1."""
+    try:
+        items = [int(t) for t in value.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated thread counts, e.g. 1,2,4") from None
+    if not items or min(items) < 1:
+        raise click.BadParameter(f"{value!r}: thread counts must be at least 1")
+    return value
 
 
 def _types(text: str | None) -> list[str] | None:
@@ -59,19 +82,20 @@ def command() -> None:
 
     \b
     Examples:
-      llmtk bench kernels --types Q4_0,Q4_K,IQ4_XS --threads 1,2
-      llmtk bench forward --types F16,Q8_0,Q4_K_M --format markdown
-      llmtk bench quantize --types Q8_0,Q4_K_M,Q4_K_M-imatrix -o quantize.csv
+      llmtk bench kernels --types Q4_0,Q4_K,IQ4_XS -t 1,2
+      llmtk bench forward --types F16,Q8_0,Q4_K_M -o md
+      llmtk bench quantize --types Q8_0,Q4_K_M,Q4_K_M-imatrix --output-file quantize.csv
       llmtk bench start
     """
 
 
 @command.command("kernels")
 @click.option("--types", help="Comma-separated ggml types (default: every type with kernels).")
-@click.option("--rows", default=128, show_default=True, type=click.IntRange(min=1))
-@click.option("--cols", default=4096, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", default="1,2", show_default=True, help="Comma-separated numba thread counts.")
-@click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1), help="Runs per figure (best kept).")
+@click.option("--rows", default=128, show_default=True, type=click.IntRange(min=1, max=1 << 20))
+@click.option("--cols", default=4096, show_default=True, type=click.IntRange(min=1, max=1 << 24))
+@click.option("-t", "--threads", default="1,2", show_default=True, callback=_thread_list, help="Comma-separated numba thread counts.")
+@click.option("-r", "--repetitions", "--repeat", "repeat", default=3, show_default=True, type=click.IntRange(min=1, max=1000),
+              help="Runs per figure (best kept).")
 @click.option("--gguf-py/--no-gguf-py", default=True, show_default=True, help="Measure gguf-py's NumPy quants too.")
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="Time one-thread runs by the wall clock or by the thread's CPU time (busy machines).")
@@ -88,12 +112,13 @@ def kernels(types, rows, cols, threads, repeat, gguf_py, clock, progress):
 @click.option("-m", "--model", type=click.Path(dir_okay=False), help="GGUF model (default: the embedded SmolLM2).")
 @click.option("--types", help="Comma-separated llama-quantize types made from the model "
               "(default: F16,Q8_0,Q4_K_M for SmolLM2; the file as it is for -m).")
-@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts (numba and BLAS).")
-@click.option("-p", "--n-prompt", default=512, show_default=True, type=click.IntRange(min=1))
-@click.option("-n", "--n-gen", default=128, show_default=True, type=click.IntRange(min=1))
-@click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("-t", "--threads", default="1,2", show_default=True, callback=_thread_list, help="Comma-separated thread counts (numba and BLAS).")
+@click.option("-p", "--n-prompt", default=512, show_default=True, type=click.IntRange(min=1, max=1 << 20))
+@click.option("-n", "--n-gen", default=128, show_default=True, type=click.IntRange(min=1, max=1 << 20))
+@click.option("-r", "--repetitions", "--repeat", "repeat", default=3, show_default=True, type=click.IntRange(min=1, max=1000))
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="Time one-thread rows by the wall clock or by the process's CPU time (busy machines).")
+@ignored_llamacpp_options
 @_output_options
 def forward(model, types, threads, n_prompt, n_gen, repeat, clock, progress):
     """Tokens/s for prompt processing (pp512) and generation (tg128), like llama-bench."""
@@ -107,10 +132,10 @@ def forward(model, types, threads, n_prompt, n_gen, repeat, clock, progress):
 @click.option("-m", "--model", type=click.Path(dir_okay=False), help="F16 GGUF input (default: an F16 of SmolLM2).")
 @click.option("--types", help="Comma-separated llama-quantize types; TYPE-imatrix uses --imatrix "
               "(default: F16,Q8_0,Q4_0,Q6_K,Q4_K_M,Q3_K_M,IQ4_XS,Q4_K_M-imatrix).")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("-t", "--threads", default=2, show_default=True, type=click.IntRange(min=1, max=4096))
 @click.option("--imatrix", type=click.Path(dir_okay=False, exists=True),
               help="Importance matrix for TYPE-imatrix (default: SmolLM2's in the shared data).")
-@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("-r", "--repetitions", "--repeat", "repeat", default=1, show_default=True, type=click.IntRange(min=1, max=1000))
 @click.option("--process/--in-process", default=True, show_default=True,
               help="Time quantize_model in fresh processes (start-up included, like llama-quantize's figure) "
                    "or quantize_model inside this process.")
@@ -124,7 +149,7 @@ def quantize(model, types, threads, imatrix, repeat, process, progress):
 
 
 @command.command("start")
-@click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("-r", "--repetitions", "--repeat", "repeat", default=3, show_default=True, type=click.IntRange(min=1, max=1000))
 @_output_options
 def start(repeat, progress):
     """Warm-cache JIT start of the kernels and `llmtk --help`, in fresh processes."""

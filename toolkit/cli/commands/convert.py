@@ -39,10 +39,25 @@ def command(hf_dir: Path, outfile: Path | None, outtype: str, vocab_only: bool, 
       llmtk convert ./Mistral-7B --outtype Q4_K_M --imatrix imatrix.gguf
       llmtk convert ./gemma-3-270m --vocab-only -o vocab.gguf
     """
+    from llmtk.cli.common import check_output_dir, check_output_file
     from llmtk.cli.progress import bar
     from llmtk.converters import convert
+    from llmtk.converters.pipeline import parse_outtype, parse_split_size
+    from llmtk.errors import InputError
+    from llmtk.outputs import writing
 
-    with bar("convert", in_bytes=True, enabled=progress) as update:
+    # every argument and the output checked before any tensor is read
+    if not hf_dir.is_dir():
+        raise InputError(f"{hf_dir}: not a directory (expected a Hugging Face model folder)")
+    parse_outtype(outtype)
+    parse_split_size(split_max_size)
+    if outfile is None or outfile.is_dir():
+        check_output_dir(outfile or hf_dir, option="-o" if outfile else None)
+        target = outfile or hf_dir
+    else:
+        check_output_file(outfile, inputs=[imatrix], option="-o")
+        target = outfile
+    with bar("convert", in_bytes=True, enabled=progress) as update, writing(target):
         def on_tensor(done: int, total: int, n_done: int, n_total: int, name: str) -> None:
             update(done, total, f"{n_done}/{n_total} tensors {name}")
 

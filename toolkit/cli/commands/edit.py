@@ -30,11 +30,26 @@ def command(in_file: Path, out_file: Path | None, set_kv: tuple[str, ...], delet
       llmtk edit model.gguf --in-place --chat-template-file template.jinja
       llmtk edit model.gguf out.gguf --rename-tensor output.weight=lm_head.weight
     """
+    from llmtk.cli.common import check_output_file
+    from llmtk.cli.progress import plural
+    from llmtk.errors import InputError
     from llmtk.ggufio.edit import edit_gguf, read_chat_template
+    from llmtk.outputs import writing
 
+    if not in_file.is_file():
+        raise InputError(f"{in_file}: " + ("is a folder, expected a GGUF file" if in_file.is_dir() else "no such file"))
+    if out_file is not None and in_place:
+        raise InputError("give OUT or --in-place, not both")
+    if out_file is None and not in_place:
+        raise InputError(f"{in_file}: give an output file, or --in-place to overwrite the input")
+    if out_file is not None:
+        check_output_file(out_file, inputs=[in_file, chat_template_file], option="OUT")
+    else:
+        check_output_file(in_file, option="--in-place")
     template = read_chat_template(chat_template_file) if chat_template_file else None
-    res = edit_gguf(in_file, out_file, set_kv=set_kv, delete=delete, chat_template=template,
-                    rename=rename_tensor, in_place=in_place)
-    click.echo(f"wrote {res.path}: {len(res.set_keys)} keys changed, {len(res.added_keys)} added, "
-               f"{len(res.deleted_keys)} deleted, {len(res.renamed)} tensors renamed, "
-               f"{res.n_tensors} tensors copied")
+    with writing(out_file or in_file):
+        res = edit_gguf(in_file, out_file, set_kv=set_kv, delete=delete, chat_template=template,
+                        rename=rename_tensor, in_place=in_place)
+    click.echo(f"wrote {res.path}: {plural(len(res.set_keys), 'key')} changed, {len(res.added_keys)} added, "
+               f"{len(res.deleted_keys)} deleted, {plural(len(res.renamed), 'tensor')} renamed, "
+               f"{plural(res.n_tensors, 'tensor')} copied")

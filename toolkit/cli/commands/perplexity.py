@@ -5,6 +5,9 @@ from pathlib import Path
 
 import click
 
+from llmtk.cli.common import (batch_options, cache_type_options, check_distinct, check_output_dir, check_output_file,
+                              chunks_option, ignored_llamacpp_options, require_model, staged_file, staged_folder,
+                              threads_option, write_text)
 from llmtk.cli.progress import chunk_progress
 
 
@@ -15,9 +18,9 @@ from llmtk.cli.progress import chunk_progress
 @click.option("--dataset", help="A locally cached `datasets` text split, as NAME[:CONFIG][/SPLIT].")
 @click.option("-c", "--ctx-size", "n_ctx", default=512, show_default=True, type=click.IntRange(min=2),
               help="Tokens per chunk; the second half of each chunk is scored.")
-@click.option("--chunks", "n_chunks", default=-1, type=int, help="Evaluate at most this many chunks (-1: all).")
-@click.option("-b", "--batch-size", default=2048, show_default=True, type=click.IntRange(min=1),
-              help="Accepted for llama-perplexity compatibility; llmtk evaluates one whole chunk per pass.")
+@chunks_option()
+@threads_option
+@batch_options
 @click.option("--kl-divergence-base", "kld_base", type=click.Path(dir_okay=False),
               help="Without --kl-divergence: save this model's log-probs here (llama.cpp's format). "
                    "With it: the base file to compare against.")
@@ -31,11 +34,9 @@ from llmtk.cli.progress import chunk_progress
 @click.option("--winogrande-tasks", type=click.IntRange(min=1), help="Number of Winogrande tasks.")
 @click.option("--multiple-choice", is_flag=True, help="Score -f as llama.cpp's binary multiple-choice file.")
 @click.option("--multiple-choice-tasks", type=click.IntRange(min=1), help="Number of multiple-choice tasks.")
-@click.option("-ctk", "--cache-type-k", default="f16", show_default=True, type=click.Choice(["f16", "bf16", "f32"]),
-              help="Precision of cached keys, as llama.cpp's -ctk (f32: exact).")
-@click.option("-ctv", "--cache-type-v", default="f16", show_default=True, type=click.Choice(["f16", "bf16", "f32"]),
-              help="Precision of cached values, as llama.cpp's -ctv.")
-def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_base, kld, json_out, csv_out, report_dir,
+@cache_type_options
+@ignored_llamacpp_options
+def command(model_path, text_path, dataset, n_ctx, n_chunks, threads, kld_base, kld, json_out, csv_out, report_dir,
             hellaswag, hellaswag_tasks, winogrande, winogrande_tasks, multiple_choice, multiple_choice_tasks,
             cache_type_k, cache_type_v):
     """Perplexity of MODEL on a text, the way llama-perplexity measures it.
@@ -50,29 +51,46 @@ def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_bas
       llmtk perplexity -m model-f16.gguf -f wiki.test.raw --kl-divergence-base base.kld
       llmtk perplexity -m model-q4km.gguf --kl-divergence-base base.kld --kl-divergence --report out/
     """
-    from pathlib import Path
-
     from llmtk.errors import InputError
     from llmtk.evals.report import dumps, write_perplexity_report
     from llmtk.evals.runner import ModelRunner, evaluate, read_text
     from llmtk.resources import smollm2_path
 
+    # every argument, input and output checked before any work
+    task = "hellaswag" if hellaswag else "winogrande" if winogrande else "multiple-choice" if multiple_choice else None
+    if task and (sum((hellaswag, winogrande, multiple_choice)) > 1 or not text_path):
+        raise InputError("pick one of --hellaswag, --winogrande, --multiple-choice, with its task file as -f FILE")
     if kld and not kld_base:
         raise InputError("--kl-divergence needs --kl-divergence-base FILE (the base log-probs to compare against)")
-    model_path = Path(model_path) if model_path else smollm2_path()
-    cache_types = dict(cache_type_k=cache_type_k, cache_type_v=cache_type_v)
-    if hellaswag or winogrande or multiple_choice:
-        if sum((hellaswag, winogrande, multiple_choice)) > 1 or not text_path:
-            raise InputError("pick one of --hellaswag, --winogrande, --multiple-choice, with its task file as -f FILE")
-        _score_tasks(ModelRunner(model_path, **cache_types), Path(text_path), "hellaswag" if hellaswag else
-                     "winogrande" if winogrande else "multiple-choice",
+    if kld and (text_path or dataset):
+        raise InputError("--kl-divergence reads its tokens from --kl-divergence-base; drop -f/--dataset")
+    if task and (kld or kld_base or csv_out or report_dir):
+        raise InputError(f"--{task} scores tasks: --kl-divergence-base, --csv and --report do not apply")
+    model_path = require_model(model_path) if model_path else smollm2_path()
+    inputs = [model_path, text_path, kld_base if kld else None]
+    if kld and not Path(kld_base).is_file():
+        raise InputError(f"{kld_base}: KL-divergence base file not found")
+    if task and not Path(text_path).is_file():
+        raise InputError(f"{text_path}: task file not found")
+    json_file = None if json_out in (None, "-") else check_output_file(json_out, inputs=inputs, option="--json")
+    if csv_out:
+        check_output_file(csv_out, inputs=inputs, option="--csv")
+    if report_dir:
+        check_output_dir(report_dir, option="--report")
+    kld_out = None
+    if kld_base and not kld:
+        kld_out = check_output_file(kld_base, inputs=inputs, option="--kl-divergence-base")
+    check_distinct({"--json": json_file, "--csv": csv_out, "--kl-divergence-base": kld_out})
+    model_opts = dict(threads=threads, cache_type_k=cache_type_k, cache_type_v=cache_type_v)
+    if task:
+        _score_tasks(ModelRunner(model_path, **model_opts), Path(text_path), task,
                      hellaswag_tasks or winogrande_tasks or multiple_choice_tasks, json_out)
         return
     text, text_name = (None, Path(kld_base).name) if kld else read_text(text_path, dataset)
-    runner = ModelRunner(model_path, **cache_types)
-    with chunk_progress("perplexity") as (on_start, on_chunk):
+    runner = ModelRunner(model_path, **model_opts)
+    with chunk_progress("perplexity") as (on_start, on_chunk), staged_file(kld_out) as kld_tmp:
         result = evaluate(model_path, text, n_ctx=n_ctx, n_chunks=n_chunks, runner=runner,
-                          kld_base_out=None if kld else kld_base, kld_base_in=kld_base if kld else None,
+                          kld_base_out=kld_tmp, kld_base_in=kld_base if kld else None,
                           progress=on_chunk, on_start=on_start)
     out = click.echo if json_out != "-" else (lambda *a, **k: click.echo(*a, err=True, **k))
     out(",".join(f"[{i + 1}]{p:.4f}" for i, p in enumerate(result.running_ppl)) + ",")
@@ -86,14 +104,14 @@ def command(model_path, text_path, dataset, n_ctx, n_chunks, batch_size, kld_bas
         if json_out == "-":
             click.echo(payload)
         else:
-            Path(json_out).write_text(payload + "\n")
+            write_text(json_out, payload + "\n")
     if csv_out:
-        import pandas as pd
-
-        pd.DataFrame({"chunk": range(1, len(result.running_ppl) + 1), "running_ppl": result.running_ppl}).to_csv(csv_out, index=False)
+        rows = "".join(f"{i},{float(p)!r}\n" for i, p in enumerate(result.running_ppl, 1))
+        write_text(csv_out, "chunk,running_ppl\n" + rows)
     if report_dir:
-        md = write_perplexity_report(result, report_dir, meta)
-        click.echo(f"report written to {md}", err=True)
+        with staged_folder(report_dir) as tmp:
+            write_perplexity_report(result, tmp, meta)
+        click.echo(f"report written to {Path(report_dir) / 'report.md'}", err=True)
 
 
 def _score_tasks(runner, task_path, kind: str, n_tasks: int | None, json_out: str | None) -> None:
@@ -115,4 +133,4 @@ def _score_tasks(runner, task_path, kind: str, n_tasks: int | None, json_out: st
         f"(95% Wilson [{100 * lo:.4f}%, {100 * hi:.4f}%])")
     if json_out:
         payload = dumps({"model": str(runner.path), "file": str(task_path), **score.to_dict()})
-        click.echo(payload) if json_out == "-" else Path(json_out).write_text(payload + "\n")
+        click.echo(payload) if json_out == "-" else write_text(json_out, payload + "\n")

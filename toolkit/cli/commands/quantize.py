@@ -47,43 +47,76 @@ def command(args, imatrix, include_weights, exclude_weights, output_tensor_type,
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from pathlib import Path
 
-    from llmtk.cli.progress import bar
-    from llmtk.errors import InputError
-    from llmtk.quantize.rules import parse_file_type
-    from llmtk.quantize import quantize_model
+    import re
+    from pathlib import Path
 
+    from llmtk.cli.common import check_output_file, require_model
+    from llmtk.cli.progress import bar, plural
+    from llmtk.errors import InputError
+    from llmtk.ggufio.constants import parse_ggml_type
+    from llmtk.outputs import writing
+    from llmtk.quantize import quantize_model
+    from llmtk.quantize.requantize import KVOverride, default_output_path
+    from llmtk.quantize.rules import FILE_TYPES, file_type, parse_file_type
+
+    # every argument checked before any work, as llama-quantize reads them: IN, then OUT unless
+    # the next word is a type (a lone word after IN is always the TYPE), then TYPE, then NTHREADS
     if len(args) < 2:
         raise InputError("expected IN [OUT] TYPE [NTHREADS]")
     in_path, rest = args[0], list(args[1:])
-    out_path = None if parse_file_type(rest[0]) else rest.pop(0)
-    if not rest:
-        raise InputError("missing quantization TYPE after OUT")
-    ftype, rest = rest[0], rest[1:]
+    out_path = None if len(rest) == 1 or parse_file_type(rest[0]) else rest.pop(0)
+    ft = file_type(rest[0])
+    if rest[0].strip().lstrip("+-").isdigit():  # a number names its type as llama.cpp does (17: Q5_K_M, not the alias)
+        ft = next((f for f in FILE_TYPES.values() if f.ftype == ft.ftype and not f.desc.startswith("alias")), ft)
+    rest = rest[1:]
     try:
         nthreads = int(rest[0]) if rest else None
     except ValueError:
         raise InputError(f"invalid NTHREADS {rest[0]!r}: expected an integer") from None
+    if nthreads is not None and nthreads > 4096:
+        raise InputError(f"invalid NTHREADS {nthreads}: at most 4096 (0 or less: all cores)")
     if len(rest) > 1:
         raise InputError(f"unexpected arguments after NTHREADS: {' '.join(rest[1:])}")
-    specs = list(tensor_types) + (Path(tensor_type_file).read_text().split() if tensor_type_file else [])
+    if tensor_type_file:
+        try:
+            type_file_text = Path(tensor_type_file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{tensor_type_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise InputError(f"{tensor_type_file}: cannot read: {e.strerror}") from None
+    specs = list(tensor_types) + (type_file_text.split() if tensor_type_file else [])
     pairs = []
     for s in specs:
         pat, sep, typ = s.partition("=")
         if not sep or not pat or not typ:
             raise InputError(f"malformed tensor type {s!r}: expected PATTERN=TYPE")
+        try:
+            re.compile(pat)
+        except re.error as e:
+            raise InputError(f"--tensor-type {s!r}: bad regular expression ({e})") from None
+        parse_ggml_type(typ)
         pairs.append((pat, typ))
+    for t in (output_tensor_type, token_embedding_type):
+        if t is not None:
+            parse_ggml_type(t)
+    for o in override_kv:
+        KVOverride.parse(o)
     try:
         prune = [int(x) for x in prune_layers.split(",")] if prune_layers else []
     except ValueError:
         raise InputError(f"invalid layer ids {prune_layers!r}: expected L0,L1,...") from None
     if any(p < 0 for p in prune):
         raise InputError(f"invalid layer ids {prune_layers!r}: must be >= 0")
+    require_model(in_path, what="input model")
+    out = Path(out_path) if out_path is not None else default_output_path(in_path, ft.name)
+    if not dry_run:
+        check_output_file(out, inputs=[in_path, imatrix, tensor_type_file], option="OUT")
 
-    with bar("quantize", enabled=not dry_run) as update:
+    with bar("quantize", enabled=not dry_run) as update, writing(out):
         def on_tensor(rep, n_total: int) -> None:
             update(rep.index, n_total, rep.name)
 
-        res = quantize_model(in_path, out_path, ftype, imatrix=imatrix, nthreads=nthreads,
+        res = quantize_model(in_path, out_path, ft.name, imatrix=imatrix, nthreads=nthreads,
                              allow_requantize=allow_requantize, leave_output_tensor=leave_output_tensor,
                              pure=pure, output_tensor_type=output_tensor_type,
                              token_embedding_type=token_embedding_type, tensor_types=pairs,
@@ -95,5 +128,7 @@ def command(args, imatrix, include_weights, exclude_weights, output_tensor_type,
             click.echo(rep.log_line(len(res.tensors), dry_run=True))
     for line in res.summary_lines():
         click.echo(line, err=line.startswith("WARNING"))
+    if dry_run:
+        click.echo(f"dry run: {res.file_type.name}, {plural(len(res.tensors), 'tensor')}, nothing written")
     for p in res.out_paths:
-        click.echo(f"wrote {p} ({res.file_type.name}, {len(res.tensors)} tensors, {res.seconds:.2f} s)")
+        click.echo(f"wrote {p} ({res.file_type.name}, {plural(len(res.tensors), 'tensor')}, {res.seconds:.2f} s)")
