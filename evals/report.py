@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -147,36 +147,38 @@ def write_perplexity_report(result: PerplexityResult, out_dir: str | Path, meta:
     return md
 
 
-def pareto_front(bpw: Sequence[float], loss: Sequence[float]) -> np.ndarray:
-    """Mask of points no other point beats on both size (bpw) and loss (lower is better for both)."""
-    b, l = np.asarray(bpw, float), np.asarray(loss, float)
-    mask = np.ones(len(b), bool)
-    for i in range(len(b)):
-        dominated = (b <= b[i]) & (l <= l[i]) & ((b < b[i]) | (l < l[i]))
-        mask[i] = not dominated.any()
-    return mask
-
-
 def plot_sweep(df, path: Path, title: str) -> None:
-    """KLD and PPL against bits per weight, Pareto front marked (df: pandas DataFrame of the sweep)."""
+    """Mean KLD and PPL (± one standard error) against llama.cpp's bits per weight; the Pareto
+    front (`df["pareto"]`, uncertainty-aware) joined in red, the base as a dashed line."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, col, ylabel, log in ((axes[0], "mean_kld", "mean KL divergence to base (nats, log)", True),
-                                 (axes[1], "ppl", "perplexity", False)):
-        d = df.dropna(subset=[col])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    is_base = df["type"].str.endswith("(base)")
+    quants = df[~is_base].sort_values("bpw")
+    for ax, col, err, ylabel, log in (
+            (axes[0], "mean_kld", "mean_kld_stderr", "mean KL divergence to the base (nats, log scale)", True),
+            (axes[1], "ppl", "ppl_stderr", "perplexity (lower is better)", False)):
+        d = quants.dropna(subset=[col])
         if d.empty:
             continue
-        front = pareto_front(d["bpw"], d[col])
-        ax.scatter(d["bpw"][~front], d[col][~front], color="tab:gray", label="dominated")
-        fd = d[front].sort_values("bpw")
-        ax.plot(fd["bpw"], fd[col], "-o", color="tab:red", label="Pareto front")
-        for _, r in d.iterrows():
-            ax.annotate(r["type"], (r["bpw"], r[col]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        front = d["pareto"].to_numpy(bool) if "pareto" in d else np.ones(len(d), bool)
+        if (~front).any():
+            ax.errorbar(d["bpw"][~front], d[col][~front], yerr=d[err][~front], fmt="o", color="tab:gray",
+                        capsize=3, label="dominated")
+        # the front is decided on mean KLD; on the PPL panel its points are marked, not joined
+        ax.errorbar(d["bpw"][front], d[col][front], yerr=d[err][front], fmt="-o" if log else "o", color="tab:red",
+                    capsize=3, label="Pareto front (mean KLD)")
+        for i, (_, r) in enumerate(d.iterrows()):  # labels alternate above and below the points
+            ax.annotate(r["type"], (r["bpw"], r[col]), textcoords="offset points",
+                        xytext=(6, 8 if i % 2 == 0 else -14), fontsize=8)
+        if is_base.any() and col == "ppl":
+            b = df[is_base].iloc[0]
+            ax.axhline(b["ppl"], color="tab:blue", ls="--", lw=1, label=f"{b['type']}: {b['ppl']:.3f}")
         if log and (d[col] > 0).all():
             ax.set_yscale("log")
-        ax.set_xlabel("bits per weight (whole file)")
+        ax.set_xlabel("bits per weight (tensor data / weights, as llama.cpp)")
         ax.set_ylabel(ylabel)
-        ax.legend()
+        ax.margins(x=0.12, y=0.15)
+        ax.legend(loc="upper right", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)

@@ -14,8 +14,9 @@ from ._registry import (
     register,
     registered_types,
     requires_imatrix,
+    uses_imatrix,
     row_size,
 )
 
 __all__ = ["QuantKernel", "dequantize", "kernel_for", "matvec", "quantize", "register",
-           "registered_types", "requires_imatrix", "row_size"]
+           "registered_types", "requires_imatrix", "row_size", "uses_imatrix"]

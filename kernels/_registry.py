@@ -42,6 +42,11 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
 
 # ggml's `ggml_quantize_requires_imatrix`.
 _REQUIRES_IMATRIX = frozenset({GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ1_S})
+# types whose ggml quantizer takes no importance weights (quantize_q8_0, the ternary and FP4
+# quantizers, Q1_0/Q2_0, and the float types): an imatrix changes none of their bytes
+_IGNORES_IMATRIX = frozenset({GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q8_1,
+                              GGMLType.Q8_K, GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.MXFP4, GGMLType.NVFP4,
+                              GGMLType.Q1_0, GGMLType.Q2_0})
 
 
 def _type_key(name: str) -> str:
@@ -123,6 +128,11 @@ def row_size(qtype: str | int | GGMLType, cols: int) -> int:
 def requires_imatrix(qtype: str | int | GGMLType) -> bool:
     """True exactly where ggml's `ggml_quantize_requires_imatrix` is."""
     return parse_ggml_type(qtype) in _REQUIRES_IMATRIX
+
+
+def uses_imatrix(qtype: str | int | GGMLType) -> bool:
+    """Whether an importance matrix changes what `quantize` makes of this type."""
+    return parse_ggml_type(qtype) not in _IGNORES_IMATRIX
 
 
 def quantize(x: npt.ArrayLike, qtype: str | int | GGMLType,

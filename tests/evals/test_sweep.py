@@ -18,20 +18,61 @@ def tiny_llama(shared_dir):
 def test_sweep_with_auto_imatrix_and_resume(tiny_llama, tmp_path):
     out = tmp_path / "sweep"
     args = ["sweep", str(tiny_llama), "--types", "Q8_0,Q4_0", "--imatrix", "auto", "-c", "64", "--chunks", "3",
-            "-o", str(out)]
+            "-o", str(out), "--max-mean-kld", "10"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
+    # Q8_0 ignores an imatrix, so it is not labelled as made with one
     for name in ("sweep.md", "sweep.csv", "sweep.json", "sweep.png", "base.kld", "imatrix.gguf",
-                 "model-Q8_0-imatrix.gguf", "model-Q4_0-imatrix.gguf"):
+                 "model-Q8_0.gguf", "model-Q4_0-imatrix.gguf"):
         assert (out / name).is_file(), name
     state = json.loads((out / "sweep.json").read_text())
     rows = state["rows"]
-    assert set(rows) == {"Q8_0-imatrix", "Q4_0-imatrix"}
-    assert 0 <= rows["Q8_0-imatrix"]["mean_kld"] < rows["Q4_0-imatrix"]["mean_kld"]
-    assert rows["Q8_0-imatrix"]["size_mb"] > rows["Q4_0-imatrix"]["size_mb"]
-    assert "| Q4_0-imatrix |" in (out / "sweep.md").read_text()
+    assert set(rows) == {"Q8_0", "Q4_0-imatrix"}
+    assert 0 <= rows["Q8_0"]["mean_kld"] < rows["Q4_0-imatrix"]["mean_kld"]
+    assert rows["Q8_0"]["size_bytes"] > rows["Q4_0-imatrix"]["size_bytes"]
+    assert 4.5 < rows["Q4_0-imatrix"]["bpw"] < rows["Q8_0"]["bpw"] < 8.6  # llama.cpp's bpw (8.50 for Q8_0)
+    md = (out / "sweep.md").read_text()
+    assert "| Q4_0-imatrix |" in md and "| F16 (base) |" in md and " ± " in md
+    assert "calibrated on" in md and "second half" in md           # never on the evaluated text
+    assert "**Recommended** (mean KLD ≤ 10.0): **Q4_0-imatrix**" in md
+    assert md.count("`" + rows["Q8_0"]["sha256"] + "`") == 1       # the model-card table
     again = CliRunner().invoke(main, args)
-    assert again.exit_code == 0 and again.output.count("skipped") == 2, again.output
+    assert again.exit_code == 0 and again.output.count("re-used") == 2, again.output
+
+
+def test_sweep_checks_every_argument_before_any_work(tiny_llama, shared_dir, tmp_path):
+    out = tmp_path / "sweep"
+    base = ["sweep", str(tiny_llama), "-c", "64", "--chunks", "2", "-o", str(out)]
+    typo = CliRunner().invoke(main, base + ["--types", "Q8_0,Q6_K,Q4_K_M,IQ4_XS,Q4_K_X"])
+    assert typo.exit_code == 2 and "Q4_K_X" in typo.output
+    qwen = shared_dir / "llamacpp" / "tiny-qwen2-w256" / "tiny-qwen2-f16.gguf"   # rows of 256: IQ2_XXS applies
+    needs = CliRunner().invoke(main, ["sweep", str(qwen), "--types", "Q8_0,IQ2_XXS", "-o", str(out)])
+    assert needs.exit_code == 2 and "IQ2_XXS need an importance matrix" in needs.output
+    twice = CliRunner().invoke(main, base + ["--types", "Q4_K,Q4_K_M"])
+    assert twice.exit_code == 2 and "repeats Q4_K_M" in twice.output
+    calib = CliRunner().invoke(main, base + ["--calib-file", str(tiny_llama)])
+    assert calib.exit_code == 2 and "--imatrix auto" in calib.output
+    assert not list(out.glob("*.gguf")) and not (out / "base.kld").exists()
+
+
+def test_sweep_refuses_a_gguf_that_is_not_a_model(shared_dir, tmp_path):
+    imatrix = shared_dir / "llamacpp" / "smollm2" / "imatrix.gguf"
+    res = CliRunner().invoke(main, ["sweep", str(imatrix), "--types", "Q8_0", "-o", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "not a model" in res.output and "imatrix.gguf" in res.output
+
+
+def test_sweep_redoes_what_changed_and_survives_a_corrupt_state(tiny_llama, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", str(tiny_llama), "--types", "Q8_0,Q4_0", "-c", "64", "--chunks", "2", "-o", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    q4 = out / "model-Q4_0.gguf"
+    q4.write_bytes(q4.read_bytes()[:1000])                 # a damaged artifact is made again
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and res.output.count("re-used") == 1 and "quantize Q4_0" in res.output, res.output
+    (out / "sweep.json").write_text("{")                    # a state cut short by a full disk
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "unreadable" in res.output and res.output.count("re-used") == 0, res.output
+    assert json.loads((out / "sweep.json").read_text())["rows"].keys() == {"Q8_0", "Q4_0"}
 
 
 def test_gate_passes_fails_and_errors(tiny_llama, tmp_path):

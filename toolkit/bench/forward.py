@@ -14,6 +14,8 @@ from llmtk.bench.reference import LLAMA_BENCH_TPS
 from llmtk.bench.timing import CLOCKS, Progress, best_seconds, nan_if_none, parse_threads, ratio, set_numba_threads
 from llmtk.errors import InputError
 from llmtk.ggufio.constants import Key
+from llmtk.quantize.rules import canonical_name as canonical_type
+from llmtk.quantize.rules import file_type_names
 
 if TYPE_CHECKING:
     import pandas
@@ -21,27 +23,12 @@ if TYPE_CHECKING:
 DEFAULT_FORWARD_TYPES = ("F16", "Q8_0", "Q4_K_M")
 
 
-def _ftype_names() -> dict[int, str]:
-    """general.file_type -> llama-quantize's name; aliases (Q4_K, COPY) give way to Q4_K_M, F32."""
-    from llmtk.quantize.rules import FILE_TYPES
-
-    return {int(f.ftype): n for n, f in FILE_TYPES.items() if n != "COPY"}
-
-
-def canonical_type(name: str) -> str:
-    """llama-quantize's main spelling of a type name (`q4_k` -> `Q4_K_M`), as the references use."""
-    from llmtk.quantize.rules import file_type
-
-    ft = file_type(name)
-    return _ftype_names().get(int(ft.ftype), ft.name) if ft.name != "COPY" else ft.name
-
-
 def _file_type_name(path: Path) -> str:
     from llmtk.ggufio import GGUFReader
 
     with GGUFReader(path) as r:
         ft = r.kv.get(Key.FILE_TYPE)
-    return _ftype_names().get(int(ft), f"ftype {ft}") if ft is not None else "?"
+    return file_type_names().get(int(ft), f"ftype {ft}") if ft is not None else "?"
 
 
 def is_smollm2_135m(path: str | os.PathLike) -> bool:

@@ -133,6 +133,7 @@ class QuantizeResult:
     n_elements: int
     warnings: list[str] = field(default_factory=list)
     n_fallback: int = 0
+    fallbacks: list[str] = field(default_factory=list)   # llama-quantize's warning per shape fallback
     imatrix_entries: int = 0
     seconds: float = 0.0
     dry_run: bool = False
@@ -354,10 +355,12 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
     ftype_id = _guess_file_type(kv, (infos[n].qtype for n in order)) if opts.only_copy else int(ft.ftype)
 
     n_fallback = 0
+    fallbacks: list[str] = []
     will_require_imatrix = False
     for c, src_name in zip(plan, kept):
         if c.fallback:
             n_fallback += 1
+            fallbacks.append(c.fallback.strip())
             warnings.append(c.fallback)
             log.info("%s", c.fallback)
         if c.override:
@@ -401,7 +404,7 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
     reports = [TensorReport(i + 1, c.name, c.ne, c.src_type, c.dst_type, infos[s].n_bytes,
                             _n_bytes(c.dst_type, c.ne)) for i, (c, s) in enumerate(zip(plan, kept))]
     n_elements = sum(math.prod(infos[n].ne) for n in order)
-    result = QuantizeResult([], ft, reports, n_elements, warnings, n_fallback, len(means),
+    result = QuantizeResult([], ft, reports, n_elements, warnings, n_fallback, fallbacks, len(means),
                             dry_run=dry_run, will_require_imatrix=will_require_imatrix)
     if dry_run:
         for rep in reports:

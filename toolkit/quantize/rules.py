@@ -101,8 +101,19 @@ def file_type(text: str) -> FileType:
     """Like `parse_file_type`, but an unknown name is an error listing the valid ones."""
     ft = parse_file_type(text)
     if ft is None:
-        raise InputError(f"invalid quantization type {text!r}; valid: {', '.join(FILE_TYPES)}")
+        raise InputError(f"unknown quantization type {text!r}; valid: {', '.join(FILE_TYPES)}")
     return ft
+
+
+def file_type_names() -> dict[int, str]:
+    """general.file_type -> llama-quantize's name; aliases (Q4_K, COPY) give way to Q4_K_M, F32."""
+    return {int(f.ftype): n for n, f in FILE_TYPES.items() if n != "COPY"}
+
+
+def canonical_name(text: str) -> str:
+    """llama-quantize's main spelling of a type (`q4_k` -> `Q4_K_M`, `17` -> `Q5_K_M`)."""
+    ft = file_type(text)
+    return file_type_names().get(int(ft.ftype), ft.name) if ft.name != "COPY" else ft.name
 
 
 def ggml_type_name(qtype: GGMLType) -> str:
