@@ -119,9 +119,9 @@ def check_plan(plan: SweepPlan) -> list[str]:
 
 
 def _check_model_file(path: Path) -> None:
-    from llmtk.ggufio import GGUFReader
+    from llmtk.ggufio.shards import open_gguf
 
-    with GGUFReader(path) as r:
+    with open_gguf(path) as r:
         kind = r.kv.get(Key.TYPE)
         if kind not in (None, "model") or not isinstance(r.kv.get(Key.ARCHITECTURE), str):
             raise InputError(f"{path}: not a model (general.type {kind!r}, "
@@ -322,18 +322,18 @@ def run_sweep(plan: SweepPlan, log: Log = print, progress: Progress | None = Non
 
 
 def _file_type(path: Path) -> int | None:
-    from llmtk.ggufio import GGUFReader
+    from llmtk.ggufio.shards import open_gguf
 
-    with GGUFReader(path) as r:
+    with open_gguf(path) as r:
         ft = r.kv.get(Key.FILE_TYPE)
     return int(ft) if isinstance(ft, int) else None
 
 
 def _tensor_totals(path: Path) -> tuple[int, int]:
     """(weights, bytes of tensor data): llama.cpp's bpw is 8 * bytes / weights."""
-    from llmtk.ggufio import GGUFReader
+    from llmtk.ggufio.shards import open_gguf
 
-    with GGUFReader(path) as r:
+    with open_gguf(path) as r:
         return sum(t.n_elements for t in r.tensors.values()), sum(t.n_bytes for t in r.tensors.values())
 
 

@@ -301,13 +301,15 @@ def test_imatrix_gguf_is_not_a_model(imatrix_gguf, tiny, tmp_path, cmd):
     assert not (tmp_path / "q.gguf").exists()
 
 
-def test_later_split_is_named(tmp_path, tiny):
+def test_a_shard_whose_first_split_is_missing_is_named(tmp_path, tiny):
     from llmtk.ggufio.constants import Key
     from llmtk.ggufio.edit import edit_gguf
 
     shard = tmp_path / "m-00002-of-00002.gguf"
     edit_gguf(tiny, shard, delete=[Key.ARCHITECTURE], set_kv=["split.no=uint16:1", "split.count=uint16:2"])
-    one_error_line(run("perplexity", "-m", shard), "split 2 of 2", "first split")
+    # any shard opens the whole model, so the missing first shard is what is named
+    one_error_line(run("perplexity", "-m", shard), "m-00001-of-00002.gguf", "shard 1 of the 2-way split model",
+                   "is missing")
 
 
 # -- (9) progress without a terminal ----------------------------------------------------------

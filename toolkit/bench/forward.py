@@ -24,18 +24,18 @@ DEFAULT_FORWARD_TYPES = ("F16", "Q8_0", "Q4_K_M")
 
 
 def _file_type_name(path: Path) -> str:
-    from llmtk.ggufio import GGUFReader
+    from llmtk.ggufio.shards import open_gguf
 
-    with GGUFReader(path) as r:
+    with open_gguf(path) as r:
         ft = r.kv.get(Key.FILE_TYPE)
     return file_type_names().get(int(ft), f"ftype {ft}") if ft is not None else "?"
 
 
 def is_smollm2_135m(path: str | os.PathLike) -> bool:
     """Whether a GGUF file is SmolLM2-135M (any type), the model llama.cpp's figures are for."""
-    from llmtk.ggufio import GGUFReader
+    from llmtk.ggufio.shards import open_gguf
 
-    with GGUFReader(path) as r:
+    with open_gguf(path) as r:
         kv = r.kv
         return (str(kv.get(Key.BASENAME, "")).lower() == "smollm2" and kv.get(Key.SIZE_LABEL) == "135M"
                 and kv.get(Key.EMBEDDING_LENGTH.format(arch="llama")) == 576

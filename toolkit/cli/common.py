@@ -101,26 +101,24 @@ def ignored_llamacpp_options(fn: Callable) -> Callable:
 
 
 def require_model(path: str | os.PathLike, *, what: str = "model") -> Path:
-    """Check that `path` is a GGUF model (not an imatrix or another GGUF, not a later split)
-    before any work; the error names the file. Returns it as a Path."""
-    from llmtk.ggufio import GGUFReader
+    """Check that `path` is a GGUF model (not an imatrix or another GGUF; any shard of a split
+    model, whose shards are all checked) before any work; the error names the file."""
     from llmtk.ggufio.constants import Key
+    from llmtk.ggufio.shards import open_gguf
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: {what} file not found")
     if p.is_dir():
         raise InputError(f"{p}: is a folder, expected a GGUF {what} file")
-    with GGUFReader(p) as r:
+    with open_gguf(p) as r:  # any shard of a split model: every shard is checked, kv is the first's
         kind, arch = r.kv.get(Key.TYPE), r.kv.get(Key.ARCHITECTURE)
-        split_no, split_count = r.kv.get(Key.SPLIT_NO), r.kv.get(Key.SPLIT_COUNT)
+        first = r.path
     if kind is not None and kind != "model":
         hint = " (an importance matrix: pass it as --imatrix)" if kind == "imatrix" else ""
-        raise InputError(f"{p}: is a GGUF of general.type {kind!r}, not a model{hint}")
+        raise InputError(f"{first}: is a GGUF of general.type {kind!r}, not a model{hint}")
     if arch is None:
-        if isinstance(split_no, int) and split_no > 0:
-            raise InputError(f"{p}: is split {split_no + 1} of {split_count}; give the first split")
-        raise InputError(f"{p}: has no {Key.ARCHITECTURE}: not a GGUF model")
+        raise InputError(f"{first}: has no {Key.ARCHITECTURE}: not a GGUF model")
     return p
 
 

@@ -34,6 +34,10 @@ for _verb, _help in (
 ):
     COMMANDS.add(_verb, Lazy(f"llmtk.cli.commands.{_verb}:command"))
     _HELP[_verb] = _help
+COMMANDS.add("split", Lazy("llmtk.cli.commands.split:command"))
+_HELP["split"] = "Split a GGUF model into shards, like llama-gguf-split (same bytes)."
+COMMANDS.add("merge", Lazy("llmtk.cli.commands.split:merge_command"))
+_HELP["merge"] = "Merge a split GGUF model into one file, like llama-gguf-split --merge."
 
 
 class LazyGroup(click.Group):

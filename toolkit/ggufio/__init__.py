@@ -13,6 +13,7 @@ from typing import Any
 _LAZY = {
     "GGUFReader": "reader", "TensorInfo": "reader", "escape_control": "reader",
     "GGUFWriter": "writer", "copy_kv": "writer", "infer_value_type": "writer",
+    "open_gguf": "shards", "ShardedReader": "shards",
 }
 
 __all__ = sorted(_LAZY)

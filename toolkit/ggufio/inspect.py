@@ -17,6 +17,7 @@ import numpy as np
 from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, GGUFValueType, Key, LlamaFileType, TokenizerKey
 from llmtk.errors import InputError
 from llmtk.ggufio import GGUFReader, escape_control
+from llmtk.ggufio.shards import open_gguf
 
 VT = GGUFValueType
 STRING_PREVIEW = 120  # characters of a long string shown in table/markdown output
@@ -104,7 +105,7 @@ def inspect_gguf(path: str | Path, *, tensors: bool = True, pattern: str | None 
         rx = re.compile(pattern) if pattern is not None else None
     except re.error as e:
         raise InputError(f"--filter {pattern!r} is not a valid regular expression: {e}") from None
-    with GGUFReader(path) as r:
+    with open_gguf(path) as r:  # any shard of a split model: totals over all shards
         n_params = sum(t.n_elements for t in r.tensors.values())
         tensor_bytes = sum(t.n_bytes for t in r.tensors.values())
         types: dict[str, dict[str, int]] = {}
@@ -121,6 +122,7 @@ def inspect_gguf(path: str | Path, *, tensors: bool = True, pattern: str | None 
             "version": r.version,
             "alignment": r.alignment,
             "file_size": r.file_size,
+            "shards": [str(p) for p in getattr(r, "paths", [r.path])],
             "n_kv": len(r.kv),
             "n_tensors": len(r.tensors),
             "n_params": n_params,

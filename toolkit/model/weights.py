@@ -23,11 +23,12 @@ DEFAULT_BUDGET = 2 << 30  # bytes of float32 weights kept dequantized
 
 
 def open_reader(path: "str | Path | Any") -> Any:
-    """llmtk's GGUFReader for a path; an already open reader is returned as it is."""
+    """llmtk's reader for a path: a GGUFReader, or a ShardedReader over every shard when `path` is
+    any shard of a split model; an already open reader is returned as it is."""
     if not isinstance(path, (str, Path)):
         return path
-    from llmtk.ggufio import GGUFReader
-    return GGUFReader(path)
+    from llmtk.ggufio.shards import open_gguf
+    return open_gguf(path)
 
 
 def dequantize(raw: npt.NDArray[np.uint8], qtype: GGMLType, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:

@@ -192,22 +192,11 @@ def load_imatrix_means(path: str | os.PathLike, *, include: Sequence[str] = (),
 
 
 def _open_inputs(in_path: Path):
-    """The input's reader(s): one, or every part of a split model (`-00001-of-0000N.gguf`)."""
-    from llmtk.ggufio import GGUFReader
+    """The input's reader(s): one, or every shard of a split model (any shard may be given; all
+    are checked: present, same split.count, split.no in order, tensor counts, no duplicates)."""
+    from llmtk.ggufio.shards import open_shards
 
-    first = GGUFReader(in_path)
-    n_split = int(first.kv.get(Key.SPLIT_COUNT, 1) or 1)
-    if n_split <= 1:
-        return [first]
-    m = re.match(r"(.*)-(\d{5})-of-(\d{5})\.gguf$", str(in_path))
-    if not m or int(m.group(2)) != 1:
-        first.close()
-        raise InputError(f"{in_path}: is part of a {n_split}-way split model; pass its first part "
-                         f"(named <prefix>-00001-of-{n_split:05d}.gguf)")
-    readers = [first]
-    for i in range(2, n_split + 1):
-        readers.append(GGUFReader(SPLIT_PATH_FORMAT.format(prefix=m.group(1), no=i, count=n_split)))
-    return readers
+    return open_shards(in_path).readers
 
 
 def _guess_file_type(kv: dict[str, Any], types: Iterable[GGMLType]) -> int:

@@ -208,12 +208,12 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, source: "str | os.PathLike | Any") -> "Tokenizer":
-        """From a GGUF file path or an open `llmtk.ggufio.GGUFReader`."""
+        """From a GGUF file path (any shard of a split model) or an open reader."""
         if hasattr(source, "kv"):
             return cls(source.kv)
-        from llmtk.ggufio import GGUFReader
+        from llmtk.ggufio.shards import open_gguf
 
-        with GGUFReader(source) as reader:
+        with open_gguf(source) as reader:
             return cls(reader.kv)
 
     @staticmethod

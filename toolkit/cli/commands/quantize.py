@@ -48,7 +48,6 @@ def command(args, imatrix, include_weights, exclude_weights, output_tensor_type,
     from pathlib import Path
 
     import re
-    from pathlib import Path
 
     from llmtk.cli.common import check_output_file, require_model
     from llmtk.cli.progress import bar, plural
