@@ -45,6 +45,9 @@ def plot_running_ppl(result: PerplexityResult, path: Path, label: str) -> None:
     if result.kld is not None:
         ax.axhline(result.kld.ppl_base, color="gray", ls="--", lw=1, label=f"base PPL {result.kld.ppl_base:.4f}")
     ax.set_title(f"Running perplexity over chunks ({result.n_ctx}-token context)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # chunks are whole numbers
     ax.set_xlabel("chunk (cumulative)")
     ax.set_ylabel("perplexity (lower is better)")
     ax.legend()
@@ -89,23 +92,30 @@ def plot_dp_distribution(result: PerplexityResult, path: Path) -> None:
 
 
 def plot_token_kld(result: PerplexityResult, path: Path) -> None:
+    """KLD of every scored token along the text, on a log axis (float rounding can leave a KLD a
+    hair below zero: those are drawn at the axis floor), with a moving mean; legend outside."""
     plt = _plt()
     k = result.token_kld.astype(np.float64)
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     x = np.arange(len(k))
-    ax.plot(x, k, lw=0.4, color="tab:blue", alpha=0.6, label="per token")
+    positive = k[k > 0]
+    floor = max(float(np.percentile(positive, 0.5)) if positive.size else 1e-8, 1e-10)
+    ax.plot(x, np.maximum(k, floor), lw=0.4, color="tab:blue", alpha=0.6, label="per token")
     w = max(1, min(64, len(k) // 20))
-    if len(k) >= w:
-        smooth = np.convolve(k, np.ones(w) / w, mode="same")
-        ax.plot(x, smooth, lw=1.5, color="tab:red", label=f"moving mean ({w} tokens)")
+    if len(k) >= w:  # full windows only: no dip at the ends
+        smooth = np.convolve(k, np.ones(w) / w, mode="valid")
+        ax.plot(x[w // 2:w // 2 + len(smooth)], np.maximum(smooth, floor), lw=1.5, color="tab:red",
+                label=f"moving mean ({w} tokens)")
     n_score = result.n_tokens_scored // max(result.n_chunks, 1)
-    for c in range(1, result.n_chunks):
+    bounds = result.n_chunks <= 40  # more boundaries than that would only grey the plot
+    for c in range(1, result.n_chunks if bounds else 0):
         ax.axvline(c * n_score, color="gray", lw=0.4, alpha=0.5)
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_title("KL divergence along the text (scored tokens, chunk boundaries in gray)")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=floor)
+    ax.set_title("KL divergence along the text (scored tokens" + (", chunk boundaries in gray)" if bounds else ")"))
     ax.set_xlabel("scored token index")
-    ax.set_ylabel("KL divergence (nats)")
-    ax.legend(loc="upper right")
+    ax.set_ylabel("KL divergence (nats, log scale)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
