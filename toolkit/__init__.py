@@ -5,4 +5,23 @@ matplotlib) are imported by the code that needs them, never here.
 """
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+# one call per job, loaded on first use (see llmtk/api.py): llmtk.convert, llmtk.evaluate,
+# llmtk.load_tensor; llmtk.quantize is the subpackage, callable as llmtk.quantize(IN, OUT, TYPE)
+_API = ("convert", "evaluate", "load_tensor")
+__all__ = ["__version__", *_API, "quantize"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from llmtk import api
+
+        return getattr(api, name)
+    if name == "quantize":  # the subpackage, not yet imported
+        import importlib
+
+        return importlib.import_module("llmtk.quantize")
+    raise AttributeError(f"module 'llmtk' has no attribute {name!r}")

@@ -6,6 +6,9 @@ quantizing each tensor with `llmtk.kernels`.
 """
 from __future__ import annotations
 
+import sys
+import types
+
 from llmtk.quantize.requantize import (
     KVOverride,
     QuantizeResult,
@@ -18,3 +21,15 @@ from llmtk.quantize.rules import FileType, MixOptions, file_type, plan_types
 
 __all__ = ["FileType", "KVOverride", "MixOptions", "QuantizeResult", "TensorReport", "default_output_path",
            "file_type", "load_imatrix_means", "plan_types", "quantize_model"]
+
+
+class _CallableModule(types.ModuleType):
+    """`llmtk.quantize(IN, OUT, TYPE)` is `llmtk.api.quantize`: the package doubles as the call."""
+
+    def __call__(self, *args, **kwargs):
+        from llmtk.api import quantize
+
+        return quantize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
