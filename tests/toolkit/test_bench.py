@@ -117,7 +117,13 @@ def test_quantize_in_a_fresh_process(shared_dir):
     df = bench.bench_quantize(["Q8_0"], model=shared_dir / TINY, threads=1)
     assert df.loc[0, "wall s"] > 0 and df.loc[0, "cpu s"] > 0 and df.loc[0, "size MB"] > 0
     # SmolLM2's imatrix does not fit tiny-llama: the child's error comes back as an InputError
+    imatrix = shared_dir / "llamacpp" / "smollm2" / "imatrix.gguf"
     with pytest.raises(InputError, match="quantize Q4_K_M in a fresh process failed.*imatrix size"):
+        bench.bench_quantize(["Q4_K_M-imatrix"], model=shared_dir / TINY, threads=1, imatrix=imatrix)
+
+
+def test_quantize_imatrix_of_another_model_is_not_borrowed(shared_dir):
+    with pytest.raises(InputError, match="needs --imatrix .*SmolLM2's"):
         bench.bench_quantize(["Q4_K_M-imatrix"], model=shared_dir / TINY, threads=1)
 
 

@@ -94,7 +94,13 @@ def bench_quantize(types: Sequence[str] = DEFAULT_QUANTIZE_TYPES, *, model: str 
             raise InputError(f"type {t!r}: write TYPE or TYPE-imatrix")
         name = canonical_type(base)
         specs.append((f"{name}{'-imatrix' if suffix else ''}", name, bool(suffix)))
+    if model is not None and not Path(model).is_file():
+        raise InputError(f"model file {str(model)!r} does not exist")
+    smollm2 = model is None or is_smollm2_135m(model)
     if imatrix is None and any(s[2] for s in specs):
+        if not smollm2:  # the reference imatrix fits SmolLM2 alone
+            raise InputError(f"TYPE-imatrix on {model} needs --imatrix (the shared reference imatrix is "
+                             f"SmolLM2's)")
         sd = shared_dir()
         imatrix = sd / "llamacpp" / "smollm2" / "imatrix.gguf" if sd is not None else None
         if imatrix is None or not Path(imatrix).is_file():
@@ -102,9 +108,6 @@ def bench_quantize(types: Sequence[str] = DEFAULT_QUANTIZE_TYPES, *, model: str 
     if progress and model is None:
         progress("make SmolLM2 F16")
     model = Path(model) if model is not None else smollm2_f16(workdir)
-    if not model.is_file():
-        raise InputError(f"model file {str(model)!r} does not exist")
-    smollm2 = is_smollm2_135m(model)
     rows = []
     with tempfile.TemporaryDirectory(prefix="llmtk-bench-") as tmp:
         out = Path(tmp) / "out.gguf"
