@@ -82,6 +82,26 @@ def _pack_k4_scales(y, off, Ls, Lm):
             y[off + j] |= (lm >> 4) << 6
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _sum_x2(xb):
+    sum_x2 = np.float32(0.0)
+    for l in range(QK_K):
+        sum_x2 += xb[l] * xb[l]
+    return sum_x2
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _impl_weights(xb, off, qw, sigma2, weight, n):
+    # the _impl quantizers' weight[l] = qw[l] * sqrtf(sigma2 + x[l]^2) over one sub-block of n
+    # values from xb[off]; returns their sum (ggml's sw[j])
+    for l in range(n):
+        weight[l] = qw[l] * np.sqrt(sigma2 + xb[off + l] * xb[off + l])
+    sumw = np.float32(0.0)
+    for l in range(n):
+        sumw += weight[l]
+    return sumw
+
+
 # ----------------------------------------------------------------------------- Q2_K
 # block_q2_K: scales:16 qs:64 d:2 dmin:2  (84 bytes)
 
@@ -161,18 +181,10 @@ def quantize_row_q2_K_impl(x, y, quant_weights, n16=16):
     for i in range(x.size // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
         o = i * 84
-        sumx2 = np.float32(0.0)
-        for j in range(QK_K):
-            sumx2 += xb[j] * xb[j]
-        sigma2 = sumx2 / np.float32(QK_K)
+        sigma2 = _sum_x2(xb) / np.float32(QK_K)
         for j in range(QK_K // 16):
             qw = quant_weights[QK_K * i + 16 * j:QK_K * i + 16 * j + 16]
-            for l in range(16):
-                weight[l] = qw[l] * np.sqrt(sigma2 + xb[16 * j + l] * xb[16 * j + l])
-            s = np.float32(0.0)
-            for l in range(16):
-                s += weight[l]
-            sw[j] = s
+            sw[j] = _impl_weights(xb, 16 * j, qw, sigma2, weight, 16)
             sc, m = make_qkx3_quants_ws(n16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,
                                         np.float32(-0.9), np.float32(0.05), 36, False, ws)
             scales[j] = sc
@@ -262,18 +274,10 @@ def quantize_row_q3_K_impl(x, y, quant_weights):
     for i in range(x.size // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
         o = i * 110
-        sumx2 = np.float32(0.0)
-        for j in range(QK_K):
-            sumx2 += xb[j] * xb[j]
-        sigma2 = np.float32(2.0) * sumx2 / np.float32(QK_K)
+        sigma2 = np.float32(2.0) * _sum_x2(xb) / np.float32(QK_K)
         for j in range(QK_K // 16):
             qw = quant_weights[QK_K * i + 16 * j:QK_K * i + 16 * j + 16]
-            for l in range(16):
-                weight[l] = qw[l] * np.sqrt(sigma2 + xb[16 * j + l] * xb[16 * j + l])
-            sumw = np.float32(0.0)
-            for l in range(16):
-                sumw += weight[l]
-            sw[j] = sumw
+            sw[j] = _impl_weights(xb, 16 * j, qw, sigma2, weight, 16)
             scales[j] = make_qx_quants_ws(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16], 1, weight, ws)
         for k in range(12):
             y[o + 96 + k] = 0
@@ -284,121 +288,15 @@ def quantize_row_q3_K_impl(x, y, quant_weights):
         _q3_K_requantize_and_pack(xb, y, o, L)
 
 
-# ----------------------------------------------------------------------------- Q4_K
+# ----------------------------------------------------------------------------- Q4_K, Q5_K
 # block_q4_K: d:2 dmin:2 scales:12 qs:128  (144 bytes)
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _q4_K_requantize_and_pack(x, y, o, L):
-    d_all = get_f16(y, o)
-    m_all = get_f16(y, o + 2)
-    for j in range(QK_K // 32):
-        sc, m = get_scale_min_k4(j, y, o + 4)
-        d = d_all * np.float32(sc)
-        if d == 0:
-            continue
-        dm = m_all * np.float32(m)
-        for ii in range(32):
-            l = nearest_int((x[32 * j + ii] + dm) / d)
-            L[32 * j + ii] = max(0, min(15, l))
-    for j in range(0, QK_K, 64):
-        for l in range(32):
-            y[o + 16 + j // 2 + l] = L[j + l] | (L[j + l + 32] << 4)
-
-
-@njit(cache=True, error_model="numpy")
-def quantize_row_q4_K_ref(x, y, n16=16):
-    """ggml `quantize_row_q4_K_ref`: x (cols,) f32 -> y (cols/256*144,) uint8."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
-    weights = np.empty(32, dtype=np.float32)
-    mins = np.empty(QK_K // 32, dtype=np.float32)
-    scales = np.empty(QK_K // 32, dtype=np.float32)
-    Ls = np.empty(QK_K // 32, dtype=np.int64)
-    Lm = np.empty(QK_K // 32, dtype=np.int64)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 144
-        max_scale = np.float32(0.0)
-        max_min = np.float32(0.0)
-        for j in range(QK_K // 32):
-            xs = xb[32 * j:32 * j + 32]
-            sum_x2 = np.float32(0.0)
-            for l in range(32):
-                sum_x2 += xs[l] * xs[l]
-            av_x = np.sqrt(sum_x2 / np.float32(32.0))
-            for l in range(32):
-                weights[l] = av_x + np.abs(xs[l])
-            s, m = make_qkx2_quants_ws(2 * n16, 15, xs, weights, L[32 * j:32 * j + 32], Laux,
-                                       np.float32(-1.0), np.float32(0.1), 20, False, ws)
-            scales[j] = s
-            mins[j] = m
-            if s > max_scale:
-                max_scale = s
-            if m > max_min:
-                max_min = m
-        inv_scale = np.float32(63.0) / max_scale if max_scale > 0 else np.float32(0.0)
-        inv_min = np.float32(63.0) / max_min if max_min > 0 else np.float32(0.0)
-        for j in range(QK_K // 32):
-            # C stores nearest_int into a uint8_t before MIN(63, .)
-            Ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
-            Lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
-        _pack_k4_scales(y, o + 4, Ls, Lm)
-        put_u16(y, o, fp32_to_fp16(max_scale / np.float32(63.0)))
-        put_u16(y, o + 2, fp32_to_fp16(max_min / np.float32(63.0)))
-        _q4_K_requantize_and_pack(xb, y, o, L)
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _k_impl_scales(xb, quant_weights, i, nmax, L, Laux, weights, sw, scales, mins, ws, n16):
-    # the part of quantize_row_q4_K_impl / q5_K_impl before the super-block scales
-    sum_x2 = np.float32(0.0)
-    for l in range(QK_K):
-        sum_x2 += xb[l] * xb[l]
-    sigma2 = np.float32(2.0) * sum_x2 / np.float32(QK_K)
-    for j in range(QK_K // 32):
-        qw = quant_weights[QK_K * i + 32 * j:QK_K * i + 32 * j + 32]
-        for l in range(32):
-            weights[l] = qw[l] * np.sqrt(sigma2 + xb[32 * j + l] * xb[32 * j + l])
-        sumw = np.float32(0.0)
-        for l in range(32):
-            sumw += weights[l]
-        sw[j] = sumw
-        s, m = make_qkx3_quants_ws(2 * n16, nmax, xb[32 * j:32 * j + 32], weights, L[32 * j:32 * j + 32], Laux,
-                                   np.float32(-0.9), np.float32(0.05), 36, False, ws)
-        scales[j] = s
-        mins[j] = m
-
-
-@njit(cache=True, error_model="numpy")
-def quantize_row_q4_K_impl(x, y, quant_weights, n16=16):
-    """ggml `quantize_row_q4_K_impl` with quant_weights (cols,) f32."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
-    Ls = np.empty(QK_K // 32, dtype=np.uint8)
-    Lm = np.empty(QK_K // 32, dtype=np.uint8)
-    weights = np.empty(32, dtype=np.float32)
-    sw = np.empty(QK_K // 32, dtype=np.float32)
-    mins = np.empty(QK_K // 32, dtype=np.float32)
-    scales = np.empty(QK_K // 32, dtype=np.float32)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 144
-        _k_impl_scales(xb, quant_weights, i, 15, L, Laux, weights, sw, scales, mins, ws, n16)
-        d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
-        m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
-        _pack_k4_scales(y, o + 4, Ls, Lm)
-        put_u16(y, o, fp32_to_fp16(d_block))
-        put_u16(y, o + 2, fp32_to_fp16(m_block))
-        _q4_K_requantize_and_pack(xb, y, o, L)
-
-
-# ----------------------------------------------------------------------------- Q5_K
 # block_q5_K: d:2 dmin:2 scales:12 qh:32 qs:128  (176 bytes)
+# ggml's q4_K and q5_K quantizers differ only in nmax (15, 31), the search constants of the
+# _ref path and the packing (Q5_K's bit 4 goes to the qh plane), so each pair shares one body.
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _q5_K_requantize_and_pack(x, y, o, L):
+def _k4_requantize_and_pack(x, y, o, L, nmax):
+    # requantize with the stored 6-bit scales, then pack 4 bits (nmax 15) or 4 + 1 (nmax 31)
     d_all = get_f16(y, o)
     m_all = get_f16(y, o + 2)
     for j in range(QK_K // 32):
@@ -409,7 +307,12 @@ def _q5_K_requantize_and_pack(x, y, o, L):
         dm = m_all * np.float32(m)
         for ii in range(32):
             l = nearest_int((x[32 * j + ii] + dm) / d)
-            L[32 * j + ii] = max(0, min(31, l))
+            L[32 * j + ii] = max(0, min(nmax, l))
+    if nmax == 15:
+        for j in range(0, QK_K, 64):
+            for l in range(32):
+                y[o + 16 + j // 2 + l] = L[j + l] | (L[j + l + 32] << 4)
+        return
     qh = o + 16
     ql = o + 48
     for j in range(32):
@@ -425,9 +328,9 @@ def _q5_K_requantize_and_pack(x, y, o, L):
         ql += 32
 
 
-@njit(cache=True, error_model="numpy")
-def quantize_row_q5_K_ref(x, y, n16=16):
-    """ggml `quantize_row_q5_K_ref`: x (cols,) f32 -> y (cols/256*176,) uint8."""
+@njit(cache=True, error_model="numpy", inline="always")
+def _k4_ref(x, y, n16, nmax, rmin, nstep, type_size):
+    # quantize_row_q4_K_ref / q5_K_ref: (nmax, rmin, nstep) = (15, -1.0, 20) or (31, -0.5, 15)
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(32, dtype=np.uint8)
@@ -438,7 +341,7 @@ def quantize_row_q5_K_ref(x, y, n16=16):
     Lm = np.empty(QK_K // 32, dtype=np.int64)
     for i in range(x.size // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 176
+        o = i * type_size
         max_scale = np.float32(0.0)
         max_min = np.float32(0.0)
         for j in range(QK_K // 32):
@@ -449,8 +352,8 @@ def quantize_row_q5_K_ref(x, y, n16=16):
             av_x = np.sqrt(sum_x2 / np.float32(32.0))
             for l in range(32):
                 weights[l] = av_x + np.abs(xs[l])
-            s, m = make_qkx2_quants_ws(2 * n16, 31, xs, weights, L[32 * j:32 * j + 32], Laux,
-                                       np.float32(-0.5), np.float32(0.1), 15, False, ws)
+            s, m = make_qkx2_quants_ws(2 * n16, nmax, xs, weights, L[32 * j:32 * j + 32], Laux,
+                                       rmin, np.float32(0.1), nstep, False, ws)
             scales[j] = s
             mins[j] = m
             if s > max_scale:
@@ -460,17 +363,18 @@ def quantize_row_q5_K_ref(x, y, n16=16):
         inv_scale = np.float32(63.0) / max_scale if max_scale > 0 else np.float32(0.0)
         inv_min = np.float32(63.0) / max_min if max_min > 0 else np.float32(0.0)
         for j in range(QK_K // 32):
+            # C stores nearest_int into a uint8_t before MIN(63, .)
             Ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
             Lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
         _pack_k4_scales(y, o + 4, Ls, Lm)
         put_u16(y, o, fp32_to_fp16(max_scale / np.float32(63.0)))
         put_u16(y, o + 2, fp32_to_fp16(max_min / np.float32(63.0)))
-        _q5_K_requantize_and_pack(xb, y, o, L)
+        _k4_requantize_and_pack(xb, y, o, L, nmax)
 
 
-@njit(cache=True, error_model="numpy")
-def quantize_row_q5_K_impl(x, y, quant_weights, n16=16):
-    """ggml `quantize_row_q5_K_impl` with quant_weights (cols,) f32."""
+@njit(cache=True, error_model="numpy", inline="always")
+def _k4_impl(x, y, quant_weights, n16, nmax, type_size):
+    # quantize_row_q4_K_impl / q5_K_impl: nmax 15 or 31
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(32, dtype=np.uint8)
@@ -480,96 +384,115 @@ def quantize_row_q5_K_impl(x, y, quant_weights, n16=16):
     sw = np.empty(QK_K // 32, dtype=np.float32)
     mins = np.empty(QK_K // 32, dtype=np.float32)
     scales = np.empty(QK_K // 32, dtype=np.float32)
-    Ls63 = np.empty(QK_K // 32, dtype=np.int64)
-    Lm63 = np.empty(QK_K // 32, dtype=np.int64)
     for i in range(x.size // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
-        o = i * 176
-        _k_impl_scales(xb, quant_weights, i, 31, L, Laux, weights, sw, scales, mins, ws, n16)
+        o = i * type_size
+        sigma2 = np.float32(2.0) * _sum_x2(xb) / np.float32(QK_K)
+        for j in range(QK_K // 32):
+            qw = quant_weights[QK_K * i + 32 * j:QK_K * i + 32 * j + 32]
+            sw[j] = _impl_weights(xb, 32 * j, qw, sigma2, weights, 32)
+            s, m = make_qkx3_quants_ws(2 * n16, nmax, xb[32 * j:32 * j + 32], weights, L[32 * j:32 * j + 32],
+                                       Laux, np.float32(-0.9), np.float32(0.05), 36, False, ws)
+            scales[j] = s
+            mins[j] = m
         d_block = make_qp_quants(QK_K // 32, 63, scales, Ls, sw)
         m_block = make_qp_quants(QK_K // 32, 63, mins, Lm, sw)
-        for j in range(QK_K // 32):
-            Ls63[j] = min(63, np.int64(Ls[j]))
-            Lm63[j] = min(63, np.int64(Lm[j]))
-        _pack_k4_scales(y, o + 4, Ls63, Lm63)
+        if nmax == 31:
+            # only ggml's q5_K_impl has MIN(63, .): it matters when a uint8 level wrapped
+            for j in range(QK_K // 32):
+                Ls[j] = min(63, Ls[j])
+                Lm[j] = min(63, Lm[j])
+        _pack_k4_scales(y, o + 4, Ls, Lm)
         put_u16(y, o, fp32_to_fp16(d_block))
         put_u16(y, o + 2, fp32_to_fp16(m_block))
-        _q5_K_requantize_and_pack(xb, y, o, L)
+        _k4_requantize_and_pack(xb, y, o, L, nmax)
+
+
+@njit(cache=True, error_model="numpy")
+def quantize_row_q4_K_ref(x, y, n16=16):
+    """ggml `quantize_row_q4_K_ref`: x (cols,) f32 -> y (cols/256*144,) uint8."""
+    _k4_ref(x, y, n16, 15, np.float32(-1.0), 20, 144)
+
+
+@njit(cache=True, error_model="numpy")
+def quantize_row_q4_K_impl(x, y, quant_weights, n16=16):
+    """ggml `quantize_row_q4_K_impl` with quant_weights (cols,) f32."""
+    _k4_impl(x, y, quant_weights, n16, 15, 144)
+
+
+@njit(cache=True, error_model="numpy")
+def quantize_row_q5_K_ref(x, y, n16=16):
+    """ggml `quantize_row_q5_K_ref`: x (cols,) f32 -> y (cols/256*176,) uint8."""
+    _k4_ref(x, y, n16, 31, np.float32(-0.5), 15, 176)
+
+
+@njit(cache=True, error_model="numpy")
+def quantize_row_q5_K_impl(x, y, quant_weights, n16=16):
+    """ggml `quantize_row_q5_K_impl` with quant_weights (cols,) f32."""
+    _k4_impl(x, y, quant_weights, n16, 31, 176)
 
 
 # ----------------------------------------------------------------------------- Q6_K
 # block_q6_K: ql:128 qh:64 scales:16 (int8) d:2  (210 bytes)
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _q6_K_finish(x, y, o, L, scales, max_scale, max_abs_scale):
-    # shared tail of quantize_row_q6_K_ref / _impl once the 16 sub-block scales are known
-    if max_abs_scale < GROUP_MAX_EPS:
-        for k in range(210):
-            y[o + k] = 0
-        return
-    iscale = np.float32(-128.0) / max_scale
-    put_u16(y, o + 208, fp32_to_fp16(np.float32(1.0) / iscale))
-    for ib in range(QK_K // 16):
-        y[o + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
-    d_all = get_f16(y, o + 208)
-    for j in range(QK_K // 16):
-        d = d_all * np.float32(_i8(np.int64(y[o + 192 + j])))
-        if d == 0:
-            continue
-        for ii in range(16):
-            l = nearest_int(x[16 * j + ii] / d)
-            L[16 * j + ii] = max(-32, min(31, l)) + 32
-    for j in range(0, QK_K, 128):
-        ql = o + j // 2
-        qh = o + 128 + j // 4
-        for l in range(32):
-            q1 = L[j + l] & 0xF
-            q2 = L[j + l + 32] & 0xF
-            q3 = L[j + l + 64] & 0xF
-            q4 = L[j + l + 96] & 0xF
-            y[ql + l] = q1 | (q3 << 4)
-            y[ql + l + 32] = q2 | (q4 << 4)
-            y[qh + l] = ((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4)
-                         | ((L[j + l + 96] >> 4) << 6))
-
-
-@njit(cache=True, error_model="numpy")
-def quantize_row_q6_K_ref(x, y):
-    """ggml `quantize_row_q6_K_ref`: x (cols,) f32 -> y (cols/256*210,) uint8."""
+def _q6_K(x, y, quant_weights, use_qw):
+    # quantize_row_q6_K_ref (quant_weights empty, unused) / _impl (quant_weights used directly)
     ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
     L = np.empty(QK_K, dtype=np.int8)
     scales = np.empty(QK_K // 16, dtype=np.float32)
     for i in range(x.size // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
+        o = i * 210
         max_scale = np.float32(0.0)
         max_abs_scale = np.float32(0.0)
         for ib in range(QK_K // 16):
-            s = make_qx_quants_ws(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, _EMPTY_F32, ws)
-            scales[ib] = s
-            if np.abs(s) > max_abs_scale:
-                max_abs_scale = np.abs(s)
-                max_scale = s
-        _q6_K_finish(xb, y, i * 210, L, scales, max_scale, max_abs_scale)
-
-
-@njit(cache=True, error_model="numpy")
-def quantize_row_q6_K_impl(x, y, quant_weights):
-    """ggml `quantize_row_q6_K_impl` with quant_weights (cols,) f32 (used directly as weights)."""
-    ws = np.empty(5 * 32, dtype=np.float32)  # search workspace
-    L = np.empty(QK_K, dtype=np.int8)
-    scales = np.empty(QK_K // 16, dtype=np.float32)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        max_scale = np.float32(0.0)
-        max_abs_scale = np.float32(0.0)
-        for ib in range(QK_K // 16):
-            qw = quant_weights[QK_K * i + 16 * ib:QK_K * i + 16 * ib + 16]
+            qw = quant_weights[QK_K * i + 16 * ib:QK_K * i + 16 * ib + 16] if use_qw else quant_weights
             s = make_qx_quants_ws(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, qw, ws)
             scales[ib] = s
             if np.abs(s) > max_abs_scale:
                 max_abs_scale = np.abs(s)
                 max_scale = s
-        _q6_K_finish(xb, y, i * 210, L, scales, max_scale, max_abs_scale)
+        if max_abs_scale < GROUP_MAX_EPS:
+            for k in range(210):
+                y[o + k] = 0
+            continue
+        iscale = np.float32(-128.0) / max_scale
+        put_u16(y, o + 208, fp32_to_fp16(np.float32(1.0) / iscale))
+        for ib in range(QK_K // 16):
+            y[o + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
+        d_all = get_f16(y, o + 208)
+        for j in range(QK_K // 16):
+            d = d_all * np.float32(_i8(np.int64(y[o + 192 + j])))
+            if d == 0:
+                continue
+            for ii in range(16):
+                l = nearest_int(xb[16 * j + ii] / d)
+                L[16 * j + ii] = max(-32, min(31, l)) + 32
+        for j in range(0, QK_K, 128):
+            ql = o + j // 2
+            qh = o + 128 + j // 4
+            for l in range(32):
+                q1 = L[j + l] & 0xF
+                q2 = L[j + l + 32] & 0xF
+                q3 = L[j + l + 64] & 0xF
+                q4 = L[j + l + 96] & 0xF
+                y[ql + l] = q1 | (q3 << 4)
+                y[ql + l + 32] = q2 | (q4 << 4)
+                y[qh + l] = ((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4)
+                             | ((L[j + l + 96] >> 4) << 6))
+
+
+@njit(cache=True, error_model="numpy")
+def quantize_row_q6_K_ref(x, y):
+    """ggml `quantize_row_q6_K_ref`: x (cols,) f32 -> y (cols/256*210,) uint8."""
+    _q6_K(x, y, _EMPTY_F32, False)
+
+
+@njit(cache=True, error_model="numpy")
+def quantize_row_q6_K_impl(x, y, quant_weights):
+    """ggml `quantize_row_q6_K_impl` with quant_weights (cols,) f32 (used directly as weights)."""
+    _q6_K(x, y, quant_weights, True)
 
 
 # ----------------------------------------------------------------------------- row drivers

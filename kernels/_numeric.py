@@ -233,6 +233,28 @@ def best_index_iq4nl(x):
 
 
 @njit(cache=True, inline="always")
+def dequantize_nibbles(kvalues, q, qo, d, y, yo, n, half):
+    """The 4-bit codebook blocks (IQ4_NL/XS, MXFP4, NVFP4): byte q[qo+j] (j < n) holds value j in
+    its low nibble and value j + half in its high one; y[yo + .] = d * kvalues[nibble]."""
+    for j in range(n):
+        b = q[qo + j]
+        y[yo + j] = d * F32(kvalues[b & 0xF])
+        y[yo + half + j] = d * F32(kvalues[b >> 4])
+
+
+@njit(cache=True, inline="always")
+def dot_nibbles(kvalues, b, bo, q8, qo, n):
+    """Integer dot of n codebook bytes b[bo:bo+n] (low nibbles, then high) with the int8 values
+    q8[qo:qo+2n]: the inner sums of ggml_vec_dot_{iq4_nl,iq4_xs,mxfp4,nvfp4}_*_generic."""
+    s1 = 0
+    s2 = 0
+    for j in range(n):
+        s1 += np.int64(np.int8(q8[qo + j])) * np.int64(kvalues[b[bo + j] & 0xF])
+        s2 += np.int64(np.int8(q8[qo + n + j])) * np.int64(kvalues[b[bo + j] >> 4])
+    return s1 + s2
+
+
+@njit(cache=True, inline="always")
 def get_f16(b, off):
     """The fp16 stored little-endian at b[off:off+2], as float32 (GGML_FP16_TO_FP32)."""
     return FP16_TO_FP32[np.int64(b[off]) | (np.int64(b[off + 1]) << 8)]

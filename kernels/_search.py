@@ -27,8 +27,23 @@ llvm.set_option("", "-x86-cmov-converter=false")
 
 # numba keys a cached kernel on its own file's mtime and size, so an importer that inlines these
 # keeps stale machine code after an edit here: bump this, edit (touch) the importers, or delete
-# kernels/**/__pycache__/*.nb[ic]. 2: moved from _kquant_search. 3: trials evaluated together, int32 nearest_int. 4: qkx2 trials in turn again.
-CACHE_VERSION = 4
+# kernels/**/__pycache__/*.nb[ic]. 2: moved from _kquant_search. 3: trials evaluated together, int32 nearest_int.
+# 4: qkx2 trials in turn again. 5: max_abs_value.
+CACHE_VERSION = 5
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def max_abs_value(x, n):
+    """(max |x[i]|, the first x[i] of that magnitude) over i < n, as ggml's
+    `if (ax > amax) { amax = ax; max = x[i]; }` scans leave them."""
+    vmax = np.float32(0.0)
+    amax = np.float32(0.0)
+    for i in range(n):
+        ax = np.abs(x[i])
+        if ax > amax:
+            amax = ax
+            vmax = x[i]
+    return amax, vmax
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -69,13 +84,7 @@ def make_qx_quants_ws(n, nmax, x, L, rmse_type, qw, ws):
     the trials are evaluated together and then accepted in ggml's order, and L is rounded once
     with the last accepted scale, which is what ggml's running updates leave behind.
     """
-    vmax = np.float32(0.0)
-    amax = np.float32(0.0)
-    for i in range(n):
-        ax = np.abs(x[i])
-        if ax > amax:
-            amax = ax
-            vmax = x[i]
+    amax, vmax = max_abs_value(x, n)
     if amax < GROUP_MAX_EPS:
         for i in range(n):
             L[i] = 0
@@ -153,13 +162,7 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
 @njit(cache=True, error_model="numpy", inline="always")
 def make_q3_quants(n, nmax, x, L, do_rmse):
     """ggml `make_q3_quants`: symmetric search with x*x weights and coordinate-descent passes."""
-    vmax = np.float32(0.0)
-    amax = np.float32(0.0)
-    for i in range(n):
-        ax = np.abs(x[i])
-        if ax > amax:
-            amax = ax
-            vmax = x[i]
+    amax, vmax = max_abs_value(x, n)
     if amax < GROUP_MAX_EPS:
         for i in range(n):
             L[i] = 0

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numeric import (F32, KVALUES_FP4, e8m0_to_fp32_half, fp16_to_fp32, fp32_to_ue4m3, get_u16,
-                       ue4m3_to_fp32)
+from ._numeric import (F32, KVALUES_FP4, dequantize_nibbles, dot_nibbles, e8m0_to_fp32_half, fp16_to_fp32,
+                       fp32_to_ue4m3, get_u16, ue4m3_to_fp32)
 from ._registry import register
 from llmtk.ggufio.constants import type_traits
 from .legacy import quantize_q8_0
@@ -92,10 +92,7 @@ def _dequantize_mxfp4(data, out, h):
         y = out[r]
         for i in range(y.shape[0] // 32):
             d = e8m0_to_fp32_half(np.int64(q[17 * i]))
-            for j in range(n16):
-                b = q[17 * i + 1 + j]
-                y[32 * i + j] = F32(KVALUES_FP4[b & 0x0F]) * d
-                y[32 * i + j + 16] = F32(KVALUES_FP4[b >> 4]) * d
+            dequantize_nibbles(KVALUES_FP4, q, 17 * i + 1, d, y, 32 * i, n16, 16)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -108,10 +105,7 @@ def _dequantize_nvfp4(data, out, h):
         for i in range(y.shape[0] // 64):
             for s in range(4):
                 d = ue4m3_to_fp32(np.int64(q[36 * i + s]))
-                for j in range(n8):
-                    b = q[36 * i + 4 + 8 * s + j]
-                    y[64 * i + 16 * s + j] = F32(KVALUES_FP4[b & 0x0F]) * d
-                    y[64 * i + 16 * s + 8 + j] = F32(KVALUES_FP4[b >> 4]) * d
+                dequantize_nibbles(KVALUES_FP4, q, 36 * i + 4 + 8 * s, d, y, 64 * i + 16 * s, n8, 8)
 
 
 @njit(cache=True, error_model="numpy")
@@ -123,12 +117,7 @@ def _vec_dot(mx, w, a):
             b = w[MXFP4_SIZE * ib:MXFP4_SIZE * (ib + 1)]
             yo = 34 * ib
             d = fp16_to_fp32(get_u16(a, yo)) * e8m0_to_fp32_half(np.int64(b[0]))
-            s1 = 0
-            s2 = 0
-            for j in range(16):
-                s1 += np.int64(np.int8(a[yo + 2 + j])) * np.int64(KVALUES_FP4[b[1 + j] & 0x0F])
-                s2 += np.int64(np.int8(a[yo + 18 + j])) * np.int64(KVALUES_FP4[b[1 + j] >> 4])
-            sumf += d * F32(s1 + s2)
+            sumf += d * F32(dot_nibbles(KVALUES_FP4, b, 1, a, yo + 2, 16))
         return sumf
     for ib in range(w.shape[0] // NVFP4_SIZE):
         b = w[NVFP4_SIZE * ib:NVFP4_SIZE * (ib + 1)]
@@ -136,13 +125,7 @@ def _vec_dot(mx, w, a):
             d = ue4m3_to_fp32(np.int64(b[s]))
             yo = 34 * (2 * ib + s // 2) + 2 + 16 * (s % 2)
             dy = fp16_to_fp32(get_u16(a, 34 * (2 * ib + s // 2)))
-            lo = 0
-            hi = 0
-            for j in range(8):
-                qv = b[4 + 8 * s + j]
-                lo += np.int64(np.int8(a[yo + j])) * np.int64(KVALUES_FP4[qv & 0x0F])
-                hi += np.int64(np.int8(a[yo + 8 + j])) * np.int64(KVALUES_FP4[qv >> 4])
-            sumf += dy * d * F32(lo + hi)
+            sumf += dy * d * F32(dot_nibbles(KVALUES_FP4, b, 4 + 8 * s, a, yo, 8))
     return sumf
 
 

@@ -14,8 +14,8 @@ from numba import njit, prange
 
 from llmtk.ggufio.constants import type_traits
 
-from ._numeric import (F32, GROUP_MAX_EPS, KVALUES_IQ4NL, best_index_iq4nl, fp16_to_fp32, fp32_to_fp16, get_u16,
-                       nearest_int, put_u16, q8_K_activations)
+from ._numeric import (F32, GROUP_MAX_EPS, KVALUES_IQ4NL, best_index_iq4nl, dequantize_nibbles, dot_nibbles,
+                       fp16_to_fp32, fp32_to_fp16, get_u16, nearest_int, put_u16, q8_K_activations)
 from ._registry import register
 from .legacy import quantize_q8_0
 
@@ -143,10 +143,7 @@ def _dequantize_iq4_nl(data, out, h):
         y = out[r]
         for i in range(y.shape[0] // 32):
             d = fp16_to_fp32(get_u16(q, 18 * i))
-            for j in range(n16):
-                b = q[18 * i + 2 + j]
-                y[32 * i + j] = d * F32(KVALUES_IQ4NL[b & 0xF])
-                y[32 * i + j + 16] = d * F32(KVALUES_IQ4NL[b >> 4])
+            dequantize_nibbles(KVALUES_IQ4NL, q, 18 * i + 2, d, y, 32 * i, n16, 16)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -163,10 +160,7 @@ def _dequantize_iq4_xs(data, out, h):
             for ib in range(8):
                 ls = ((q[o + 4 + ib // 2] >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4)
                 dl = d * F32(ls - 32)
-                for j in range(n16):
-                    b = q[o + 8 + 16 * ib + j]
-                    y[256 * i + 32 * ib + j] = dl * F32(KVALUES_IQ4NL[b & 0xF])
-                    y[256 * i + 32 * ib + 16 + j] = dl * F32(KVALUES_IQ4NL[b >> 4])
+                dequantize_nibbles(KVALUES_IQ4NL, q, o + 8 + 16 * ib, dl, y, 256 * i + 32 * ib, n16, 16)
 
 
 @njit(cache=True, error_model="numpy")
@@ -178,12 +172,7 @@ def _vec_dot(xs, w, a):
             b = w[IQ4_NL_SIZE * ib:IQ4_NL_SIZE * (ib + 1)]
             yo = 34 * ib
             d = fp16_to_fp32(get_u16(a, yo)) * fp16_to_fp32(get_u16(b, 0))
-            s1 = 0
-            s2 = 0
-            for j in range(16):
-                s1 += np.int64(np.int8(a[yo + 2 + j])) * np.int64(KVALUES_IQ4NL[b[2 + j] & 0xF])
-                s2 += np.int64(np.int8(a[yo + 18 + j])) * np.int64(KVALUES_IQ4NL[b[2 + j] >> 4])
-            sumf += d * F32(s1 + s2)
+            sumf += d * F32(dot_nibbles(KVALUES_IQ4NL, b, 2, a, yo + 2, 16))
         return sumf
     for ibl in range(w.shape[0] // IQ4_XS_SIZE):
         b = w[IQ4_XS_SIZE * ibl:IQ4_XS_SIZE * (ibl + 1)]
@@ -195,13 +184,7 @@ def _vec_dot(xs, w, a):
         for ib in range(8):
             ls = ((b[4 + ib // 2] >> (4 * (ib % 2))) & 0xF) | (((h >> (2 * ib)) & 3) << 4)
             dl = d4d8 * F32(ls - 32)
-            s1 = 0
-            s2 = 0
-            for j in range(16):
-                q = b[8 + 16 * ib + j]
-                s1 += np.int64(q8[32 * ib + j]) * np.int64(KVALUES_IQ4NL[q & 0xF])
-                s2 += np.int64(q8[32 * ib + 16 + j]) * np.int64(KVALUES_IQ4NL[q >> 4])
-            sumf += dl * F32(s1 + s2)
+            sumf += dl * F32(dot_nibbles(KVALUES_IQ4NL, b, 8 + 16 * ib, q8, 32 * ib, 16))
     return sumf
 
 

@@ -106,6 +106,21 @@ def _dequantize_q8_K(data, out):
                 out[r, i * QK_K + j] = d * np.float32(_i8(np.int64(data[r, o + 4 + j])))
 
 
+# The generic K-quant dot products keep 8 float lanes (ggml's `sums[8]`), summed at the end in order.
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _add_lanes(sums, d, aux32):
+    for l in range(8):
+        sums[l] += d * np.float32(aux32[l])
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _lane_sum(sumf, sums):
+    for l in range(8):
+        sumf += sums[l]
+    return sumf
+
+
 # ----------------------------------------------------------------------------- Q2_K
 # block_q2_K: scales:16 qs:64 d:2 dmin:2  (84 bytes)
 
@@ -190,12 +205,8 @@ def vec_dot_q3_K_q8_K(x, d8, qs8, bsums8):
             a = ((_b(x, o + 32 + 32 * (b // 4) + k % 32) >> (2 * (b % 4))) & 3) - (0 if (_b(x, o + k % 32) >> b) & 1 else 4)
             aux32[k % 8] += _q3_K_scale(x, o + 96, k // 16) * (np.int64(qs8[q8 + k]) * a)
         d = get_f16(x, o + 108) * d8[i]
-        for l in range(8):
-            sums[l] += d * np.float32(aux32[l])
-    sumf = np.float32(0.0)
-    for l in range(8):
-        sumf += sums[l]
-    return sumf
+        _add_lanes(sums, d, aux32)
+    return _lane_sum(np.float32(0.0), sums)
 
 
 # ----------------------------------------------------------------------------- Q4_K
@@ -236,9 +247,7 @@ def _k4_dot_tail(x, o, i, d8, bsums8, aux32, sums, sumf):
     for j in range(QK_K // 16):
         sc, m = get_scale_min_k4(j // 2, x, o + 4)
         sumi += np.int64(bsums8[i * 16 + j]) * m
-    d = get_f16(x, o) * d8[i]
-    for l in range(8):
-        sums[l] += d * np.float32(aux32[l])
+    _add_lanes(sums, get_f16(x, o) * d8[i], aux32)
     dmin = get_f16(x, o + 2) * d8[i]
     return sumf - dmin * np.float32(sumi)
 
@@ -261,9 +270,7 @@ def vec_dot_q4_K_q8_K(x, d8, qs8, bsums8):
                 a = (_b(x, q + l) >> shift) & 0xF
                 aux32[l % 8] += sc * (np.int64(qs8[q8 + 32 * j + l]) * a)
         sumf = _k4_dot_tail(x, o, i, d8, bsums8, aux32, sums, sumf)
-    for l in range(8):
-        sumf += sums[l]
-    return sumf
+    return _lane_sum(sumf, sums)
 
 
 # ----------------------------------------------------------------------------- Q5_K
@@ -319,9 +326,7 @@ def vec_dot_q5_K_q8_K(x, d8, qs8, bsums8):
                 a = ((_b(x, q + l) >> shift) & 0xF) + (16 if (_b(x, o + 16 + l) >> j) & 1 else 0)
                 aux32[l % 8] += sc * (np.int64(qs8[q8 + 32 * j + l]) * a)
         sumf = _k4_dot_tail(x, o, i, d8, bsums8, aux32, sums, sumf)
-    for l in range(8):
-        sumf += sums[l]
-    return sumf
+    return _lane_sum(sumf, sums)
 
 
 # ----------------------------------------------------------------------------- Q6_K
@@ -381,12 +386,8 @@ def vec_dot_q6_K_q8_K(x, d8, qs8, bsums8):
             a = (lo | (((_b(x, o + 128 + 32 * n + l) >> (2 * plane)) & 3) << 4)) - 32
             aux32[k % 8] += _i8(np.int64(x[o + 192 + k // 16])) * (np.int64(qs8[q8 + k]) * a)
         d = get_f16(x, o + 208) * d8[i]
-        for l in range(8):
-            sums[l] += d * np.float32(aux32[l])
-    sumf = np.float32(0.0)
-    for l in range(8):
-        sumf += sums[l]
-    return sumf
+        _add_lanes(sums, d, aux32)
+    return _lane_sum(np.float32(0.0), sums)
 
 
 # ----------------------------------------------------------------------------- row drivers

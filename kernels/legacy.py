@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from ._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, put_u16, roundf
 from ._registry import register
-from ._search import make_qkx3_quants_ws, make_qx_quants_ws
+from ._search import make_qkx3_quants_ws, make_qx_quants_ws, max_abs_value
 from llmtk.ggufio.constants import GGMLType, type_traits
 
 # ggml type ids, the `kind` of the drivers (numba reads module globals as constants)
@@ -27,17 +27,34 @@ _KIND = {name: int(GGMLType[name]) for name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", 
 
 # --- plain quantizers (quantize_row_*_ref) ---------------------------------------------------
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _min_max(xb):
+    min_ = xb[0]
+    max_ = xb[0]
+    for j in range(1, 32):
+        v = xb[j]
+        if v < min_:
+            min_ = v
+        if v > max_:
+            max_ = v
+    return min_, max_
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _q8_scale(xb, y):
+    # Q8_0/Q8_1's d = amax/127, stored at y[0:2]; returns d and its inverse (0 for d == 0)
+    amax = F32(0.0)
+    for j in range(32):
+        amax = max(amax, abs(xb[j]))
+    d = amax / F32(127.0)
+    put_u16(y, 0, fp32_to_fp16(d))
+    return d, (F32(1.0) / d if d != F32(0.0) else F32(0.0))
+
+
 @njit(cache=True, error_model="numpy")
 def _q4_0_block(xb, y, h):
     """quantize_row_q4_0_ref. # d:2 qs:16"""
-    amax = F32(0.0)
-    max_ = F32(0.0)
-    for j in range(32):
-        v = xb[j]
-        if amax < abs(v):
-            amax = abs(v)
-            max_ = v
-    d = max_ / F32(-8.0)
+    d = max_abs_value(xb, 32)[1] / F32(-8.0)
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
     for j in range(min(h, 16)):
@@ -51,14 +68,7 @@ def _q4_0_block(xb, y, h):
 @njit(cache=True, error_model="numpy")
 def _q4_1_block(xb, y, h):
     """quantize_row_q4_1_ref. # d:2 m:2 qs:16"""
-    min_ = xb[0]
-    max_ = xb[0]
-    for j in range(1, 32):
-        v = xb[j]
-        if v < min_:
-            min_ = v
-        if v > max_:
-            max_ = v
+    min_, max_ = _min_max(xb)
     d = (max_ - min_) / F32(15.0)
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
@@ -88,14 +98,7 @@ def _put_q5(y, off_qh, off_qs, L):
 @njit(cache=True, error_model="numpy")
 def _q5_0_block(xb, y, h):
     """quantize_row_q5_0_ref. # d:2 qh:4 qs:16"""
-    amax = F32(0.0)
-    max_ = F32(0.0)
-    for j in range(32):
-        v = xb[j]
-        if amax < abs(v):
-            amax = abs(v)
-            max_ = v
-    d = max_ / F32(-16.0)
+    d = max_abs_value(xb, 32)[1] / F32(-16.0)
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
     qh = np.uint32(0)
@@ -112,14 +115,7 @@ def _q5_0_block(xb, y, h):
 @njit(cache=True, error_model="numpy")
 def _q5_1_block(xb, y, h):
     """quantize_row_q5_1_ref. # d:2 m:2 qh:4 qs:16"""
-    min_ = xb[0]
-    max_ = xb[0]
-    for j in range(1, 32):
-        v = xb[j]
-        if v < min_:
-            min_ = v
-        if v > max_:
-            max_ = v
+    min_, max_ = _min_max(xb)
     d = (max_ - min_) / F32(31.0)
     id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     put_u16(y, 0, fp32_to_fp16(d))
@@ -138,12 +134,7 @@ def _q5_1_block(xb, y, h):
 @njit(cache=True, error_model="numpy")
 def _q8_0_block(xb, y):
     """quantize_row_q8_0_ref. # d:2 qs:32 (int8)"""
-    amax = F32(0.0)
-    for j in range(32):
-        amax = max(amax, abs(xb[j]))
-    d = amax / F32(127.0)
-    id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
-    put_u16(y, 0, fp32_to_fp16(d))
+    d, id_ = _q8_scale(xb, y)
     for j in range(32):
         y[2 + j] = roundf(xb[j] * id_) & 0xFF
 
@@ -151,12 +142,7 @@ def _q8_0_block(xb, y):
 @njit(cache=True, error_model="numpy")
 def _q8_1_block(xb, y):
     """quantize_row_q8_1_ref. # d:2 s:2 qs:32 (int8); s = d * sum(qs)"""
-    amax = F32(0.0)
-    for j in range(32):
-        amax = max(amax, abs(xb[j]))
-    d = amax / F32(127.0)
-    id_ = F32(1.0) / d if d != F32(0.0) else F32(0.0)
-    put_u16(y, 0, fp32_to_fp16(d))
+    d, id_ = _q8_scale(xb, y)
     s = 0
     for j in range(32):
         q = roundf(xb[j] * id_)

@@ -191,6 +191,190 @@ def _pack_u(L, o, dim, bits):
     return u
 
 
+@njit(cache=True, inline="always")
+def _imatrix_weights(x, xb, qw, sigma2, weight, n):
+    # the importance weights of quantize_row_iq{2,3}_*_impl: qw * sqrt(sigma2 + x^2)
+    for i in range(n):
+        weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+
+
+@njit(cache=True, inline="always")
+def _max_of(v, n):
+    vmax = v[0]
+    for i in range(1, n):
+        vmax = _vmax(vmax, v[i])
+    return vmax
+
+
+@njit(cache=True, inline="always")
+def _scale_trials(xval, weight, waux, Laux, L, is_on_grid, is_on_grid_aux, scale, vmax, step, is_lo, is_hi, kMaxQ,
+                  dim, n, kmap, neigh, levels, tabs, d2, prod):
+    """The scale search of quantize_row_iq2_*/iq3_*_impl over n values in groups of dim (8: IQ2,
+    4: IQ3): for each trial id = (2*kMaxQ-1 + is*step)/vmax, is in [is_lo, is_hi], round to levels,
+    move off-grid groups to their best neighbour, keep the levels (in L, with is_on_grid) of the
+    best least-squares score. Returns the scale, `scale` if no trial scores."""
+    bits = 2 if dim == 8 else 3
+    best = F32(0.0)
+    for is_ in range(is_lo, is_hi + 1):
+        id_ = (F32(2 * kMaxQ - 1) + F32(is_) * step) / vmax
+        this_scale = F32(1.0) / id_
+        _round_levels(xval, id_, kMaxQ, Laux, n)
+        for k in range(n // dim):
+            gi = kmap[_pack_u(Laux, dim * k, dim, bits)]
+            is_on_grid_aux[k] = gi >= 0
+            if gi < 0:
+                _find_best_neighbour(neigh, gi, levels, tabs, xval, dim * k, waux, this_scale, Laux, dim, 2 * dim, d2)
+        sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, n, prod)
+        if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
+            scale = sumqx / sumq2
+            best = scale * sumqx
+            L[:] = Laux
+            is_on_grid[:] = is_on_grid_aux
+    return scale
+
+
+@njit(cache=True, inline="always")
+def _refit_off_grid(xval, weight, waux, L, is_on_grid, only_off_grid, scale, kMaxQ, dim, n, kmap, neigh, levels, tabs,
+                    d2, prod):
+    """The "not on grid" fix-up of quantize_row_iq2_*/iq3_*_impl: at the best scale, round each
+    group again (with only_off_grid, only those off the grid), move it to its best neighbour if
+    still off, then refit the scale by least squares over the n values."""
+    bits = 2 if dim == 8 else 3
+    id_ = F32(1.0) / scale
+    for k in range(n // dim):
+        if only_off_grid and is_on_grid[k]:
+            continue
+        u = 0
+        for i in range(dim):
+            l = nearest_int(F32(0.5) * (id_ * xval[dim * k + i] - F32(1.0)))
+            u |= max(0, min(kMaxQ - 1, l)) << (bits * i)
+        gi = kmap[u]
+        if gi < 0:
+            gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, dim * k, waux, scale, L, dim, 2 * dim, d2)
+        for i in range(dim):
+            L[dim * k + i] = levels[gi, i]
+    sumqx, sumq2 = _sumqx_q2(weight, xval, L, n, prod)
+    if sumq2 > F32(0.0):
+        scale = sumqx / sumq2
+    return scale
+
+
+@njit(cache=True, inline="always")
+def _scale_code(id_, s, nmax):
+    # a sub-block scale s as the odd multiple (2l+1) of d = 1/id nearest to it, l in [0, nmax]
+    return max(0, min(nmax, nearest_int(F32(0.5) * (id_ * s - F32(1.0)))))
+
+
+
+
+# IQ1_S / IQ1_M: values sorted, split into levels 0, 1, 2, the groups of 8 snapped to the grid
+
+@njit(cache=True, inline="always")
+def _stable_argsort(x, xo, n, idx):
+    """Indices of x[xo:xo+n] in ascending order, equal values (also -0.0 and 0.0) kept in index
+    order: what glibc's qsort (a merge sort for arrays this small) gives ggml's iq1_sort_helper.
+
+    Ties broken by index make the order total, so each value's place is its rank: the count of
+    smaller values plus equal ones before it (branch-free, vectorizable)."""
+    for i in range(n):
+        v = x[xo + i]
+        r = 0
+        for j in range(n):
+            r += x[xo + j] < v
+        for j in range(i):
+            r += x[xo + j] == v
+        idx[r] = i
+
+
+@njit(cache=True, inline="always")
+def _find_best_neighbour2(neigh, u_entry, levels, tabs, x, xo, weight, wo, scale, xg, L, lo, d2):
+    """iq1_find_best_neighbour2: nearest listed neighbour, distances weighted by `weight`, grid
+    levels mapped through the shifted values `xg`; writes its levels into L[lo:lo+8]."""
+    nlev, qoff = tabs
+    off = -u_entry - 1
+    n = np.int64(neigh[off])
+    # xg[l] == xg[0] + l exactly for both shifted value sets (-0.875, 0.125, 1.125) and
+    # (-1.125, -0.125, 0.875), so the lanes compute C's q = xg[l] from the stored levels
+    _list_dist8(nlev, qoff[off], (n + 15) // 16 * 16, xg[0], scale, x, xo, weight, wo, d2)
+    best_score = FLT_MAX
+    j = _argmin_first(d2, n)
+    grid_index = np.int64(neigh[off + 1 + j]) if j >= 0 else -1
+    if grid_index < 0:
+        # only when every distance is NaN or overflows; ggml then scans the whole grid, reading
+        # xval[i] with the grid index i (past the group of 8: further along the input row)
+        for gi in range(levels.shape[0]):
+            dd = F32(0.0)
+            xi = xo + gi
+            xv = x[xi] if xi < x.shape[0] else F32(0.0)
+            for jj in range(8):
+                w = weight[wo + jj]
+                q = xg[levels[gi, jj]]
+                diff = scale * q - xv
+                dd += w * diff * diff
+            if dd < best_score:
+                best_score = dd
+                grid_index = gi
+        if grid_index < 0:
+            grid_index = 0
+    for i in range(8):
+        L[lo + i] = levels[grid_index, i]
+    return grid_index
+
+
+@njit(cache=True, inline="always")
+def _abs_max(x, xb, n):
+    vmax = abs(x[xb])
+    for i in range(1, n):
+        vmax = _vmax(vmax, abs(x[xb + i]))
+    return vmax
+
+
+@njit(cache=True, inline="always")
+def _split_levels(L, idx, i1, i2, n, flip):
+    # levels 0, 1, 2 of the sorted values split at i1 <= i2; `flip` (a negative scale) mirrors them
+    for j in range(i1):
+        L[idx[j]] = 0
+    for j in range(i1, i2):
+        L[idx[j]] = 1
+    for j in range(i2, n):
+        L[idx[j]] = 2
+    if flip:
+        for j in range(n):
+            L[j] = 2 - L[j]
+
+
+@njit(cache=True, inline="always")
+def _iq1_snap_to_grid(L, kmap, neigh, levels, tabs, x, xb, weight, scale, xlo, xhi, index, n_groups, d2):
+    """Grid index of each group of 8 levels into index[:n_groups], off-grid groups moved to their
+    best neighbour (levels mapped through the shifted values xlo in the first half of the groups,
+    xhi in the second); if any was off the grid, ggml refits the scale. Returns the scale."""
+    all_on_grid = True
+    for k in range(n_groups):
+        gi = kmap[_pack_u(L, 8 * k, 8, 2)]
+        if gi < 0:
+            all_on_grid = False
+            xx = xlo if 2 * k < n_groups else xhi
+            gi = _find_best_neighbour2(neigh, gi, levels, tabs, x, xb + 8 * k, weight, 8 * k, scale, xx, L, 8 * k, d2)
+        index[k] = gi
+    if not all_on_grid:
+        sumqx = F32(0.0)
+        sumq2 = F32(0.0)
+        for k in range(n_groups):
+            xx = xlo if 2 * k < n_groups else xhi
+            for j in range(8):
+                w = weight[8 * k + j]
+                q = xx[levels[index[k], j]]
+                sumqx += w * q * x[xb + 8 * k + j]
+                sumq2 += w * q * q
+        if sumqx > F32(0.0) and sumq2 > F32(0.0):
+            scale = sumqx / sumq2
+    return scale
+
+
+@njit(cache=True, inline="always")
+def _iq1_m_shift_values(shift, x_p, x_m):
+    # IQ1_M's shift code (0..3) picks x_p or x_m for each half: bit 1 the first, bit 0 the second
+    return (x_p if shift < 2 else x_m), (x_p if shift % 2 == 0 else x_m)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._common import FLT_MAX, _argmin_first, _list_dist8, _pack_u, _sum_sq, _vmax, register_iq
-from .._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, nearest_int, put_u16
+from ._common import (FLT_MAX, _abs_max, _imatrix_weights, _iq1_m_shift_values, _iq1_snap_to_grid, _scale_code,
+                      _split_levels, _stable_argsort, _sum_sq, _vmax, register_iq)
+from .._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, put_u16
 from llmtk.ggufio.constants import QK_K, GGMLType, type_traits
 
 IQ1S_DELTA = F32(0.125)
@@ -68,58 +69,6 @@ def _dq_iq1_m(b, y, grid_v, ksigns):
 
 # --- quantization (quantize_row_*_impl), one row --------------------------------------------------
 
-@njit(cache=True, inline="always")
-def _stable_argsort(x, xo, n, idx):
-    """Indices of x[xo:xo+n] in ascending order, equal values (also -0.0 and 0.0) kept in index
-    order: what glibc's qsort (a merge sort for arrays this small) gives ggml's iq1_sort_helper.
-
-    Ties broken by index make the order total, so each value's place is its rank: the count of
-    smaller values plus equal ones before it (branch-free, vectorizable)."""
-    for i in range(n):
-        v = x[xo + i]
-        r = 0
-        for j in range(n):
-            r += x[xo + j] < v
-        for j in range(i):
-            r += x[xo + j] == v
-        idx[r] = i
-
-
-@njit(cache=True, inline="always")
-def _find_best_neighbour2(neigh, u_entry, levels, tabs, x, xo, weight, wo, scale, xg, L, lo, d2):
-    """iq1_find_best_neighbour2: nearest listed neighbour, distances weighted by `weight`, grid
-    levels mapped through the shifted values `xg`; writes its levels into L[lo:lo+8]."""
-    nlev, qoff = tabs
-    off = -u_entry - 1
-    n = np.int64(neigh[off])
-    # xg[l] == xg[0] + l exactly for both shifted value sets (-0.875, 0.125, 1.125) and
-    # (-1.125, -0.125, 0.875), so the lanes compute C's q = xg[l] from the stored levels
-    _list_dist8(nlev, qoff[off], (n + 15) // 16 * 16, xg[0], scale, x, xo, weight, wo, d2)
-    best_score = FLT_MAX
-    j = _argmin_first(d2, n)
-    grid_index = np.int64(neigh[off + 1 + j]) if j >= 0 else -1
-    if grid_index < 0:
-        # only when every distance is NaN or overflows; ggml then scans the whole grid, reading
-        # xval[i] with the grid index i (past the group of 8: further along the input row)
-        for gi in range(levels.shape[0]):
-            dd = F32(0.0)
-            xi = xo + gi
-            xv = x[xi] if xi < x.shape[0] else F32(0.0)
-            for jj in range(8):
-                w = weight[wo + jj]
-                q = xg[levels[gi, jj]]
-                diff = scale * q - xv
-                dd += w * diff * diff
-            if dd < best_score:
-                best_score = dd
-                grid_index = gi
-        if grid_index < 0:
-            grid_index = 0
-    for i in range(8):
-        L[lo + i] = levels[grid_index, i]
-    return grid_index
-
-
 @njit(cache=True, error_model="numpy")
 def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     """quantize_row_iq1_s_impl for one row (imatrix required)."""
@@ -146,11 +95,8 @@ def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         sigma2 = F32(2.0) * _sum_sq(x, xo) / F32(QK_K)
         for ib in range(8):
             xb = xo + block_size * ib
-            for i in range(block_size):
-                weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
-            vmax = abs(x[xb])
-            for i in range(1, block_size):
-                vmax = _vmax(vmax, abs(x[xb + i]))
+            _imatrix_weights(x, xb, qw, sigma2, weight, block_size)
+            vmax = _abs_max(x, xb, block_size)
             if vmax < GROUP_MAX_EPS_IQ1_S:
                 scales[ib] = F32(0.0)
                 shifts[ib] = 1
@@ -221,36 +167,13 @@ def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                 shifts[ib] = 1
                 L[:] = 1
                 continue
-            for j in range(besti1):
-                L[idx[j]] = 0
-            for j in range(besti1, besti2):
-                L[idx[j]] = 1
-            for j in range(besti2, block_size):
-                L[idx[j]] = 2
-            if scale < F32(0.0):
-                for j in range(block_size):
-                    L[j] = 2 - L[j]
+            flip = scale < F32(0.0)
+            _split_levels(L, idx, besti1, besti2, block_size, flip)
+            if flip:
                 scale = -scale
                 best_shift = -best_shift
-            all_on_grid = True
-            xx = x_p if best_shift == 1 else x_m
-            for k in range(4):
-                gi = kmap[_pack_u(L, 8 * k, 8, 2)]
-                if gi < 0:
-                    all_on_grid = False
-                    gi = _find_best_neighbour2(neigh, gi, levels, tabs, x, xb + 8 * k, weight, 8 * k, scale, xx, L, 8 * k, d2)
-                index[k] = gi
-            if not all_on_grid:
-                sumqx = F32(0.0)
-                sumq2 = F32(0.0)
-                for k in range(4):
-                    for j in range(8):
-                        w = weight[8 * k + j]
-                        q = xx[levels[index[k], j]]
-                        sumqx += w * q * x[xb + 8 * k + j]
-                        sumq2 += w * q * q
-                if sumqx > F32(0.0) and sumq2 > F32(0.0):
-                    scale = sumqx / sumq2
+            xx = x_p if best_shift == 1 else x_m  # one shift for the 4 groups
+            scale = _iq1_snap_to_grid(L, kmap, neigh, levels, tabs, x, xb, weight, scale, xx, xx, index, 4, d2)
             h = 0
             for k in range(4):
                 y[yo + 2 + 4 * ib + k] = index[k] & 255
@@ -265,8 +188,7 @@ def _q_iq1_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         put_u16(y, yo, fp32_to_fp16(d * F32(1.125)))
         id_ = F32(1.0) / d
         for ib in range(8):
-            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
-            l = max(0, min(7, l))
+            l = _scale_code(id_, scales[ib], 7)
             if shifts[ib] == -1:
                 l |= 8
             put_u16(y, yo + 34 + 2 * ib, get_u16(y, yo + 34 + 2 * ib) | (l << 12))
@@ -312,14 +234,11 @@ def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         for ib in range(16):
             xb = xo + block_size * ib
             if has_qw:
-                for i in range(block_size):
-                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+                _imatrix_weights(x, xb, qw, sigma2, weight, block_size)
             else:
                 for i in range(block_size):
                     weight[i] = x[xb + i] * x[xb + i]
-            vmax = abs(x[xb])
-            for i in range(1, block_size):
-                vmax = _vmax(vmax, abs(x[xb + i]))
+            vmax = _abs_max(x, xb, block_size)
             if vmax < GROUP_MAX_EPS_IQ1_M:
                 scales[ib] = F32(0.0)
                 shifts[ib] = 0
@@ -402,43 +321,13 @@ def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                 shifts[ib] = 0
                 L[:] = 1
                 continue
-            for j in range(besti1):
-                L[idx[j]] = 0
-            for j in range(besti1, besti2):
-                L[idx[j]] = 1
-            for j in range(besti2, block_size):
-                L[idx[j]] = 2
-            if scale < F32(0.0):
-                for j in range(block_size):
-                    L[j] = 2 - L[j]
+            flip = scale < F32(0.0)
+            _split_levels(L, idx, besti1, besti2, block_size, flip)
+            if flip:
                 scale = -scale
                 best_k = 3 - best_k
-            all_on_grid = True
-            for k in range(2):
-                if k == 0:
-                    xx = x_p if best_k < 2 else x_m
-                else:
-                    xx = x_p if best_k % 2 == 0 else x_m
-                gi = kmap[_pack_u(L, 8 * k, 8, 2)]
-                if gi < 0:
-                    all_on_grid = False
-                    gi = _find_best_neighbour2(neigh, gi, levels, tabs, x, xb + 8 * k, weight, 8 * k, scale, xx, L, 8 * k, d2)
-                index[k] = gi
-            if not all_on_grid:
-                sumqx_f = F32(0.0)
-                sumq2_f = F32(0.0)
-                for k in range(2):
-                    if k == 0:
-                        xx = x_p if best_k < 2 else x_m
-                    else:
-                        xx = x_p if best_k % 2 == 0 else x_m
-                    for j in range(8):
-                        w = weight[8 * k + j]
-                        q = xx[levels[index[k], j]]
-                        sumqx_f += w * q * x[xb + 8 * k + j]
-                        sumq2_f += w * q * q
-                if sumqx_f > F32(0.0) and sumq2_f > F32(0.0):
-                    scale = sumqx_f / sumq2_f
+            xlo, xhi = _iq1_m_shift_values(best_k, x_p, x_m)
+            scale = _iq1_snap_to_grid(L, kmap, neigh, levels, tabs, x, xb, weight, scale, xlo, xhi, index, 2, d2)
             y[yo + 2 * ib] = index[0] & 255
             y[yo + 2 * ib + 1] = index[1] & 255
             y[yo + 32 + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4)
@@ -453,23 +342,19 @@ def _q_iq1_m_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         sumqx_f = F32(0.0)
         sumq2_f = F32(0.0)
         for ib in range(16):
-            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
-            l = max(0, min(7, l))
+            l = _scale_code(id_, scales[ib], 7)
             sc[ib // 4] |= l << (3 * (ib % 4))
             y[yo + 32 + ib] |= masks[shifts[ib]]
             xb = xo + block_size * ib
             if has_qw:
-                for i in range(block_size):
-                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+                _imatrix_weights(x, xb, qw, sigma2, weight, block_size)
             else:
                 for i in range(block_size):
                     weight[i] = x[xb + i] * x[xb + i]
             qh = np.int64(y[yo + 32 + ib])
+            xlo, xhi = _iq1_m_shift_values(shifts[ib], x_p, x_m)
             for k in range(2):
-                if k == 0:
-                    xx = x_p if shifts[ib] < 2 else x_m
-                else:
-                    xx = x_p if shifts[ib] % 2 == 0 else x_m
+                xx = xlo if k == 0 else xhi
                 g = np.int64(y[yo + 2 * ib + k]) + ((qh << (8 - 4 * k)) & 0x700)
                 for j in range(8):
                     w = weight[8 * k + j]

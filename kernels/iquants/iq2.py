@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._common import (_find_best_neighbour, _pack_u, _round_levels, _signed, _split_signs, _sum_sq, _sumqx_q2,
-                      _vmax, register_iq)
-from .._numeric import F32, GROUP_MAX_EPS, fp16_to_fp32, fp32_to_fp16, get_u16, get_u32, nearest_int, put_u16, put_u32
+from ._common import (_imatrix_weights, _max_of, _pack_u, _refit_off_grid, _scale_code, _scale_trials, _signed,
+                      _split_signs, _sum_sq, _vmax, register_iq)
+from .._numeric import F32, GROUP_MAX_EPS, fp16_to_fp32, fp32_to_fp16, get_u16, get_u32, put_u16, put_u32
 from .._search import make_qp_quants
 from llmtk.ggufio.constants import QK_K, GGMLType, type_traits
 
@@ -93,6 +93,8 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
     L = np.zeros(32, dtype=np.int8)
     Lqp = np.zeros(32, dtype=np.uint8)
     Laux = np.zeros(32, dtype=np.int8)
+    is_on_grid = np.zeros(4, dtype=np.bool_)  # kept by the shared search, unused here
+    is_on_grid_aux = np.zeros(4, dtype=np.bool_)
     block_signs = np.zeros(4, dtype=np.int64)
     q2 = np.zeros(16, dtype=np.int64)  # uint32 words
     for ibl in range(nbl):
@@ -104,15 +106,12 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         sigma2 = _sum_sq(x, xo) / F32(QK_K)
         for ib in range(8):
             xb = xo + 32 * ib
-            for i in range(32):
-                weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+            _imatrix_weights(x, xb, qw, sigma2, weight, 32)
             for i in range(32):
                 waux[i] = np.sqrt(weight[i])
             for k in range(4):
                 block_signs[k] = _split_signs(x, xb, weight, xval, k, True) & 127
-            vmax = xval[0]
-            for i in range(1, 32):
-                vmax = _vmax(vmax, xval[i])
+            vmax = _max_of(xval, 32)
             if vmax < GROUP_MAX_EPS:
                 scales[ib] = F32(0.0)
                 L[:] = 0
@@ -123,36 +122,11 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                 scales[ib] = F32(0.0)
                 L[:] = 0
                 continue
-            best = F32(0.0)
-            for is_ in range(-6, 7):
-                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.1)) / eff_max
-                this_scale = F32(1.0) / id_
-                _round_levels(xval, id_, kMaxQ, Laux, 4 * 8)
-                for k in range(4):
-                    gi = kmap[_pack_u(Laux, 8 * k, 8, 2)]
-                    if gi < 0:
-                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, this_scale, Laux, 8, 16, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32, prod)
-                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
-                    scale = sumqx / sumq2
-                    best = scale * sumqx
-                    L[:] = Laux
-            if scale > F32(0.0):
-                id_ = F32(1.0) / scale
-                for k in range(4):
-                    u = 0
-                    for i in range(8):
-                        l = nearest_int(F32(0.5) * (id_ * xval[8 * k + i] - F32(1.0)))
-                        l = max(0, min(kMaxQ - 1, l))
-                        u |= l << (2 * i)
-                    gi = kmap[u]
-                    if gi < 0:
-                        gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, scale, L, 8, 16, d2)
-                    for i in range(8):
-                        L[8 * k + i] = levels[gi, i]
-                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32, prod)
-                if sumq2 > F32(0.0):
-                    scale = sumqx / sumq2
+            scale = _scale_trials(xval, weight, waux, Laux, L, is_on_grid, is_on_grid_aux, scale, eff_max, F32(0.1),
+                                  -6, 6, kMaxQ, 8, 32, kmap, neigh, levels, tabs, d2, prod)
+            if scale > F32(0.0):  # every group again, on the grid or not
+                scale = _refit_off_grid(xval, weight, waux, L, is_on_grid, False, scale, kMaxQ, 8, 32, kmap, neigh,
+                                        levels, tabs, d2, prod)
             if scale < F32(0.0):
                 scale = -scale
                 for k in range(4):
@@ -170,19 +144,17 @@ def _q_iq2_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         put_u16(y, yo, fp32_to_fp16(d))
         id_ = F32(1.0) / d
         for ib in range(8):
-            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
-            l = max(0, min(15, l))
-            q2[2 * ib + 1] |= l << 28
+            q2[2 * ib + 1] |= _scale_code(id_, scales[ib], 15) << 28
         for w in range(16):
             put_u32(y, yo + 2 + 4 * w, q2[w])
 
 
 @njit(cache=True, error_model="numpy")
 def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s):
-    d2 = np.zeros(max_list, dtype=np.float32)
-    prod = np.zeros((2, 32), dtype=np.float32)
     """quantize_row_iq2_xs_impl (is_s False, imatrix required) and quantize_row_iq2_s_impl
     (is_s True): 16 sub-blocks of 16, the same search with ggml's small differences."""
+    d2 = np.zeros(max_list, dtype=np.float32)
+    prod = np.zeros((2, 32), dtype=np.float32)
     kMaxQ = 3
     ts = 82 if is_s else 74
     nbl = x.shape[0] // QK_K
@@ -206,8 +178,7 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s)
         for ib in range(16):
             xb = xo + 16 * ib
             if has_qw:
-                for i in range(16):
-                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+                _imatrix_weights(x, xb, qw, sigma2, weight, 16)
             else:
                 for i in range(16):
                     weight[i] = F32(0.25) * sigma2 + x[xb + i] * x[xb + i]
@@ -216,54 +187,17 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s)
             for k in range(2):
                 s = _split_signs(x, xb, weight, xval, k, not is_s)
                 block_signs[k] = s if is_s else s & 127
-            vmax = xval[0]
-            for i in range(1, 16):
-                vmax = _vmax(vmax, xval[i])
+            vmax = _max_of(xval, 16)
             L[:] = 0
             if vmax < eps:
                 scales[ib] = F32(0.0)
                 continue
-            best = F32(0.0)
-            scale = vmax / F32(2 * kMaxQ - 1)
-            is_on_grid[0] = True
-            is_on_grid[1] = True
-            for is_ in range(-9, 10):
-                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.1)) / vmax
-                this_scale = F32(1.0) / id_
-                _round_levels(xval, id_, kMaxQ, Laux, 2 * 8)
-                for k in range(2):
-                    gi = kmap[_pack_u(Laux, 8 * k, 8, 2)]
-                    is_on_grid_aux[k] = True
-                    if gi < 0:
-                        is_on_grid_aux[k] = False
-                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, this_scale, Laux, 8, 16, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 16, prod)
-                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
-                    scale = sumqx / sumq2
-                    best = scale * sumqx
-                    L[:] = Laux
-                    is_on_grid[:] = is_on_grid_aux
-            n_not_ongrid = 0
-            for k in range(2):
-                if not is_on_grid[k]:
-                    n_not_ongrid += 1
-            if n_not_ongrid > 0 and scale > F32(0.0):
-                id_ = F32(1.0) / scale
-                for k in range(2):
-                    if is_on_grid[k]:
-                        continue
-                    u = 0
-                    for i in range(8):
-                        l = nearest_int(F32(0.5) * (id_ * xval[8 * k + i] - F32(1.0)))
-                        l = max(0, min(kMaxQ - 1, l))
-                        u |= l << (2 * i)
-                        L[8 * k + i] = l
-                    gi = kmap[u]
-                    if gi < 0:
-                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 8 * k, waux, scale, L, 8, 16, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 16, prod)
-                if sumq2 > F32(0.0):
-                    scale = sumqx / sumq2
+            is_on_grid[:] = True
+            scale = _scale_trials(xval, weight, waux, Laux, L, is_on_grid, is_on_grid_aux, vmax / F32(2 * kMaxQ - 1),
+                                  vmax, F32(0.1), -9, 9, kMaxQ, 8, 16, kmap, neigh, levels, tabs, d2, prod)
+            if not is_on_grid.all() and scale > F32(0.0):
+                scale = _refit_off_grid(xval, weight, waux, L, is_on_grid, True, scale, kMaxQ, 8, 16, kmap, neigh,
+                                        levels, tabs, d2, prod)
             if scale < F32(0.0):
                 scale = -scale
                 for k in range(2):
@@ -288,8 +222,7 @@ def _q_iq2_xs_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list, is_s)
         id_ = F32(1.0) / d
         so = yo + (74 if is_s else 66)
         for ib in range(16):
-            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
-            l = max(0, min(15, l))
+            l = _scale_code(id_, scales[ib], 15)
             if ib % 2 == 0:
                 y[so + ib // 2] = l
             else:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._common import (_find_best_neighbour, _pack_u, _round_levels, _signed, _split_signs, _sum_sq, _sumqx_q2,
-                      _vmax, register_iq)
-from .._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, get_u32, nearest_int, put_u16, put_u32
+from ._common import (_imatrix_weights, _max_of, _pack_u, _refit_off_grid, _scale_code, _scale_trials, _signed,
+                      _split_signs, _sum_sq, _vmax, register_iq)
+from .._numeric import F32, fp16_to_fp32, fp32_to_fp16, get_u16, get_u32, put_u16, put_u32
 from llmtk.ggufio.constants import QK_K, GGMLType, type_traits
 
 GROUP_MAX_EPS_IQ3_XXS = F32(1e-8)
@@ -88,8 +88,7 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         for ib in range(8):
             xb = xo + 32 * ib
             if has_qw:
-                for i in range(32):
-                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+                _imatrix_weights(x, xb, qw, sigma2, weight, 32)
             else:
                 for i in range(32):
                     weight[i] = x[xb + i] * x[xb + i]
@@ -97,55 +96,17 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                 waux[i] = np.sqrt(weight[i])
             for k in range(4):
                 block_signs[k] = _split_signs(x, xb, weight, xval, k, True) & 127
-            vmax = xval[0]
-            for i in range(1, 32):
-                vmax = _vmax(vmax, xval[i])
+            vmax = _max_of(xval, 32)
             L[:] = 0
             if vmax < GROUP_MAX_EPS_IQ3_XXS:
                 scales[ib] = F32(0.0)
                 continue
-            best = F32(0.0)
-            scale = vmax / F32(2 * kMaxQ - 1)
             is_on_grid[:] = True
-            for is_ in range(-15, 16):
-                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.2)) / vmax
-                this_scale = F32(1.0) / id_
-                _round_levels(xval, id_, kMaxQ, Laux, 8 * 4)
-                for k in range(8):
-                    u = _pack_u(Laux, 4 * k, 4, 3)
-                    gi = kmap[u]
-                    is_on_grid_aux[k] = True
-                    if gi < 0:
-                        is_on_grid_aux[k] = False
-                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, this_scale, Laux, 4, 8, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, 32, prod)
-                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
-                    scale = sumqx / sumq2
-                    best = scale * sumqx
-                    L[:] = Laux
-                    is_on_grid[:] = is_on_grid_aux
-            n_not_ongrid = 0
-            for k in range(8):
-                if not is_on_grid[k]:
-                    n_not_ongrid += 1
-            if n_not_ongrid > 0 and scale > F32(0.0):
-                id_ = F32(1.0) / scale
-                for k in range(8):
-                    if is_on_grid[k]:
-                        continue
-                    u = 0
-                    for i in range(4):
-                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
-                        l = max(0, min(kMaxQ - 1, l))
-                        u |= l << (3 * i)
-                    gi = kmap[u]
-                    if gi < 0:
-                        gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, scale, L, 4, 8, d2)
-                    for i in range(4):
-                        L[4 * k + i] = levels[gi, i]
-                sumqx, sumq2 = _sumqx_q2(weight, xval, L, 32, prod)
-                if sumq2 > F32(0.0):
-                    scale = sumqx / sumq2
+            scale = _scale_trials(xval, weight, waux, Laux, L, is_on_grid, is_on_grid_aux, vmax / F32(2 * kMaxQ - 1),
+                                  vmax, F32(0.2), -15, 15, kMaxQ, 4, 32, kmap, neigh, levels, tabs, d2, prod)
+            if not is_on_grid.all() and scale > F32(0.0):
+                scale = _refit_off_grid(xval, weight, waux, L, is_on_grid, True, scale, kMaxQ, 4, 32, kmap, neigh,
+                                        levels, tabs, d2, prod)
             if scale < F32(0.0):
                 scale = -scale
                 for k in range(4):
@@ -164,9 +125,7 @@ def _q_iq3_xxs_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         put_u16(y, yo, fp32_to_fp16(d * F32(1.0125)))
         id_ = F32(1.0) / d
         for ib in range(8):
-            l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
-            l = max(0, min(15, l))
-            v = get_u32(q3, 64 + 4 * ib) | (l << 28)
+            v = get_u32(q3, 64 + 4 * ib) | (_scale_code(id_, scales[ib], 15) << 28)
             put_u32(q3, 64 + 4 * ib, v)
         y[yo + 2:yo + 98] = q3
 
@@ -202,8 +161,7 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         for ib in range(8):
             xb = xo + block_size * ib
             if has_qw:
-                for i in range(block_size):
-                    weight[i] = qw[xb + i] * np.sqrt(sigma2 + x[xb + i] * x[xb + i])
+                _imatrix_weights(x, xb, qw, sigma2, weight, block_size)
             else:
                 for i in range(block_size):
                     weight[i] = x[xb + i] * x[xb + i]
@@ -211,55 +169,20 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
                 waux[i] = np.sqrt(weight[i])
             for k in range(bs8):
                 block_signs[k] = _split_signs(x, xb, weight, xval, k, False)
-            vmax = xval[0]
-            for i in range(1, block_size):
-                vmax = _vmax(vmax, xval[i])
+            vmax = _max_of(xval, block_size)
             L[:] = 0
             if vmax == F32(0.0):
                 # ggml `continue`s before advancing its qs/signs pointers: later sub-blocks of
                 # this super-block are written one slot earlier, as here
                 scales[ib] = F32(0.0)
                 continue
-            best = F32(0.0)
-            scale = vmax / F32(2 * kMaxQ - 1)
             is_on_grid[:] = False
-            for is_ in range(-9, 10):
-                id_ = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.2)) / vmax
-                this_scale = F32(1.0) / id_
-                _round_levels(xval, id_, kMaxQ, Laux, bs4 * 4)
-                for k in range(bs4):
-                    u = _pack_u(Laux, 4 * k, 4, 3)
-                    gi = kmap[u]
-                    is_on_grid_aux[k] = True
-                    if gi < 0:
-                        is_on_grid_aux[k] = False
-                        _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, this_scale, Laux, 4, 8, d2)
-                sumqx, sumq2 = _sumqx_q2(weight, xval, Laux, block_size, prod)
-                if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
-                    scale = sumqx / sumq2
-                    best = scale * sumqx
-                    L[:] = Laux
-                    is_on_grid[:] = is_on_grid_aux
-            n_not_ongrid = 0
-            for k in range(bs4):
-                if not is_on_grid[k]:
-                    n_not_ongrid += 1
-            if n_not_ongrid > 0 and scale > F32(0.0):
-                id_ = F32(1.0) / scale
-                for k in range(bs4):  # all groups, on the grid or not (ggml's skip is commented out)
-                    u = 0
-                    for i in range(4):
-                        l = nearest_int(F32(0.5) * (id_ * xval[4 * k + i] - F32(1.0)))
-                        l = max(0, min(kMaxQ - 1, l))
-                        u |= l << (3 * i)
-                    gi = kmap[u]
-                    if gi < 0:
-                        gi = _find_best_neighbour(neigh, gi, levels, tabs, xval, 4 * k, waux, scale, L, 4, 8, d2)
-                    for i in range(4):
-                        L[4 * k + i] = levels[gi, i]
-                sumqx, sumq2 = _sumqx_q2(weight, xval, L, block_size, prod)
-                if sumq2 > F32(0.0):
-                    scale = sumqx / sumq2
+            scale = _scale_trials(xval, weight, waux, Laux, L, is_on_grid, is_on_grid_aux, vmax / F32(2 * kMaxQ - 1),
+                                  vmax, F32(0.2), -9, 9, kMaxQ, 4, block_size, kmap, neigh, levels, tabs, d2, prod)
+            if not is_on_grid.all() and scale > F32(0.0):
+                # all groups, on the grid or not (ggml's skip is commented out)
+                scale = _refit_off_grid(xval, weight, waux, L, is_on_grid, False, scale, kMaxQ, 4, block_size, kmap,
+                                        neigh, levels, tabs, d2, prod)
             if scale < F32(0.0):
                 scale = -scale
                 for k in range(bs8):
@@ -281,11 +204,7 @@ def _q_iq3_s_row(x, qw, has_qw, y, levels, kmap, neigh, tabs, max_list):
         put_u16(y, yo, fp32_to_fp16(d * F32(1.033)))
         id_ = F32(1.0) / d
         for ib in range(0, 8, 2):
-            l1 = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
-            l1 = max(0, min(15, l1))
-            l2 = nearest_int(F32(0.5) * (id_ * scales[ib + 1] - F32(1.0)))
-            l2 = max(0, min(15, l2))
-            y[yo + 106 + ib // 2] = l1 | (l2 << 4)
+            y[yo + 106 + ib // 2] = _scale_code(id_, scales[ib], 15) | (_scale_code(id_, scales[ib + 1], 15) << 4)
 
 
 # --- dot products against Q8_K activations ----------------------------------------------------------
