@@ -24,12 +24,12 @@ __all__ = ["FileType", "KVOverride", "MixOptions", "QuantizeResult", "TensorRepo
 
 
 class _CallableModule(types.ModuleType):
-    """`llmtk.quantize(IN, OUT, TYPE)` is `llmtk.api.quantize`: the package doubles as the call."""
+    """`llmtk.quantize(IN, OUT, TYPE, ...)`: the package doubles as the call (`llmtk.api.quantize`:
+    `quantize_model` with requantizing allowed)."""
 
     def __call__(self, *args, **kwargs):
-        from llmtk.api import quantize
-
-        return quantize(*args, **kwargs)
+        kwargs.setdefault("allow_requantize", True)
+        return quantize_model(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule
