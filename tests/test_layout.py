@@ -195,3 +195,34 @@ def test_pyproject_ships_every_subpackage():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {m for m, p in MODULES.items() if p.name == "__init__.py"}
     assert found <= listed, sorted(found - listed)
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return None if parts[0] != "llmtk" or len(parts) == 1 else parts[1]
+
+
+def test_the_rooms_import_each_other_without_cycles():
+    """The import graph between the package's rooms (ggufio, kernels, model, quantize, ...) is a DAG,
+    as docs/architecture.md draws it; lazy imports inside functions count too."""
+    edges: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        a = _room(module)
+        for name in _imports(module, path):
+            b = _room(name)
+            if a and b and a != b and not b.startswith("__"):
+                edges.setdefault(a, set()).add(b)
+    seen: dict[str, int] = {}  # 1 on the stack, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        seen[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            assert seen.get(nxt) != 1, " -> ".join(path + [node, nxt])
+            if nxt not in seen:
+                visit(nxt, path + [node])
+        seen[node] = 2
+
+    for node in sorted(edges):
+        if node not in seen:
+            visit(node, [])
+    assert "kernels" in edges and "cli" in edges
