@@ -77,7 +77,8 @@ def junit_xml(result: GateResult, suite: str, base: str, candidate: str) -> str:
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(p)
+    """`text` to `path` through a unique temporary beside it and a rename (`llmtk.outputs`): a
+    full disk or a kill leaves the old file or none, and an OSError is a one-line `OutputError`."""
+    from llmtk.outputs import write_text_atomic
+
+    write_text_atomic(path, text)

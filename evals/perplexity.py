@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from llmtk.errors import InputError
+from llmtk.outputs import clean_stale_temps, replace_into, temp_path, writing
 
 from . import logprobs as lp
 
@@ -282,31 +283,42 @@ def run_perplexity(logits_fn: LogitsFn, tokens: np.ndarray, *, n_ctx: int = 512,
 
 
 class _KldBaseWriter:
-    """Streams llama-perplexity's `--kl-divergence-base` file; atomic (temp file + rename)."""
+    """Streams llama-perplexity's `--kl-divergence-base` file; atomic (a unique, pid-tagged
+    temporary beside it, renamed at the end; stale ones of killed runs removed first)."""
 
     def __init__(self, path: str | Path, n_ctx: int, n_chunk: int, tokens: np.ndarray):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self.f = open(self.tmp, "wb")
+        clean_stale_temps(self.path)
+        self.tmp = temp_path(self.path)
+        with writing(self.path):
+            try:
+                self.f = open(self.tmp, "wb")
+            except BaseException:
+                self.tmp.unlink(missing_ok=True)
+                raise
         self.n_ctx, self.n_chunk, self.tokens = n_ctx, n_chunk, tokens
         self.header_done = False
 
     def write_chunk(self, u16: np.ndarray, n_vocab: int) -> None:
-        if not self.header_done:
-            self.f.write(KLD_MAGIC + struct.pack("<iii", self.n_ctx, n_vocab, self.n_chunk))
-            self.f.write(self.tokens[:self.n_ctx * self.n_chunk].astype("<i4").tobytes())
-            self.header_done = True
-        self.f.write(u16.astype("<u2").tobytes())
+        with writing(self.path):
+            if not self.header_done:
+                self.f.write(KLD_MAGIC + struct.pack("<iii", self.n_ctx, n_vocab, self.n_chunk))
+                self.f.write(self.tokens[:self.n_ctx * self.n_chunk].astype("<i4").tobytes())
+                self.header_done = True
+            self.f.write(u16.astype("<u2").tobytes())
 
     def commit(self) -> None:
-        self.f.close()
-        self.tmp.replace(self.path)
+        with writing(self.path):
+            self.f.close()  # flushes: a full disk shows here
+        replace_into(self.tmp, self.path)
 
     def abort(self) -> None:
         if not self.f.closed:
-            self.f.close()
-        if self.tmp.exists():
-            self.tmp.unlink()
+            try:
+                self.f.close()
+            except OSError:
+                pass
+        self.tmp.unlink(missing_ok=True)
 
 
 @dataclass

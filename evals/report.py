@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from llmtk.outputs import remove_quietly, replace_into, temp_path, write_text_atomic, writing
+
 from .perplexity import PerplexityResult
 
 
@@ -19,7 +21,7 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "font.size": 10})
+    plt.rcParams.update({"savefig.format": "png", "figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "font.size": 10})
     return plt
 
 
@@ -121,10 +123,26 @@ def plot_token_kld(result: PerplexityResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _save_atomic(path: Path, draw) -> None:
+    """`draw(file)` into a temporary beside `path` (PNG, matplotlib's default format), renamed
+    onto `path` when complete."""
+    tmp = temp_path(path)
+    try:
+        with writing(path):
+            with open(tmp, "wb") as f:
+                draw(f)
+        replace_into(tmp, path)
+    finally:
+        remove_quietly(tmp)
+
+
 def write_perplexity_report(result: PerplexityResult, out_dir: str | Path, meta: dict[str, Any]) -> Path:
-    """`report.md`, `results.json` and the plots of one run in `out_dir`; returns the markdown path."""
+    """`report.md`, `results.json` and the plots of one run in `out_dir`; returns the markdown path.
+
+    Every file is written atomically (`llmtk.outputs`); an OSError is a one-line `OutputError`. For a report that appears whole or not at all, pass a staging folder."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out / "report.md"):
+        out.mkdir(parents=True, exist_ok=True)
     label = Path(str(meta.get("model", "model"))).name
     plots = [("running_ppl.png", "Running perplexity", lambda p: plot_running_ppl(result, p, label))]
     if result.kld is not None:
@@ -132,8 +150,8 @@ def write_perplexity_report(result: PerplexityResult, out_dir: str | Path, meta:
                   ("dp_distribution.png", "Δp distribution", lambda p: plot_dp_distribution(result, p)),
                   ("token_kld.png", "KL divergence along the text", lambda p: plot_token_kld(result, p))]
     for name, _, draw in plots:
-        draw(out / name)
-    (out / "results.json").write_text(dumps({**meta, **result.to_dict()}) + "\n")
+        _save_atomic(out / name, draw)
+    write_text_atomic(out / "results.json", dumps({**meta, **result.to_dict()}) + "\n")
     lines = [f"# Perplexity report: {label}", ""]
     for k, v in meta.items():
         lines.append(f"- {k}: `{v}`")
@@ -153,7 +171,7 @@ def write_perplexity_report(result: PerplexityResult, out_dir: str | Path, meta:
     for name, title, _ in plots:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
     md = out / "report.md"
-    md.write_text("\n".join(lines))
+    write_text_atomic(md, "\n".join(lines))
     return md
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -163,14 +162,10 @@ def _sha256_file(path: Path) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # pid-tagged temporary beside the target, renamed into place; a killed run's are cleaned next time
+    from llmtk.outputs import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 class _State:

@@ -149,6 +149,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file beside it and a rename; an OSError
     (ENOSPC, EROFS, EACCES) becomes an `OutputError` and leaves neither a temp nor a partial file."""
     p = Path(path)
+    clean_stale_temps(p)
     tmp = temp_path(p)
     try:
         with writing(p):
@@ -213,10 +214,11 @@ def _pid_alive(pid: int) -> bool:
 
 def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Remove temporaries beside `path` left by killed runs of ours (`.NAME.<pid>.*.tmp` whose
-    process is gone on this machine); a live process's temporaries are kept. Returns those removed."""
+    process is gone on this machine, and a library writer's own temporary of such a temporary,
+    `..NAME.<pid>.*.tmp.<pid>.*.tmp`); a live process's temporaries are kept. Returns those removed."""
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
-    pat = re.compile(re.escape(f".{p.name}.") + r"(\d+)\..*\.tmp\Z")
+    pat = re.compile(r"\.+" + re.escape(f"{p.name}.") + r"(\d+)\..*\.tmp\Z")
     removed = []
     try:
         entries = list(parent.iterdir())

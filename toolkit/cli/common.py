@@ -174,8 +174,7 @@ def staged_file(path: str | os.PathLike | None) -> Iterator[Path | None]:
         interrupt.check()
         replace_into(tmp, path)
     finally:
-        remove_quietly(tmp)
-        remove_quietly(tmp.with_name(f".{tmp.name}.tmp"))  # a library writer's own temporary
+        remove_quietly(tmp)  # library writers remove their own temporaries of `tmp`
 
 
 @contextlib.contextmanager

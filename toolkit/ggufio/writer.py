@@ -2,7 +2,9 @@
 
 Header, metadata and tensor infos first, then each tensor's bytes followed by zero padding to the
 alignment, into a temporary file beside the destination that is renamed into place only when
-everything was written. Metadata keeps its value types, so a file read and written back without
+everything was written. The temporary is `llmtk.outputs`' pid-tagged name, so the next writer to
+the same destination removes those of killed runs; an OSError (a full disk, a read-only folder)
+is a one-line `OutputError` naming the destination. Metadata keeps its value types, so a file read and written back without
 changes is byte-identical (for GGUF v3 files laid out as ggml lays them out). The layout is the
 reader's (`reader.py`), as in ggml's `gguf.cpp`.
 """
@@ -11,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 from llmtk.errors import InputError, ShapeError
+from llmtk.outputs import clean_stale_temps, temp_path, writing
 from llmtk.ggufio.constants import (
     GGML_MAX_DIMS,
     GGML_MAX_NAME,
@@ -270,9 +272,10 @@ class GGUFWriter:
     # -- writing ----------------------------------------------------------------------------
 
     def _open(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._f = os.fdopen(fd, "wb")
+        clean_stale_temps(self.path)
+        self._tmp = temp_path(self.path)
+        with writing(self.path):
+            self._f = open(self._tmp, "wb")
 
     def _pad(self, n: int) -> None:
         pad = -n % self.alignment
@@ -295,8 +298,9 @@ class GGUFWriter:
             parts.append(_encode_str(name, name) + _U32.pack(len(ne))
                          + b"".join(_U64.pack(d) for d in ne) + _U32.pack(t.qtype) + _U64.pack(t.rel_offset))
         header = b"".join(parts)
-        self._f.write(header)  # type: ignore[union-attr]
-        self._pad(len(header))
+        with writing(self.path):
+            self._f.write(header)  # type: ignore[union-attr]
+            self._pad(len(header))
         self._state = "data"
 
     def write_tensor(self, name: str, data: Any) -> None:
@@ -320,9 +324,10 @@ class GGUFWriter:
         if mv.nbytes != t.n_bytes:
             raise ShapeError(f"{self.path}: tensor '{escape_control(name)}' has {mv.nbytes} bytes of "
                              f"data, expected {t.n_bytes} for {t.qtype.name} {t.shape}")
-        for i in range(0, mv.nbytes, self.CHUNK):
-            self._f.write(mv[i:i + self.CHUNK])  # type: ignore[union-attr]
-        self._pad(t.n_bytes)
+        with writing(self.path):
+            for i in range(0, mv.nbytes, self.CHUNK):
+                self._f.write(mv[i:i + self.CHUNK])  # type: ignore[union-attr]
+            self._pad(t.n_bytes)
         self._next += 1
 
     def finish(self) -> Path:
@@ -340,11 +345,12 @@ class GGUFWriter:
                              f"never written ({len(self._order) - self._next} missing)")
         f, self._f = self._f, None
         try:
-            f.close()  # type: ignore[union-attr]
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)  # type: ignore[arg-type]
-            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+            with writing(self.path):
+                f.close()  # type: ignore[union-attr]  (flushes: a full disk may show here)
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self._tmp, 0o666 & ~umask)  # type: ignore[arg-type]
+                os.replace(self._tmp, self.path)  # type: ignore[arg-type]
         except BaseException:
             self.abort()
             raise
