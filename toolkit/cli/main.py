@@ -38,6 +38,10 @@ COMMANDS.add("split", Lazy("llmtk.cli.commands.split:command"))
 _HELP["split"] = "Split a GGUF model into shards, like llama-gguf-split (same bytes)."
 COMMANDS.add("merge", Lazy("llmtk.cli.commands.split:merge_command"))
 _HELP["merge"] = "Merge a split GGUF model into one file, like llama-gguf-split --merge."
+COMMANDS.add("grammar", Lazy("llmtk.cli.commands.grammar:command"))
+_HELP["grammar"] = "Check a GBNF grammar and match texts against it (like llama.cpp's gbnf-validator)."
+COMMANDS.add("json-schema-to-grammar", Lazy("llmtk.cli.commands.grammar:json_schema_command"))
+_HELP["json-schema-to-grammar"] = "Print the GBNF grammar of a JSON Schema, like llama.cpp's converter."
 
 
 class LazyGroup(click.Group):
