@@ -195,6 +195,18 @@ class PerplexityResult:
     token_kld: np.ndarray | None = field(default=None, repr=False)
     token_p_diff: np.ndarray | None = field(default=None, repr=False)
     seconds: float = 0.0
+    kld_chunks: list[KldStats] = field(default_factory=list, repr=False)   # running, after each chunk
+
+    def kld_chunk_table(self) -> str:
+        """llama-perplexity's per-chunk table in `--kl-divergence` mode (running values ± uncertainty)."""
+        lines = ["chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              "
+                 "Δp RMS            Same top p"]
+        for i, k in enumerate(self.kld_chunks, 1):
+            lines.append(f"{i:4d}    {k.ppl:9.4f} ± {k.ppl_stderr:9.4f}    {k.ln_ppl_ratio:10.5f} ± "
+                         f"{k.ln_ppl_ratio_stderr:10.5f}    {k.mean:10.5f} ± {k.mean_stderr:10.5f}    "
+                         f"{100 * k.rms_dp:6.3f} ± {100 * k.rms_dp_stderr:6.3f} %    "
+                         f"{100 * k.same_top_p:6.3f} ± {100 * k.same_top_p_stderr:6.3f} %")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         out = {"ppl": self.ppl, "ppl_stderr": self.ppl_stderr, "n_ctx": self.n_ctx, "n_chunks": self.n_chunks,
@@ -394,6 +406,7 @@ def run_kl_divergence(logits_fn: LogitsFn, base: KldBase, *, bos_id: int | None 
     kld, p_diff = np.empty(size, np.float64), np.empty(size, np.float32)
     same_top = np.empty(size, np.bool_)
     running = []
+    chunk_stats: list[KldStats] = []
     t0 = time.perf_counter()
     for c, (chunk, targets) in enumerate(_chunks(np.asarray(base.tokens), n_ctx, n_chunk, bos_id)):
         logits = np.ascontiguousarray(logits_fn(chunk)[first:n_ctx - 1], dtype=np.float32)
@@ -407,9 +420,11 @@ def run_kl_divergence(logits_fn: LogitsFn, base: KldBase, *, bos_id: int | None 
                      kld[sl], p_diff[sl], same_top[sl])
         done = nll[:sl.stop].astype(np.float64)
         running.append(_exp(done.mean()))
+        n = sl.stop
+        chunk_stats.append(KldStats.from_tokens(nll[:n], nll_base[:n], kld[:n], p_diff[:n], same_top[:n]))
         if progress:
             progress(c + 1, running[-1])
     stats = KldStats.from_tokens(nll, nll_base, kld, p_diff, same_top)
     return PerplexityResult(stats.ppl, stats.ppl_stderr, n_ctx, n_chunk, size, running,
                             nll.astype(np.float64), kld=stats, token_kld=kld.astype(np.float32),
-                            token_p_diff=p_diff, seconds=time.perf_counter() - t0)
+                            token_p_diff=p_diff, seconds=time.perf_counter() - t0, kld_chunks=chunk_stats)

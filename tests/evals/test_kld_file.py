@@ -136,3 +136,41 @@ def test_smollm2_forward_agrees_with_llamacpp_base(llamacpp_base, smollm2_path):
     assert k.mean < 1e-4
     assert k.same_top_p == 1.0
     assert k.ppl == pytest.approx(23.652841, rel=1e-3)
+
+
+def test_kld_chunk_table_has_llama_perplexity_layout(shared_dir):
+    """Given the figures of a line of llama-perplexity's per-chunk table, llmtk prints that line."""
+    import dataclasses
+
+    from llmtk.evals.perplexity import KldStats, PerplexityResult
+
+    log = (shared_dir / "llamacpp" / "smollm2" / "perplexity" / "Q2_K.log").read_text().splitlines()
+    at = next(i for i, line in enumerate(log) if line.startswith("chunk             PPL"))
+    rng = np.random.default_rng(0)
+    n = 64
+    some = KldStats.from_tokens(rng.random(n).astype(np.float32), rng.random(n).astype(np.float32),
+                                rng.random(n), rng.random(n).astype(np.float32) - 0.5, rng.random(n) > 0.5)
+    chunks = []
+    for line in log[at + 1:at + 4]:
+        v = [float(x) for x in line.replace("%", "").replace("±", " ").split()[1:]]
+        chunks.append(dataclasses.replace(some, ppl=v[0], ppl_stderr=v[1], ln_ppl_ratio=v[2], ln_ppl_ratio_stderr=v[3],
+                                          mean=v[4], mean_stderr=v[5], rms_dp=v[6] / 100, rms_dp_stderr=v[7] / 100,
+                                          same_top_p=v[8] / 100, same_top_p_stderr=v[9] / 100))
+    res = PerplexityResult(1.0, 0.0, 128, 3, 3 * 63, [1.0] * 3, np.zeros(1), kld=some, kld_chunks=chunks)
+    assert res.kld_chunk_table().splitlines() == log[at:at + 4]
+
+
+def test_kld_chunk_table_runs_up_to_the_final_statistics(tmp_path):
+    rng = np.random.default_rng(1)
+    n_ctx, n_vocab = 16, 37
+    tokens = rng.integers(0, n_vocab, size=3 * n_ctx).astype(np.int32)
+    table = rng.normal(0, 1, size=(n_vocab, n_vocab)).astype(np.float32)
+    path = tmp_path / "base.kld"
+    run_perplexity(lambda ch: table[ch], tokens, n_ctx=n_ctx, bos_id=0, kld_base_out=path)
+    res = run_kl_divergence(lambda ch: table[ch] * np.float32(0.7), KldBase.open(path), bos_id=0)
+    assert len(res.kld_chunks) == 3
+    first, last = res.kld_chunks[0], res.kld_chunks[-1]
+    assert first.count == n_ctx - 1 - n_ctx // 2 and last.count == res.kld.count
+    assert (last.mean, last.same_top_p, last.ppl) == (res.kld.mean, res.kld.same_top_p, res.kld.ppl)
+    lines = res.kld_chunk_table().splitlines()
+    assert len(lines) == 4 and lines[3].startswith("   3    ")

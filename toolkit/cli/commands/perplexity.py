@@ -93,11 +93,13 @@ def command(model_path, text_path, dataset, n_ctx, n_chunks, threads, kld_base, 
                           kld_base_out=kld_tmp, kld_base_in=kld_base if kld else None,
                           progress=on_chunk, on_start=on_start)
     out = click.echo if json_out != "-" else (lambda *a, **k: click.echo(*a, err=True, **k))
-    out(",".join(f"[{i + 1}]{p:.4f}" for i, p in enumerate(result.running_ppl)) + ",")
-    out(f"Final estimate: PPL = {result.ppl:.4f} +/- {result.ppl_stderr:.5f}")
-    if result.kld is not None:
+    if result.kld is not None:  # llama-perplexity's --kl-divergence output: the per-chunk table, then the statistics
+        out(result.kld_chunk_table())
         out("")
         out(result.kld.format_llamacpp())
+    else:
+        out(",".join(f"[{i + 1}]{p:.4f}" for i, p in enumerate(result.running_ppl)) + ",")
+        out(f"Final estimate: PPL = {result.ppl:.4f} +/- {result.ppl_stderr:.5f}")
     meta = {"model": str(model_path), "text": text_name, "n_ctx": n_ctx}
     if json_out:
         payload = dumps({**meta, **result.to_dict()})
