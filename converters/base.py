@@ -231,12 +231,13 @@ class ModelConverter:
             raise InputError(f"{where}: num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_kv}")
 
     def find_hparam(self, keys: Iterable[str], optional: bool = False) -> Any:
+        keys = list(keys)
         for k in keys:
-            if k in self.hparams:
+            if self.hparams.get(k) is not None:  # a JSON null counts as not set
                 return self.hparams[k]
         if optional:
             return None
-        raise InputError(f"{self.hf_dir / 'config.json'}: none of {list(keys)} is set")
+        raise InputError(f"{self.hf_dir / 'config.json'}: none of {keys} is set")
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -362,6 +363,9 @@ class ModelConverter:
         """Buffer per-expert tensors of block `bid`; once all `len(names) * n_experts` arrived,
         yield one stacked tensor per (HF template with {xid}, merged HF name) in `names` order."""
         names = list(names)
+        if isinstance(n_experts, bool) or not isinstance(n_experts, int) or n_experts < 1:
+            raise InputError(f"{self.hf_dir / 'config.json'}: the number of experts is {n_experts!r}, "
+                             f"but tensor {escape_control(name)} is an expert's")
         layer = buffers.setdefault(bid, {})
         layer[name] = t
         if len(layer) < n_experts * len(names):

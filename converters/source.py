@@ -294,6 +294,14 @@ class Checkpoint:
         self._keep.clear()
 
 
+def _is_file(path: Path) -> bool:
+    """Path.is_file that also says no to names the system refuses (too long, bad bytes)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _check_shard_name(index_file: Path, name: str, part: object) -> None:
     """A weight_map value must be a file name inside the checkpoint folder: a relative path
     without '..' (an index naming /etc/passwd or ../x is refused, not opened)."""
@@ -338,7 +346,7 @@ def open_checkpoint(hf_dir: Path) -> Checkpoint:
             _check_shard_name(index_file, name, part)
         from_index = weight_map
         parts = sorted(dict.fromkeys(weight_map.values()))
-        missing = [p for p in parts if not (hf_dir / p).is_file()]
+        missing = [p for p in parts if not _is_file(hf_dir / p)]
         if missing:
             raise InputError(f"{hf_dir}: the index names shard(s) that are missing: {', '.join(map(escape_control, missing))}")
     tensors: dict[str, LazyTensor] = {}

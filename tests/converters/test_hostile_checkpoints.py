@@ -140,3 +140,25 @@ def test_index_weight_map_paths_stay_in_the_folder(tmp_path, part):
     with pytest.raises(InputError) as e:
         open_checkpoint(d)
     assert "outside the checkpoint folder" in str(e.value)
+
+
+# found by benchmarks/fuzz.py (safetensors target) after the first fixes
+@pytest.mark.parametrize("edit", [
+    {"num_hidden_layers": None},                                          # int(None) in the converter
+    {"architectures": ["MixtralForCausalLM"], "num_local_experts": None},  # None * n in stack_experts
+])
+def test_fuzz_null_counts_in_config(tmp_path, edit):
+    from llmtk.converters.pipeline import convert
+    tensors = {"model.embed_tokens.weight": (16, 8),
+               "model.layers.0.block_sparse_moe.experts.0.w1.weight": (16, 8)}
+    d = _ckpt(tmp_path, {**CONFIG, **edit}, tensors)
+    with pytest.raises(InputError) as e:
+        convert(d, tmp_path / "out.gguf", "f16")
+    assert "\n" not in str(e.value) and "config.json" in str(e.value)
+
+
+def test_fuzz_index_names_a_shard_too_long_for_the_system(tmp_path):
+    d = _ckpt(tmp_path, CONFIG, index={"weight_map": {"model.embed_tokens.weight": "a" * 5000 + ".safetensors"}})
+    with pytest.raises(InputError) as e:
+        open_checkpoint(d)
+    assert "missing" in str(e.value) and "\n" not in str(e.value)

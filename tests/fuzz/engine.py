@@ -565,7 +565,7 @@ def _mutate_kld(rng: random.Random, seed: bytes) -> dict[str, bytes]:
         elif op == 2:  # a token id
             struct.pack_into("<i", a, 20 + 4 * rng.randrange(n_ctx * n_chunk), rng.choice(INTS[:12]) & 0x7FFFFFFF
                              if rng.random() < 0.5 else -1)
-        elif op == 3:
+        elif op == 3 and len(a):
             del a[rng.randrange(len(a)):]
         else:
             a = bytearray(bytes_mutate(rng, bytes(a), 2))

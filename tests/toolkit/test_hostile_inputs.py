@@ -127,3 +127,16 @@ def test_seeds_still_read(tmp_path):
     (tmp_path / "a.dat").write_bytes(seed_imatrix_dat())
     assert len(read_imatrix(tmp_path / "a.gguf").entries) == 3
     assert len(read_imatrix(tmp_path / "a.dat").entries) == 3
+
+
+def test_fuzz_non_finite_imatrix_entry_with_a_newline_in_its_name(tmp_path):
+    """Found by benchmarks/fuzz.py (imatrix_dat): the message printed the name's newline."""
+    from llmtk.quantize import load_imatrix_means
+
+    name = b"blk.0.ff\n_down.weight"
+    p = tmp_path / "bad.dat"
+    values = np.array([1.0, np.nan, 1.0, 1.0], "<f4")
+    p.write_bytes(struct.pack("<ii", 1, len(name)) + name + struct.pack("<ii", 1, 4) + values.tobytes())
+    with pytest.raises(LlmtkError) as e:
+        load_imatrix_means(p)
+    assert "\n" not in str(e.value) and "bad.dat" in str(e.value)

@@ -22,6 +22,7 @@ import numpy as np
 
 from llmtk.ggufio.constants import GGML_QUANTIZATION_VERSION, GGML_TYPE_TRAITS, GGMLType, GGUFValueType, Key, LlamaFileType
 from llmtk.errors import InputError
+from llmtk.ggufio.reader import escape_control
 from llmtk.quantize.rules import (
     FileType,
     MixOptions,
@@ -187,7 +188,7 @@ def load_imatrix_means(path: str | os.PathLike, *, include: Sequence[str] = (),
     for name, v in means.items():
         if not np.isfinite(v).all():
             bad = v[~np.isfinite(v)][0]
-            raise InputError(f"{path}: imatrix contains non-finite value {bad} (entry {name})")
+            raise InputError(f"{path}: imatrix contains non-finite value {bad} (entry {escape_control(name)})")
     return means, im.datasets, im.chunk_count
 
 
