@@ -10,9 +10,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 # one call per job, loaded on first use (see llmtk/api.py): llmtk.convert, llmtk.evaluate,
-# llmtk.load_tensor; llmtk.quantize is the subpackage, callable as llmtk.quantize(IN, OUT, TYPE)
+# llmtk.load_tensor; llmtk.quantize and llmtk.generate are subpackages, callable as
+# llmtk.quantize(IN, OUT, TYPE) and llmtk.generate(MODEL, PROMPT)
 _API = ("convert", "evaluate", "load_tensor")
-__all__ = ["__version__", *_API, "quantize"]
+__all__ = ["__version__", *_API, "generate", "quantize"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,8 +21,8 @@ def __getattr__(name: str) -> Any:
         from llmtk import api
 
         return getattr(api, name)
-    if name == "quantize":  # the subpackage, not yet imported
+    if name in ("quantize", "generate"):  # callable subpackages, not yet imported
         import importlib
 
-        return importlib.import_module("llmtk.quantize")
+        return importlib.import_module(f"llmtk.{name}")
     raise AttributeError(f"module 'llmtk' has no attribute {name!r}")

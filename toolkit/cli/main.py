@@ -42,6 +42,8 @@ COMMANDS.add("grammar", Lazy("llmtk.cli.commands.grammar:command"))
 _HELP["grammar"] = "Check a GBNF grammar and match texts against it (like llama.cpp's gbnf-validator)."
 COMMANDS.add("json-schema-to-grammar", Lazy("llmtk.cli.commands.grammar:json_schema_command"))
 _HELP["json-schema-to-grammar"] = "Print the GBNF grammar of a JSON Schema, like llama.cpp's converter."
+COMMANDS.add("generate", Lazy("llmtk.cli.commands.generate:command"))
+_HELP["generate"] = "Generate text from a prompt (llama.cpp's sampler chain, GBNF / JSON Schema constraints, --chat)."
 
 
 class LazyGroup(click.Group):
