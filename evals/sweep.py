@@ -51,6 +51,9 @@ class SweepPlan:
     threads: int | None = None
     max_mean_kld: float | None = None
     min_same_top: float | None = None
+    json_schema: dict | None = None       # with `prompts`: how often the greedy answer is valid
+    prompts: list[str] = field(default_factory=list)
+    n_predict: int = 128
 
     def quantize_options(self) -> dict[str, Any]:
         return {"tensor_types": list(self.tensor_types), "output_tensor_type": self.output_tensor_type,
@@ -98,6 +101,14 @@ def check_plan(plan: SweepPlan) -> list[str]:
             raise InputError(f"{name} {value}: must be a finite number >= 0")
     if plan.min_same_top is not None and plan.min_same_top > 1:
         raise InputError(f"--min-same-top {plan.min_same_top}: a fraction in 0..1 (0.95 = 95%)")
+    if (plan.json_schema is None) != (not plan.prompts):
+        raise InputError("--json-schema and --prompts go together (the prompts whose answers must follow the schema)")
+    if plan.json_schema is not None:
+        from llmtk.grammar import json_schema_to_gbnf, parse
+
+        parse(json_schema_to_gbnf(plan.json_schema))      # an unusable schema is refused now
+        if plan.n_predict < 1:
+            raise InputError(f"--n-predict {plan.n_predict}: must be at least 1")
     if plan.imatrix not in (None, "auto") and not Path(plan.imatrix).is_file():
         raise InputError(f"{plan.imatrix}: imatrix file not found")
     if plan.imatrix == "auto" and plan.calib_text is not None and not plan.calib_text.strip():
@@ -274,7 +285,7 @@ def run_sweep(plan: SweepPlan, log: Log = print, progress: Progress | None = Non
         keep.add(key)
         dst = out / f"model-{key}.gguf"
         recipe = {"base": base_recipe, "type": name, "imatrix": imatrix_recipe, "options": plan.quantize_options(),
-                  "evaluation": kld_recipe}
+                  "evaluation": kld_recipe, "structured": _structured_recipe(plan)}
         if state.valid(key, recipe, dst) and key in rows:
             log(f"{key}: made and evaluated before from the same inputs, re-used")
             done += 1
@@ -284,7 +295,8 @@ def run_sweep(plan: SweepPlan, log: Log = print, progress: Progress | None = Non
         qres = _quantize(base, dst, name, imatrix, plan.quantize_options(), plan.threads)
         q_seconds = time.perf_counter() - t0
         step(f"evaluate {key}")
-        res = evaluate(dst, None, kld_base_in=base_kld, runner=ModelRunner(dst, threads=plan.threads))
+        runner = ModelRunner(dst, threads=plan.threads)
+        res = evaluate(dst, None, kld_base_in=base_kld, runner=runner)
         k = res.kld
         rows[key] = {
             "type": key, "size_bytes": dst.stat().st_size,
@@ -297,6 +309,7 @@ def run_sweep(plan: SweepPlan, log: Log = print, progress: Progress | None = Non
             "dp_p99": k.dp_percentiles.get("99.0", math.nan),
             "n_fallback": qres.n_fallback, "fallbacks": sorted(set(qres.fallbacks)),
             "quantize_s": q_seconds, "eval_s": res.seconds, "sha256": _sha256_file(dst),
+            "schema_valid": _schema_valid(runner.model, plan) if plan.json_schema is not None else math.nan,
         }
         state.record(key, recipe, dst)
         done += 1
@@ -305,6 +318,9 @@ def run_sweep(plan: SweepPlan, log: Log = print, progress: Progress | None = Non
     progress(cells, cells, "report")
     kld_info = state.data["artifacts"]["base.kld"]
     base_row = _base_row(base, kld_info)
+    if plan.json_schema is not None:
+        step("structured answers of the base")
+        base_row["schema_valid"] = _schema_valid(ModelRunner(base, threads=plan.threads).model, plan)
     df = pd.DataFrame([base_row] + [rows[k] for k in rows if k in keep]).sort_values("bpw", ascending=False)
     df["pareto"] = _pareto_with_uncertainty(df)
     df["recommended"] = df["type"] == recommend(df, plan.max_mean_kld, plan.min_same_top)
@@ -322,6 +338,31 @@ def _file_type(path: Path) -> int | None:
     with open_gguf(path) as r:
         ft = r.kv.get(Key.FILE_TYPE)
     return int(ft) if isinstance(ft, int) else None
+
+
+def _structured_recipe(plan: SweepPlan) -> dict[str, Any] | None:
+    if plan.json_schema is None:
+        return None
+    return {"schema_sha256": _sha256_text(json.dumps(plan.json_schema, sort_keys=True)),
+            "prompts_sha256": _sha256_text("\n".join(plan.prompts)), "n_predict": plan.n_predict}
+
+
+def _schema_valid(model: Any, plan: SweepPlan) -> float:
+    """Fraction of the prompts whose unconstrained greedy answer (up to n_predict tokens, stopped at
+    end of generation; a Markdown code fence around it is allowed) is valid against the schema,
+    as its GBNF grammar (llama.cpp's json_schema_to_grammar semantics) decides."""
+    from llmtk.generate import generate
+    from llmtk.grammar import json_schema_to_gbnf, match_text, parse
+
+    grammar = parse(json_schema_to_gbnf(plan.json_schema))
+    valid = 0
+    for prompt in plan.prompts:
+        text = "".join(t.text for t in generate(model, prompt, n_predict=plan.n_predict, temp=0.0)).strip()
+        if text.startswith("```"):
+            text = text.split("\n", 1)[1] if "\n" in text else ""
+            text = text.rsplit("```", 1)[0].strip()
+        valid += match_text(grammar, text).accepted
+    return valid / len(plan.prompts)
 
 
 def _tensor_totals(path: Path) -> tuple[int, int]:
@@ -358,7 +399,8 @@ def _base_row(base: Path, info: dict[str, Any]) -> dict[str, Any]:
             "ppl": info["ppl"], "ppl_stderr": info["ppl_stderr"], "delta_ppl": 0.0, "ppl_ratio": 1.0,
             "ppl_ratio_stderr": 0.0, "mean_kld": 0.0, "mean_kld_stderr": 0.0, "median_kld": 0.0, "kld_p99": 0.0,
             "max_kld": 0.0, "same_top_p": 1.0, "same_top_p_stderr": 0.0, "rms_dp": 0.0, "dp_p1": 0.0, "dp_p99": 0.0,
-            "n_fallback": 0, "fallbacks": [], "quantize_s": math.nan, "eval_s": math.nan, "sha256": ""}
+            "n_fallback": 0, "fallbacks": [], "quantize_s": math.nan, "eval_s": math.nan, "sha256": "",
+            "schema_valid": math.nan}
 
 
 def _pareto_with_uncertainty(df) -> list[bool]:
@@ -402,14 +444,20 @@ def sweep_markdown(df, plan: SweepPlan, base: Path, imatrix: Path | None) -> str
              + (f", calibrated on `{plan.calib_name}`" if plan.imatrix == "auto" else ""),
              "- bpw: bits of the tensor data over the number of weights, as llama-quantize and inspect print it",
              "- ±: one standard error; ★: on the Pareto front (no type of at most this size is closer to the "
-             "base by more than both uncertainties of mean KLD)", ""]
+             "base by more than both uncertainties of mean KLD)"]
+    if plan.json_schema is not None:
+        lines.append(f"- valid JSON: share of {len(plan.prompts)} prompts whose unconstrained greedy answer "
+                     f"(≤ {plan.n_predict} tokens) follows the JSON Schema")
+    lines.append("")
     if plan.max_mean_kld is not None or plan.min_same_top is not None:
         budget = ", ".join(x for x in (f"mean KLD ≤ {plan.max_mean_kld}" if plan.max_mean_kld is not None else "",
                                        f"same top ≥ {100 * plan.min_same_top:.1f}%" if plan.min_same_top is not None
                                        else "") if x)
         lines += [f"**Recommended** ({budget}): **{rec}**" if rec else f"No type meets the budget ({budget}).", ""]
+    schema = plan.json_schema is not None
     lines += ["| type | size | bpw | PPL | ΔPPL | mean KLD | median / 99% / max KLD | same top | Δp 1% / 99% | "
-              "fallbacks | quantize | Pareto |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "fallbacks | quantize |" + (" valid JSON |" if schema else "") + " Pareto |",
+              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if schema else "") + "---|"]
     for _, r in df.iterrows():
         lines.append(
             f"| {r['type']} | {_size(r['size_bytes'])} | {r['bpw']:.2f} | {r['ppl']:.4f} ± {r['ppl_stderr']:.4f} | "
@@ -418,6 +466,7 @@ def sweep_markdown(df, plan: SweepPlan, base: Path, imatrix: Path | None) -> str
             f"{100 * r['same_top_p']:.2f} ± {100 * r['same_top_p_stderr']:.2f}% | "
             f"{100 * r['dp_p1']:+.3g} / {100 * r['dp_p99']:+.3g}% | {int(r['n_fallback'])} | "
             + ("–" if math.isnan(r["quantize_s"]) else f"{r['quantize_s']:.1f} s")
+            + (f" | {100 * r['schema_valid']:.0f}%" if schema else "")
             + f" | {'★' if r['pareto'] else ''} |")
     fell = [(r["type"], list(r["fallbacks"])) for _, r in df.iterrows() if len(r["fallbacks"])]
     if fell:

@@ -95,3 +95,23 @@ def test_gate_passes_fails_and_errors(tiny_llama, tmp_path):
     assert missing.exit_code == 2 and "not found" in missing.output
     none = CliRunner().invoke(main, base_args + ["--candidate", str(cand)])
     assert none.exit_code == 2 and "no thresholds" in none.output
+
+
+def test_sweep_reports_how_often_answers_follow_a_json_schema(tiny_llama, tmp_path):
+    schema, prompts = tmp_path / "schema.json", tmp_path / "prompts.txt"
+    schema.write_text(json.dumps({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}))
+    prompts.write_text("Give me a JSON object with a name.\nAnswer in JSON: {\"name\": ...}\n")
+    out = tmp_path / "sweep"
+    args = ["sweep", str(tiny_llama), "--types", "Q8_0", "-c", "64", "--chunks", "2", "-o", str(out),
+            "--json-schema", str(schema), "--prompts", str(prompts), "-n", "8"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert 0.0 <= rows["Q8_0"]["schema_valid"] <= 1.0      # a random tiny model: rarely valid, but measured
+    md = (out / "sweep.md").read_text()
+    assert "valid JSON |" in md and "share of 2 prompts" in md
+    alone = CliRunner().invoke(main, args[:-4])           # --json-schema without --prompts
+    assert alone.exit_code == 2 and "--prompts" in alone.output
+    schema.write_text(json.dumps({"type": "object", "$ref": "#/$defs/missing"}))
+    bad = CliRunner().invoke(main, args)
+    assert bad.exit_code == 2 and "llmtk: error" in bad.output

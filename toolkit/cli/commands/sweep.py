@@ -29,8 +29,14 @@ from llmtk.evals.sweep import DEFAULT_TYPES
               "is at most this (with --min-same-top: both).")
 @click.option("--min-same-top", type=click.FloatRange(0, 1), help="Recommend the smallest type whose top token "
               "agrees with the base's at least this often (a fraction: 0.95).")
+@click.option("--json-schema", "schema_path", type=click.Path(dir_okay=False),
+              help="With --prompts: report how often each type's unconstrained greedy answer follows this schema.")
+@click.option("--prompts", "prompts_path", type=click.Path(dir_okay=False),
+              help="Prompts for --json-schema, one per line.")
+@click.option("-n", "--n-predict", default=128, show_default=True, type=click.IntRange(min=1),
+              help="Tokens per answer for --json-schema.")
 def command(model, types, text_path, imatrix, calib_path, out_dir, n_ctx, n_chunks, threads, tensor_types,
-            output_tensor_type, token_embedding_type, max_mean_kld, min_same_top):
+            output_tensor_type, token_embedding_type, max_mean_kld, min_same_top, schema_path, prompts_path, n_predict):
     """Quantize MODEL to each of --types, measure PPL and KL divergence against the unquantized
     base, and write a report (sweep.md with a model-card table, sweep.csv, sweep.json, sweep.png).
 
@@ -66,11 +72,27 @@ def command(model, types, text_path, imatrix, calib_path, out_dir, n_ctx, n_chun
     if calib_path and imatrix != "auto":
         raise InputError("--calib-file is for --imatrix auto")
     text, text_name = read_text(text_path)
+    schema, prompts = None, []
+    if schema_path:
+        import json
+
+        try:
+            schema = json.loads(Path(schema_path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise InputError(f"{schema_path}: not a readable JSON Schema ({e})") from None
+    if prompts_path:
+        try:
+            prompts = [ln for ln in Path(prompts_path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{prompts_path}: cannot read the prompts ({e})") from None
+        if not prompts:
+            raise InputError(f"{prompts_path}: has no prompt")
     calib, calib_name = read_text(calib_path) if calib_path else (None, None)
     plan = SweepPlan(Path(model), type_list, text, text_name, Path(out_dir), imatrix, n_ctx, n_chunks,
                      calib_text=calib, calib_name=calib_name, tensor_types=pairs,
                      output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
-                     threads=threads, max_mean_kld=max_mean_kld, min_same_top=min_same_top)
+                     threads=threads, max_mean_kld=max_mean_kld, min_same_top=min_same_top,
+                     json_schema=schema, prompts=prompts, n_predict=n_predict)
     with bar("sweep", plain=True, unit="step") as update:
         df = run_sweep(plan, log=lambda s: click.echo(s, err=True),
                        progress=lambda done, total, what: update(done, total, what))
