@@ -348,21 +348,29 @@ def _structured_recipe(plan: SweepPlan) -> dict[str, Any] | None:
 
 
 def _schema_valid(model: Any, plan: SweepPlan) -> float:
-    """Fraction of the prompts whose unconstrained greedy answer (up to n_predict tokens, stopped at
-    end of generation; a Markdown code fence around it is allowed) is valid against the schema,
-    as its GBNF grammar (llama.cpp's json_schema_to_grammar semantics) decides."""
+    """Fraction of the prompts whose unconstrained greedy answer (up to n_predict tokens; as one
+    chat turn when the model has a chat template) holds a JSON value valid against the schema, as
+    its GBNF grammar (llama.cpp's json_schema_to_grammar semantics) decides. The value is what a
+    reader would take: the first Markdown code block if there is one, else the text from the
+    first `{` or `[`; prose after a code block is allowed, prose after a bare value is not."""
     from llmtk.generate import generate
     from llmtk.grammar import json_schema_to_gbnf, match_text, parse
 
     grammar = parse(json_schema_to_gbnf(plan.json_schema))
+    chat = isinstance(model.reader.kv.get(Key.CHAT_TEMPLATE), str)
     valid = 0
     for prompt in plan.prompts:
-        text = "".join(t.text for t in generate(model, prompt, n_predict=plan.n_predict, temp=0.0)).strip()
-        if text.startswith("```"):
-            text = text.split("\n", 1)[1] if "\n" in text else ""
-            text = text.rsplit("```", 1)[0].strip()
-        valid += match_text(grammar, text).accepted
+        text = "".join(t.text for t in generate(model, prompt, n_predict=plan.n_predict, temp=0.0, chat=chat))
+        valid += match_text(grammar, _answer_value(text)).accepted
     return valid / len(plan.prompts)
+
+
+def _answer_value(text: str) -> str:
+    if "```" in text:
+        block = text.split("```", 2)[1]
+        return block.split("\n", 1)[1].strip() if "\n" in block else block.strip()
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    return text[min(starts):].strip() if starts else text.strip()
 
 
 def _tensor_totals(path: Path) -> tuple[int, int]:

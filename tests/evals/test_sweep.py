@@ -115,3 +115,15 @@ def test_sweep_reports_how_often_answers_follow_a_json_schema(tiny_llama, tmp_pa
     schema.write_text(json.dumps({"type": "object", "$ref": "#/$defs/missing"}))
     bad = CliRunner().invoke(main, args)
     assert bad.exit_code == 2 and "llmtk: error" in bad.output
+
+
+@pytest.mark.parametrize("answer,value", [
+    ('```json\n{"a": 1}\n```\n\nThis object has one key.', '{"a": 1}'),   # a code block, then prose
+    ('Sure! {"a": 1}', '{"a": 1}'),                                        # a bare value after prose
+    ('[1, 2]', '[1, 2]'),
+    ('no JSON here', 'no JSON here'),
+])
+def test_the_json_value_of_an_answer(answer, value):
+    from llmtk.evals.sweep import _answer_value
+
+    assert _answer_value(answer) == value
