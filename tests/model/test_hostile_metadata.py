@@ -48,6 +48,7 @@ def _reshape(name: str, ne):
     _set("llama.block_count", U32, 2**31),                    # a hang building 2^31 layers
     _set("llama.attention.head_count", STR, "4"),
     _set("llama.attention.layer_norm_rms_epsilon", F32, float("nan")),
+    _set("llama.attention.layer_norm_rms_epsilon", F32, -0.0),   # fuzz: ZeroDivisionError in rms_norm
     _set("llama.attention.head_count_kv", U32, 3),
     _drop_tensor("output_norm.weight"),                       # KeyError 'output_norm.weight'
     _reshape("blk.0.attn_norm.weight", [4, 4]),               # a 2-D norm (numba TypingError)

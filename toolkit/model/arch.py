@@ -183,7 +183,7 @@ class HParams:
             arch=a, n_vocab=n_vocab, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff, n_head=n_head,
             n_head_kv=n_head_kv, head_k=head_k, head_v=head_v,
             n_rot=n_rot,
-            eps=real("attention.layer_norm_rms_epsilon", 0.0, required=True, lo=0.0, hi=1.0),
+            eps=real("attention.layer_norm_rms_epsilon", 0.0, required=True, lo=float(np.finfo(np.float32).tiny), hi=1.0),  # > 0: an all-zero row divides by it
             rope_base=real("rope.freq_base", 10000.0, lo=1e-30),
             rope_base_swa=real("rope.freq_base_swa", 10000.0, lo=1e-30),
             freq_scale=1.0 if scale == 0.0 else 1.0 / scale,
