@@ -1,6 +1,7 @@
 """Glue from files to evaluations: load a GGUF model and its tokenizer, read text, run PPL/KLD."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -8,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from llmtk.errors import InputError
+from llmtk.ggufio.reader import escape_control
 
 from .perplexity import KldBase, PerplexityResult, run_kl_divergence, run_perplexity
 
@@ -34,8 +36,35 @@ def read_text(path: str | Path | None, dataset: str | None = None) -> tuple[str,
         raise InputError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
+# a hub dataset id (`owner/name` is not possible: `/` starts the split), a config and a split with
+# optional slicing (`test[:10%]`); nothing that names a local path, which `load_dataset` would run
+# as a loading script or read as data files
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+_DATASET_CONFIG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+_DATASET_SPLIT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}(\[[0-9:%+-]{0,32}\])?")
+
+
+def check_dataset_spec(spec: str) -> tuple[str, str | None, str]:
+    """(name, config, split) of `--dataset NAME[:CONFIG][/SPLIT]`, checked before the `datasets`
+    library sees it: only hub-style names, never a path (`..`, `/abs`, `./x`, an existing folder)."""
+    name, _, split = spec.partition("/")
+    name, _, config = name.partition(":")
+    split = split or "test"
+    if not _DATASET_NAME.fullmatch(name) or ".." in name or Path(name).exists():
+        raise InputError(f"--dataset {escape_control(spec)[:80]!r}: {escape_control(name)[:60]!r} is not a dataset "
+                         "name (letters, digits, '_', '-', '.'; local files go with -f FILE)")
+    if config and not _DATASET_CONFIG.fullmatch(config):
+        raise InputError(f"--dataset {escape_control(spec)[:80]!r}: config {escape_control(config)[:60]!r} is not a "
+                         "config name")
+    if not _DATASET_SPLIT.fullmatch(split):
+        raise InputError(f"--dataset {escape_control(spec)[:80]!r}: split {escape_control(split)[:60]!r} is not a split "
+                         "name such as test, validation or train[:10%]")
+    return name, config or None, split
+
+
 def _dataset_text(spec: str) -> str:
     """`name[:config][/split]` through the `datasets` library, from its local cache only."""
+    name, config, split = check_dataset_spec(spec)
     try:
         import datasets  # noqa: F401
     except ImportError:
@@ -44,10 +73,8 @@ def _dataset_text(spec: str) -> str:
     import os
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    name, _, split = spec.partition("/")
-    name, _, config = name.partition(":")
     try:
-        ds = datasets.load_dataset(name, config or None, split=split or "test")
+        ds = datasets.load_dataset(name, config, split=split)
     except Exception as e:  # datasets raises many types for a missing cache
         raise InputError(f"dataset {spec!r} is not available locally ({type(e).__name__}: {e}); "
                          "pass the text with -f FILE") from None

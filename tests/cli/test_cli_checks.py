@@ -415,3 +415,28 @@ def test_ctrl_c_exits_130_in_a_real_process(tiny, tmp_path):
     assert proc.wait(timeout=60) == 130, err
     assert "llmtk: interrupted" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("../secrets", "is not a dataset name"),
+    ("/etc/passwd", "is not a dataset name"),
+    ("./data", "is not a dataset name"),
+    ("wiki text", "is not a dataset name"),
+    ("wikitext:bad config", "is not a config name"),
+    ("wikitext/te$t", "is not a split name"),
+    ("wikitext/test\nx", "is not a split name"),
+])
+def test_dataset_names_checked_before_datasets_sees_them(spec, needle, monkeypatch):
+    """Issue 17: `--dataset` is checked before `datasets.load_dataset` (which would run a local
+    loading script or read local files): a path or a malformed name is refused up front."""
+    import llmtk.evals.runner as runner
+
+    monkeypatch.setattr(runner, "_dataset_text", lambda s: pytest.fail("datasets was reached"))
+    one_error_line(run("perplexity", "--dataset", spec), "--dataset", needle)
+
+
+def test_dataset_spec_parts():
+    from llmtk.evals.runner import check_dataset_spec
+
+    assert check_dataset_spec("wikitext:wikitext-2-raw-v1/test[:10%]") == ("wikitext", "wikitext-2-raw-v1", "test[:10%]")
+    assert check_dataset_spec("ptb_text_only") == ("ptb_text_only", None, "test")

@@ -53,7 +53,7 @@ def command(model_path, text_path, dataset, n_ctx, n_chunks, threads, kld_base, 
     """
     from llmtk.errors import InputError
     from llmtk.evals.report import dumps, write_perplexity_report
-    from llmtk.evals.runner import ModelRunner, evaluate, read_text
+    from llmtk.evals.runner import ModelRunner, check_dataset_spec, evaluate, read_text
     from llmtk.resources import smollm2_path
 
     # every argument, input and output checked before any work
@@ -66,6 +66,8 @@ def command(model_path, text_path, dataset, n_ctx, n_chunks, threads, kld_base, 
         raise InputError("--kl-divergence reads its tokens from --kl-divergence-base; drop -f/--dataset")
     if task and (kld or kld_base or csv_out or report_dir):
         raise InputError(f"--{task} scores tasks: --kl-divergence-base, --csv and --report do not apply")
+    if dataset:
+        check_dataset_spec(dataset)
     model_path = require_model(model_path) if model_path else smollm2_path()
     inputs = [model_path, text_path, kld_base if kld else None]
     if kld and not Path(kld_base).is_file():
