@@ -349,6 +349,55 @@ def seed_model(arch: str = "llama", seed: int = 0) -> bytes:
     return g.pack()
 
 
+def _gpt2_byte_chars() -> list[str]:
+    """GPT-2's byte-to-unicode table: the 256 single-byte tokens of a byte-level BPE vocab."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def seed_tokenizer(kind: str) -> bytes:
+    """Tokenizer metadata only (what `Tokenizer.from_gguf` reads): a small byte-level BPE
+    (`gpt2`, pre `llama3` or `qwen2`), a SentencePiece (`llama`) vocab with byte tokens, or a
+    WordPiece (`bert`) vocab; each a few hundred tokens with merges/scores/types."""
+    T = "tokenizer.ggml."
+    if kind in ("gpt2", "qwen2"):
+        chars = _gpt2_byte_chars()
+        sp = chars[32]
+        merges = [f"{sp} t", "h e", f"{sp}t he", "i n", f"{sp} a", "e r", "o n", "r e"]
+        tokens = chars + ["".join(m.split(" ")) for m in merges] + ["<|endoftext|>", "<|im_start|>"]
+        types = [1] * (len(tokens) - 2) + [3, 3]
+        kv = [[T + "model", STR, None, "gpt2"], [T + "pre", STR, None, "llama3" if kind == "gpt2" else "qwen2"],
+              [T + "tokens", ARR, STR, tokens], [T + "token_type", ARR, I32, types],
+              [T + "merges", ARR, STR, merges], [T + "bos_token_id", U32, None, len(tokens) - 2],
+              [T + "eos_token_id", U32, None, len(tokens) - 2], [T + "add_bos_token", BOOL, None, 1]]
+    elif kind == "llama":
+        pieces = ["\u2581the", "\u2581a", "in", "er", "\u2581Hello", "\u2581w", "or", "ld", "\u2581"]
+        tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces + list("abcdefghij")
+        types = [2, 3, 3] + [6] * 256 + [1] * (len(pieces) + 10)
+        scores = [0.0, 0.0, 0.0] + [0.0] * 256 + [-float(i) for i in range(len(pieces) + 10)]
+        kv = [[T + "model", STR, None, "llama"], [T + "pre", STR, None, "default"],
+              [T + "tokens", ARR, STR, tokens], [T + "scores", ARR, F32, scores], [T + "token_type", ARR, I32, types],
+              [T + "bos_token_id", U32, None, 1], [T + "eos_token_id", U32, None, 2],
+              [T + "unknown_token_id", U32, None, 0], [T + "add_bos_token", BOOL, None, 1],
+              [T + "add_space_prefix", BOOL, None, 1]]
+    else:  # bert
+        tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz0123456789") + \
+            ["\u2581hello", "\u2581world", "##s", "##ing"]
+        types = [3, 2, 3, 3, 3] + [1] * (len(tokens) - 5)
+        kv = [[T + "model", STR, None, "bert"], [T + "pre", STR, None, "jina-v2-en"],
+              [T + "tokens", ARR, STR, tokens], [T + "token_type", ARR, I32, types],
+              [T + "bos_token_id", U32, None, 2], [T + "seperator_token_id", U32, None, 3],
+              [T + "unknown_token_id", U32, None, 1], [T + "padding_token_id", U32, None, 0]]
+    return Gguf(kv=[["general.architecture", STR, None, "llama"], *kv]).pack()
+
+
 def seed_imatrix_gguf() -> bytes:
     import numpy as np
     g = Gguf(kv=[["general.type", STR, None, "imatrix"], ["imatrix.datasets", ARR, STR, ["text.txt"]],
@@ -457,6 +506,18 @@ def run_model(d: Path) -> None:
         m.forward(np.array([1, 2, 3], np.int32))
 
 
+TOKENIZER_TEXT = "Hello w\u00f6rld <s> </s>  12345\n\t<|im_start|> the \U0001F600 [CLS] hello\u2581x \x00\ufffd"
+
+
+def run_tokenizer(d: Path) -> None:
+    from llmtk.tokenizer import Tokenizer
+    tok = Tokenizer.from_gguf(d / "case.gguf")
+    for add, parse in ((True, True), (False, False)):
+        ids = tok.encode(TOKENIZER_TEXT, add_special=add, parse_special=parse)
+        tok.decode(ids)
+        tok.decode(ids, special=False, remove_special=True)
+
+
 def run_imatrix(d: Path) -> None:
     from llmtk.evals.imatrix import format_statistics
     from llmtk.ggufio.imatrix_file import Imatrix, read_imatrix, write_imatrix_dat, write_imatrix_gguf
@@ -529,6 +590,54 @@ def _mutate_gguf(rng: random.Random, seed: bytes) -> dict[str, bytes]:
     return {"case.gguf": bytes_mutate(rng, seed, rng.randint(1, 8))}
 
 
+def _tokenizer_seeds() -> list[Any]:
+    return [parse_gguf(seed_tokenizer(k)) for k in ("gpt2", "qwen2", "llama", "bert")]
+
+
+_ODD_TOKENS = ["", " ", "\x00", "a b", "<0xZZ>", "<0x>", "<0xFF>", "\u2581" * 300, "x" * 5000, "\ud800x",
+               "<s>", "##", "[UNK]", "\n", "\u00c4\u00a0"]
+
+
+def _mutate_tokenizer(rng: random.Random, g: Any) -> dict[str, bytes]:
+    """Generic metadata mutations of the tokenizer keys, or targeted ones: odd token texts and
+    merges, token types and scores out of range, special ids past the vocab, unknown models."""
+    import copy
+    if rng.random() < 0.4:
+        return {"case.gguf": gguf_mutate(rng, g, ["tokenizer"])}
+    g = copy.deepcopy(g)
+    kv = {e[0].removeprefix("tokenizer.ggml."): e for e in g.kv}
+    for _ in range(rng.randint(1, 3)):
+        op = rng.randrange(6)
+        if op == 0 and "tokens" in kv:
+            toks = kv["tokens"][3]
+            toks[rng.randrange(len(toks))] = rng.choice(_ODD_TOKENS + toks[:5])
+        elif op == 1 and "merges" in kv:
+            m = kv["merges"][3]
+            m[rng.randrange(len(m))] = rng.choice(["a", "a b c", " ", "", "zz qq", "\u0120 \u0120", m[0]])
+        elif op == 2 and "token_type" in kv:
+            t = kv["token_type"][3]
+            t[rng.randrange(len(t))] = rng.choice([0, 1, 2, 3, 4, 5, 6, 7, -1, 99, 2**31 - 1])
+        elif op == 3 and "scores" in kv:
+            sc = kv["scores"][3]
+            sc[rng.randrange(len(sc))] = rng.choice(FLOATS)
+        elif op == 4:
+            key = rng.choice(["bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id",
+                              "seperator_token_id", "eot_token_id"])
+            val = rng.choice([0, 1, 2, 3, len(kv["tokens"][3]) if "tokens" in kv else 5, 2**31 - 1, 2**32 - 1])
+            if key in kv:
+                kv[key][3] = val
+            else:
+                g.kv.append(["tokenizer.ggml." + key, U32, None, val])
+        else:
+            key = rng.choice(["model", "pre"])
+            val = rng.choice(["bert", "llama", "gpt2", "t5", "rwkv", "none", "plamo2", "ugm", "x\n", "",
+                              "smollm", "deepseek-llm", "tekken", "chatglm-bpe", "gemma4"])
+            if key in kv:
+                kv[key][3] = val
+    raw = g.pack()
+    return {"case.gguf": bytes_mutate(rng, raw) if rng.random() < 0.1 else raw}
+
+
 def _imatrix_gguf_seeds() -> list[Any]:
     return [("gguf", parse_gguf(seed_imatrix_gguf()))]
 
@@ -589,6 +698,7 @@ TARGETS: dict[str, Target] = {
     "imatrix_dat": Target("imatrix_dat", lambda: [seed_imatrix_dat()], _mutate_imatrix_dat, run_imatrix),
     "kld": Target("kld", lambda: [seed_kld()], _mutate_kld, run_kld),
     "safetensors": Target("safetensors", _ckpt_seeds, _mutate_ckpt, run_convert),
+    "tokenizer": Target("tokenizer", _tokenizer_seeds, _mutate_tokenizer, run_tokenizer),
 }
 
 

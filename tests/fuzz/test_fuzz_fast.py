@@ -10,7 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine  # noqa: E402
 
-CASES = {"gguf": 300, "model": 120, "imatrix_gguf": 250, "imatrix_dat": 250, "kld": 200, "safetensors": 40}
+CASES = {"gguf": 300, "model": 120, "imatrix_gguf": 250, "imatrix_dat": 250, "kld": 200, "safetensors": 40,
+         "tokenizer": 400}
 
 
 @pytest.mark.parametrize("target", sorted(engine.TARGETS))

@@ -21,6 +21,7 @@ import numpy as np
 from llmtk.ggufio.constants import Key
 from llmtk.ggufio.constants import TokenizerKey as K
 from llmtk.errors import InputError, UnsupportedError
+from llmtk.ggufio.reader import escape_control
 from llmtk.registry import Registry
 from .bpe import BPEModel
 from .pretokenize import PreTokenizer, get_pre_tokenizer, regex_split
@@ -113,6 +114,33 @@ _FIM_ALIASES = {K.FIM_PRE_ID: K.PREFIX_ID, K.FIM_SUF_ID: K.SUFFIX_ID, K.FIM_MID_
 _FORCED_USER_DEFINED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")
 
 
+_STRTOL_HEX = re.compile(r"\s*([+-]?)(?:0[xX](?=[0-9A-Fa-f]))?([0-9A-Fa-f]*)")
+
+
+def _byte_of_token(text: str) -> int:
+    """The byte a BYTE token stands for, as llama.cpp's `token_to_byte` reads it: `strtol` of
+    the two characters after `<0x`, base 16, so `<0x0A>` is 10 and a malformed text gives what
+    strtol makes of it (no digits: 0), truncated to a byte."""
+    m = _STRTOL_HEX.match(text[3:5])
+    digits = m.group(2) if m else ""
+    value = int(digits, 16) if digits else 0
+    return (-value if m and m.group(1) == "-" else value) & 0xFF
+
+
+def _typed(kv: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+    """kv[key] when it has the GGUF type llama.cpp reads it as (a string, a bool), else one line
+    naming the key: llama.cpp refuses a key of the wrong type too (`gguf_get_val_*` asserts)."""
+    value = kv.get(key)
+    if value is None:
+        return default
+    if kind is bool and isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if kind is not bool and isinstance(value, kind):
+        return value
+    raise InputError(f"GGUF metadata {key} is {escape_control(repr(value))[:40]}, expected a "
+                     f"{'boolean' if kind is bool else 'string'}")
+
+
 class Tokenizer:
     """A GGUF vocabulary that tokenizes exactly like llama.cpp (`llama-tokenize`).
 
@@ -121,33 +149,37 @@ class Tokenizer:
     """
 
     def __init__(self, kv: Mapping[str, Any]) -> None:
-        model = kv.get(K.MODEL)
+        model = _typed(kv, K.MODEL, str, None)
         defaults = TOKENIZER_MODELS[str(model)]
         self.model = model
         self.kind = defaults.kind
         tokens = kv.get(K.TOKENS)
         if not isinstance(tokens, list) or not tokens:
             raise InputError(f"{K.TOKENS} is missing or empty: the file has no vocabulary")
+        if not all(isinstance(t, str) for t in tokens):
+            raise InputError(f"{K.TOKENS} must be an array of strings")
         n = len(tokens)
         self.tokens: list[str] = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         self.token_to_id: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}  # last wins
         self.scores: list[float] = self._per_token(kv, K.SCORES, n, 0.0, float)
         types = np.array(self._per_token(kv, K.TOKEN_TYPE, n, 1, int), dtype=np.int64)
-        type_attr = np.zeros(max(7, int(types.max()) + 1), dtype=np.int64)
+        type_attr = np.zeros(max(TOKEN_TYPE_ATTR) + 1, dtype=np.int64)
         for t, a in TOKEN_TYPE_ATTR.items():
             type_attr[t] = a
-        self.attrs: list[int] = type_attr[np.clip(types, 0, None)].tolist()   # unknown types: UNDEFINED
+        known = (types >= 0) & (types < type_attr.size)
+        # llama.cpp's token_type_to_attr: a type it does not know is UNDEFINED (no attribute)
+        self.attrs: list[int] = np.where(known, type_attr[np.where(known, types, 0)], 0).tolist()
 
-        self.pre_name: str = "gemma4" if model == "gemma4" else (kv.get(K.PRE, "") or "")
+        self.pre_name: str = "gemma4" if model == "gemma4" else (_typed(kv, K.PRE, str, "") or "")
         self.pre: PreTokenizer | None = get_pre_tokenizer(self.pre_name) if self.kind == "bpe" else None
         self.add_bos = defaults.add_bos if self.pre is None or self.pre.add_bos is None else self.pre.add_bos
         self.add_eos = defaults.add_eos
         self.add_sep = defaults.add_sep
-        self.add_space_prefix = bool(kv.get(K.ADD_PREFIX, defaults.add_space_prefix))
+        self.add_space_prefix = _typed(kv, K.ADD_PREFIX, bool, defaults.add_space_prefix)
         self.clean_spaces = defaults.clean_spaces if self.pre is None else self.pre.clean_spaces
         self.escape_whitespaces = self.kind == "spm" or bool(self.pre and self.pre.escape_whitespaces)
-        self.lowercase = bool(kv.get(K.NORMALIZER_LOWERCASE, False))
-        self.strip_accents = bool(kv.get(K.NORMALIZER_STRIP_ACCENTS, self.lowercase))
+        self.lowercase = _typed(kv, K.NORMALIZER_LOWERCASE, bool, False)
+        self.strip_accents = _typed(kv, K.NORMALIZER_STRIP_ACCENTS, bool, self.lowercase)
 
         ids = {"bos": defaults.bos, "eos": defaults.eos, "unk": defaults.unk, "sep": defaults.sep,
                "pad": defaults.pad, "mask": defaults.mask}
@@ -169,8 +201,7 @@ class Tokenizer:
         self.pad_id: int | None = ids["pad"]
         self.eot_id: int | None = ids["eot"]
         for key, attr in ((K.ADD_BOS, "add_bos"), (K.ADD_EOS, "add_eos"), (K.ADD_SEP, "add_sep")):
-            if isinstance(kv.get(key), bool):
-                setattr(self, attr, kv[key])
+            setattr(self, attr, _typed(kv, key, bool, getattr(self, attr)))
         if self.pre_name == "gemma4":
             self.add_bos = True
 
@@ -191,6 +222,8 @@ class Tokenizer:
             merges = kv.get(K.MERGES)
             if not isinstance(merges, list):
                 raise InputError(f"{K.MERGES} is missing: a BPE vocabulary needs its merges")
+            if not all(isinstance(m, str) for m in merges):
+                raise InputError(f"{K.MERGES} must be an array of strings")
             self._bpe = BPEModel(self.token_to_id, merges, ignore_merges=self.pre.ignore_merges,
                                  byte_fallback_hex=not self.pre.byte_encode,
                                  newline_runs_whole=self.pre_name == "gemma4")
@@ -221,6 +254,8 @@ class Tokenizer:
         values = kv.get(key)
         if values is None:
             return [default] * n
+        if not isinstance(values, (list, tuple, np.ndarray)) or np.ndim(values) != 1:
+            raise InputError(f"{key} must be an array with one entry per token")
         if len(values) < n:
             raise InputError(f"{key} has {len(values)} entries for {n} tokens")
         try:
@@ -270,8 +305,8 @@ class Tokenizer:
 
     def _set_strip_attrs(self, kv: Mapping[str, Any]) -> None:
         """Per-model LSTRIP/RSTRIP around special tokens (phi-3, jina-v2, modern-bert)."""
-        name = str(kv.get(Key.NAME, "")).lower()
-        arch = str(kv.get(Key.ARCHITECTURE, ""))
+        name = str(_typed(kv, Key.NAME, str, "")).lower()
+        arch = str(_typed(kv, Key.ARCHITECTURE, str, ""))
         t2i = self.token_to_id
         if (any(p in self.pre_name for p in ("jina-v2-de", "jina-v2-es", "jina-v2-code"))
                 or any(a in arch for a in ("nomic-bert-moe", "jina-bert-v3"))):
@@ -427,7 +462,7 @@ class Tokenizer:
                 return _gpt2_decode(text)
             return text.replace("\u2581", " ").encode("utf-8")
         if attr & _BYTE:
-            return bytes([int(text[3:5], 16)])
+            return bytes([_byte_of_token(text)])
         return b""
 
     def decode(self, ids: Iterable[int], *, special: bool = True, remove_special: bool = False) -> str:
