@@ -59,6 +59,11 @@ MAX_EXPERTS = 1 << 12
 U32_MAX = (1 << 32) - 1
 F32_MAX = 3.4028234663852886e38
 
+# config keys naming the expert router's score function, and gguf-py's ExpertGatingFuncType values
+SCORE_FUNCTION_KEYS = ("score_function", "scoring_func", "score_func", "moe_router_activation",
+                       "moe_router_activation_func", "expert_selection_fn")
+EXPERT_GATING_FUNCS = {"softmax": 1, "sigmoid": 2, "sqrtsoftplus": 4}
+
 # key -> (kind, low, high); kind "int" (not bool), "float" (int or float), "bool", "str",
 # "object", "list"; None values are always accepted (transformers' "unset").
 CONFIG_SCHEMA: dict[str, tuple[str, float, float]] = {
@@ -72,8 +77,8 @@ CONFIG_SCHEMA: dict[str, tuple[str, float, float]] = {
     "vocab_size": ("int", 1, MAX_VOCAB),
     **{k: ("int", 0, U32_MAX) for k in ("max_position_embeddings", "n_ctx", "n_positions", "max_length",
                                         "max_sequence_length", "model_max_length",
-                                        "original_max_position_embeddings", "sliding_window",
-                                        "sliding_window_pattern")},
+                                        "original_max_position_embeddings", "sliding_window")},
+    # (`sliding_window_pattern` is an int or an "LLLG" string: dense.sliding_window_pattern checks it)
     **{k: ("int", 0, MAX_EXPERTS) for k in ("num_local_experts", "num_experts", "n_routed_experts",
                                             "num_experts_per_tok", "num_experts_per_token", "top_k_experts")},
     **{k: ("float", 0, F32_MAX) for k in ("rms_norm_eps", "norm_eps", "layer_norm_eps", "layer_norm_epsilon",
@@ -85,7 +90,20 @@ CONFIG_SCHEMA: dict[str, tuple[str, float, float]] = {
     **{k: ("object", 0, 0) for k in ("rope_scaling", "rope_parameters", "text_config")},
     "tie_word_embeddings": ("bool", 0, 0),
     "is_causal": ("bool", 0, 0),
-    **{k: ("str", 0, 0) for k in ("score_function", "scoring_func", "score_func")},
+    **{k: ("float", -F32_MAX, F32_MAX) for k in ("logit_scale", "logits_scaling", "attention_multiplier",
+                                                 "embedding_multiplier", "residual_multiplier")},
+    "rotary_pct": ("float", 0, 1),
+    **{k: ("str", 0, 0) for k in SCORE_FUNCTION_KEYS},
+    **{k: ("int", 0, MAX_EXPERTS) for k in ("n_group", "topk_group")},
+    # MoE and MLA hyperparameters the MoE converters read
+    **{k: ("int", 0, MAX_EXPERTS) for k in ("moe_num_experts", "moe_k", "moe_num_shared_experts", "n_shared_experts",
+                                            "interleave_moe_layer_step", "moe_layer_interval")},
+    **{k: ("int", 0, MAX_LAYERS) for k in ("first_k_dense_replace", "moe_layer_start_index",
+                                           "num_nextn_predict_layers")},
+    **{k: ("int", 0, MAX_WIDTH) for k in ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+                                          "v_head_dim", "intermediate_size_mlp", "shared_intermediate_size")},
+    "routed_scaling_factor": ("float", 0, F32_MAX),
+    "norm_topk_prob": ("bool", 0, 0),
 }
 # inside rope_scaling / rope_parameters (and their full_attention / sliding_attention parts)
 ROPE_SCHEMA: dict[str, tuple[str, float, float]] = {
@@ -181,6 +199,9 @@ class ModelConverter:
         self.block_count = int(self.find_hparam(["n_layers", "num_hidden_layers", "n_layer", "num_layers"]))
         self.check_hparams()
         self._names = self._expand_tensor_map()
+        # the checkpoint's tensors by name, set by the pipeline before `generate_extra_tensors`
+        # (for hooks that read ahead, as llama.cpp's call `get_tensors()` there)
+        self.source_tensors: dict[str, LazyTensor] = {}
         rp = self.hparams.get("rope_parameters", self.hparams.get("rope_scaling")) or {}
         if not isinstance(rp, dict):
             raise InputError(f"{self.hf_dir / 'config.json'}: rope_scaling is {escape_control(repr(rp))[:40]}, "
@@ -287,6 +308,16 @@ class ModelConverter:
     def finish_tensors(self) -> None:
         """Called after the last tensor: buffered (expert) tensors left over are an error."""
 
+    def written_file_type(self, ftype: LlamaFileType) -> LlamaFileType:
+        """`general.file_type` for a float outtype: llama.cpp's `prepare_metadata` calls the output
+        of an MXFP4 checkpoint (`quantization_config.quant_method` "mxfp4") MXFP4_MOE, since its
+        expert tensors keep their MXFP4 blocks."""
+        qc = self.hparams.get("quantization_config")
+        if isinstance(qc, dict) and qc.get("quant_method") == "mxfp4" and ftype in (
+                LlamaFileType.ALL_F32, LlamaFileType.MOSTLY_F16, LlamaFileType.MOSTLY_BF16):
+            return LlamaFileType.MOSTLY_MXFP4_MOE
+        return ftype
+
     def set_early_parameters(self, kv: KVStore) -> None:
         """Keys llama.cpp adds while preparing tensors, so they land right after the architecture."""
 
@@ -343,11 +374,15 @@ class ModelConverter:
         if (n := self.find_hparam(["num_experts_per_tok", "num_experts_per_token", "top_k_experts"],
                                   optional=True)) is not None:
             kv.u32(KL.EXPERT_USED_COUNT, n)
-        if (score := self.find_hparam(["score_function", "scoring_func", "score_func"], optional=True)) is not None:
-            funcs = {"softmax": 1, "sigmoid": 2}
-            if score not in funcs:
-                raise UnsupportedError(f"{self.hf_dir}: expert gating function {score!r}; supported: softmax, sigmoid")
-            kv.u32(KL.EXPERT_GATING_FUNC, funcs[score])
+        if (n := self.hparams.get("n_group")) is not None:
+            kv.u32(KL.EXPERT_GROUP_COUNT, n)
+        if (n := self.hparams.get("topk_group")) is not None:
+            kv.u32(KL.EXPERT_GROUP_USED_COUNT, n)
+        if (score := self.find_hparam(SCORE_FUNCTION_KEYS, optional=True)) is not None:
+            if score not in EXPERT_GATING_FUNCS:
+                raise UnsupportedError(f"{self.hf_dir}: expert gating function {score!r}; supported: "
+                                       f"{', '.join(EXPERT_GATING_FUNCS)}")
+            kv.u32(KL.EXPERT_GATING_FUNC, EXPERT_GATING_FUNCS[score])
         if (head_dim := self.hparams.get("head_dim")) is not None:
             kv.u32(KA.KEY_LENGTH, head_dim)
             kv.u32(KA.VALUE_LENGTH, head_dim)

@@ -15,28 +15,13 @@ from llmtk.errors import UnsupportedError
 
 from . import vocab as V
 from .base import KA, KL, KR, ModelConverter
+from .dense import dense_tensor_map
+from .gemma import fold_gemma_norm
 from .kv import KVStore
 from .source import LazyTensor
 
-_LAYER = "model.layers.{bid}."
-GEMMA3_TENSORS: dict[str, str] = {
-    "model.embed_tokens": "token_embd",
-    "lm_head": "output",
-    "model.norm": "output_norm",
-    _LAYER + "input_layernorm": "blk.{bid}.attn_norm",
-    _LAYER + "self_attn.q_proj": "blk.{bid}.attn_q",
-    _LAYER + "self_attn.k_proj": "blk.{bid}.attn_k",
-    _LAYER + "self_attn.v_proj": "blk.{bid}.attn_v",
-    _LAYER + "self_attn.o_proj": "blk.{bid}.attn_output",
-    _LAYER + "self_attn.q_norm": "blk.{bid}.attn_q_norm",
-    _LAYER + "self_attn.k_norm": "blk.{bid}.attn_k_norm",
-    _LAYER + "post_attention_layernorm": "blk.{bid}.post_attention_norm",
-    _LAYER + "pre_feedforward_layernorm": "blk.{bid}.ffn_norm",
-    _LAYER + "post_feedforward_layernorm": "blk.{bid}.post_ffw_norm",
-    _LAYER + "mlp.gate_proj": "blk.{bid}.ffn_gate",
-    _LAYER + "mlp.up_proj": "blk.{bid}.ffn_up",
-    _LAYER + "mlp.down_proj": "blk.{bid}.ffn_down",
-}
+GEMMA3_TENSORS = dense_tensor_map("output attn_norm attn_q_norm attn_k_norm post_attention_norm ffn_norm "
+                                  "post_ffw_norm ffn_gate")
 
 # transformers' Gemma3TextConfig defaults llama.cpp reads
 _GEMMA3_DEFAULTS = {"vocab_size": 262208, "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
@@ -86,8 +71,5 @@ class Gemma3Converter(ModelConverter):
             n = self._n_vocab_real()
             if n < t.shape[0]:
                 t = t.map(lambda x: x[:n], (n, *t.shape[1:]))
-        if name.endswith("norm.weight"):
-            # Gemma3RMSNorm multiplies by (1 + weight); in the working dtype, as llama.cpp adds it
-            t = t.map(lambda x: x + x.dtype.type(1))
-        yield from super().modify_tensors(t, name, bid)
+        yield from super().modify_tensors(fold_gemma_norm(t, name), name, bid)
 

@@ -55,6 +55,9 @@ class KVStore:
     def u32s(self, key: str, values: Sequence[int]) -> None:
         self._put(key, [int(v) for v in values], VT.ARRAY, VT.UINT32)
 
+    def bools(self, key: str, values: Sequence[bool]) -> None:
+        self._put(key, [bool(v) for v in values], VT.ARRAY, VT.BOOL)
+
     def f32s(self, key: str, values: Sequence[float]) -> None:
         self._put(key, [float(v) for v in values], VT.ARRAY, VT.FLOAT32)
 

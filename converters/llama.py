@@ -1,13 +1,16 @@
-"""Llama family: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM -> GGUF arch `llama`.
+"""Llama family: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM -> GGUF arch `llama`,
+and the architectures llama.cpp converts as `LlamaModel` subclasses: Arcee, SmolLM3, Apertus, Granite.
 
 llama.cpp's `LlamaModel`: Q and K rows are permuted from HF's rotate-half layout back to the
 interleaved RoPE layout GGUF expects, Mixtral's per-expert w1/w2/w3 are stacked into 3-D
-`ffn_{gate,down,up}_exps`, Llama-3 RoPE scaling becomes a `rope_freqs` tensor.
+`ffn_{gate,down,up}_exps`, Llama-3 RoPE scaling becomes a `rope_freqs` tensor. The subclasses
+change the arch name and tensor set, plus Apertus's xIELU parameters (per-layer scalars turned
+into metadata) and Granite's multipliers.
 """
 from __future__ import annotations
 
 import json
-import math
+import logging
 from typing import Any, Iterable, Iterator
 
 import gguf
@@ -16,9 +19,12 @@ import numpy as np
 from llmtk.errors import ShapeError
 
 from . import vocab as V
-from .base import KL, KR, ModelConverter
+from .base import KA, KL, KR, ModelConverter
+from .dense import dense_tensor_map, llama3_rope_factors, rope_freqs_tensor
 from .kv import KVStore
 from .source import LazyTensor
+
+logger = logging.getLogger(__name__)
 
 LLAMA_TENSORS: dict[str, str] = {
     "model.embed_tokens": "token_embd",
@@ -135,25 +141,8 @@ class LlamaConverter(ModelConverter):
         rope = self.rope_parameters.get("full_attention", self.rope_parameters)
         if not rope or str(rope.get("rope_type", "")).lower() != "llama3":
             return ()
-        base = rope.get("rope_theta", 10000.0)
         dim = self.hparams.get("head_dim") or self.hparams["hidden_size"] // self.hparams["num_attention_heads"]
-        freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
-        factor = rope.get("factor", 8.0)
-        low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
-        old_ctx = rope.get("original_max_position_embeddings", 8192)
-        low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
-        factors = []
-        for f in freqs:
-            wavelen = 2 * math.pi / f
-            if wavelen < high_wavelen:
-                factors.append(1)
-            elif wavelen > low_wavelen:
-                factors.append(factor)
-            else:
-                smooth = (old_ctx / wavelen - low) / (high - low)
-                factors.append(1 / ((1 - smooth) / factor + smooth))
-        arr = np.array(factors, dtype=np.float32)
-        return [("rope_freqs.weight", LazyTensor(arr.shape, "F32", lambda: arr))]
+        return [rope_freqs_tensor(llama3_rope_factors(rope, dim, 8.0))]
 
 
 class MistralConverter(LlamaConverter):
@@ -163,3 +152,72 @@ class MistralConverter(LlamaConverter):
 class MixtralConverter(LlamaConverter):
     hparam_defaults = _MIXTRAL_DEFAULTS
 
+
+class ArceeConverter(LlamaConverter):
+    """ArceeForCausalLM: Llama with a ReLU^2 MLP and no gate projection."""
+
+    model_arch = "arcee"
+    tensor_map = dense_tensor_map("output rope_freqs attn_norm ffn_norm")
+    hparam_defaults = {**_LLAMA_DEFAULTS, "vocab_size": 32000, "max_position_embeddings": 4096,
+                       "intermediate_size": 18432, "rms_norm_eps": 1e-5}
+
+
+class SmolLM3Converter(LlamaConverter):
+    """SmolLM3ForCausalLM: Llama whose NoPE layers llama.cpp fixes by its own rule (every 4th)."""
+
+    model_arch = "smollm3"
+    tensor_map = dense_tensor_map("output rope_freqs attn_norm ffn_norm ffn_gate")
+    hparam_defaults = {**_LLAMA_DEFAULTS, "vocab_size": 128256, "max_position_embeddings": 32768,
+                       "rope_theta": 2_000_000.0, "intermediate_size": 11008, "tie_word_embeddings": True}
+
+
+class ApertusConverter(LlamaConverter):
+    """ApertusForCausalLM: no RoPE permutation, Q/K norms, an xIELU MLP whose four per-layer
+    scalars become `xielu.*` arrays (llama.cpp's `ApertusModel.modify_tensors`)."""
+
+    model_arch = "apertus"
+    undo_permute = False
+    tensor_map = dense_tensor_map("output rope_freqs attn_norm ffn_norm attn_q_norm attn_k_norm")
+    hparam_defaults = {**_LLAMA_DEFAULTS, "vocab_size": 131072, "max_position_embeddings": 65536,
+                       "rms_norm_eps": 1e-5, "rope_theta": 12_000_000.0, "intermediate_size": 14336}
+    XIELU = (("alpha_n", gguf.Keys.xIELU.ALPHA_N), ("alpha_p", gguf.Keys.xIELU.ALPHA_P),
+             ("beta", gguf.Keys.xIELU.BETA), ("eps", gguf.Keys.xIELU.EPS))
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._xielu: dict[str, dict[int, float]] = {p: {} for p, _ in self.XIELU}
+
+    def modify_tensors(self, t: LazyTensor, name: str, bid: int | None) -> Iterator[tuple[str, LazyTensor]]:
+        for param, _ in self.XIELU:
+            if name.endswith(f".act_fn.{param}"):
+                if bid is None or int(np.prod(t.shape)) != 1:
+                    raise ShapeError(f"{self.hf_dir}: {name} should be one scalar of a layer, "
+                                     f"has shape {list(t.shape)}")
+                self._xielu[param][bid] = float(np.float32(t.numpy().reshape(())))
+                return
+        yield from super().modify_tensors(t, name, bid)
+
+    def set_early_parameters(self, kv: KVStore) -> None:
+        for param, key in self.XIELU:
+            values = self._xielu[param]
+            if len(values) == self.block_count:
+                kv.f32s(key, [values[b] for b in sorted(values)])
+
+
+class GraniteConverter(LlamaConverter):
+    """GraniteForCausalLM: Llama with embedding, residual, attention and logit multipliers; the
+    config's head_dim is ignored (llama.cpp's `GraniteModel.set_gguf_parameters`)."""
+
+    model_arch = "granite"
+    tensor_map = dense_tensor_map("output attn_norm ffn_norm ffn_gate")
+    hparam_defaults = {**_LLAMA_DEFAULTS, "vocab_size": 32000, "rms_norm_eps": 1e-6}
+    MULTIPLIERS = (("attention_multiplier", KA.SCALE), ("embedding_multiplier", KL.EMBEDDING_SCALE),
+                   ("residual_multiplier", KL.RESIDUAL_SCALE), ("logits_scaling", KL.LOGIT_SCALE))
+
+    def set_gguf_parameters(self, kv: KVStore) -> None:
+        if head_dim := self.hparams.pop("head_dim", None):
+            logger.warning("ignoring head_dim (%s) from config.json for Granite", head_dim)
+        super().set_gguf_parameters(kv)
+        for hp_key, key in self.MULTIPLIERS:
+            if value := self.hparams.get(hp_key):
+                kv.f32(key, value)

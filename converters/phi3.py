@@ -1,4 +1,4 @@
-"""Phi-3: Phi3ForCausalLM -> GGUF arch `phi3`.
+"""Phi-3: Phi3ForCausalLM -> GGUF arch `phi3`; Phi-3.5-MoE: PhiMoEForCausalLM -> `phimoe`.
 
 Fused `qkv_proj` and `gate_up_proj` are kept fused (`attn_qkv`, `ffn_up` of twice the width);
 the hyperparameters are written in llama.cpp's own Phi-3 order, and LongRoPE checkpoints get
@@ -18,6 +18,7 @@ from llmtk.errors import InputError, UnsupportedError
 from . import vocab as V
 from .base import KA, KL, KR, ModelConverter
 from .kv import KVStore
+from .moe import ExpertStacking
 from .source import LazyTensor
 
 _LAYER = "model.layers.{bid}."
@@ -105,3 +106,35 @@ class Phi3Converter(ModelConverter):
         return [("rope_factors_long.weight", LazyTensor(lf.shape, "F32", lambda: lf)),
                 ("rope_factors_short.weight", LazyTensor(sf.shape, "F32", lambda: sf))]
 
+
+
+# Phi-3.5-MoE (PhiMoEForCausalLM -> `phimoe`): Phi-3's attention and LayerNorms with biases, Mixtral's
+# experts (w1 gate, w2 down, w3 up), stacked in llama.cpp's `PhiMoeModel` order w1, w2, w3
+PHIMOE_TENSORS: dict[str, str] = {
+    **{k: v for k, v in PHI3_TENSORS.items() if ".mlp." not in k},
+    _LAYER + "block_sparse_moe.gate": "blk.{bid}.ffn_gate_inp",
+    _LAYER + "block_sparse_moe.experts.w1": "blk.{bid}.ffn_gate_exps",
+    _LAYER + "block_sparse_moe.experts.w2": "blk.{bid}.ffn_down_exps",
+    _LAYER + "block_sparse_moe.experts.w3": "blk.{bid}.ffn_up_exps",
+}
+# transformers' PhimoeConfig defaults llama.cpp reads
+_PHIMOE_DEFAULTS = {**_PHI3_DEFAULTS, "vocab_size": 32064, "max_position_embeddings": 4096 * 32,
+                    "original_max_position_embeddings": None, "intermediate_size": 6400, "rope_theta": 1e6,
+                    "num_local_experts": 16, "num_experts_per_tok": 2}
+
+
+class PhiMoeConverter(ExpertStacking, Phi3Converter):
+    model_arch = "phimoe"
+    tensor_map = PHIMOE_TENSORS
+    hparam_defaults = _PHIMOE_DEFAULTS
+    expert_template = _LAYER + "block_sparse_moe.experts.{xid}.{w}.weight"
+    expert_merged = _LAYER + "block_sparse_moe.experts.{w}.weight"
+    expert_projections = ("w1", "w2", "w3")
+
+    def set_gguf_parameters(self, kv: KVStore) -> None:
+        if "original_max_position_embeddings" not in self.rope_parameters:
+            # PhimoeConfig has no default for it; llama.cpp's Phi-3 parameters need it
+            raise InputError(f"{self.hf_dir / 'config.json'}: original_max_position_embeddings is not set")
+        super().set_gguf_parameters(kv)
+        kv.u32(KL.EXPERT_USED_COUNT, self.find_hparam(["num_experts_per_tok", "num_experts_per_token"]))
+        kv.u32(KL.EXPERT_COUNT, self.find_hparam(["num_local_experts", "num_experts"]))

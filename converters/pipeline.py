@@ -9,18 +9,21 @@ Output types:
 """
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import gguf
 import numpy as np
 
 from llmtk.ggufio.constants import GGML_QUANTIZATION_VERSION, GGML_TYPE_TRAITS, GGMLType, Key, LlamaFileType, row_size
-from llmtk.errors import InputError, LlmtkError, ShapeError
+from llmtk.errors import InputError, LlmtkError, ShapeError, UnsupportedError
+from llmtk.ggufio.reader import escape_control
+from llmtk.registry import Lazy
 
 from .registry import ARCHITECTURES
 from .base import ALWAYS_F32, SKIPPED_SUFFIXES, ModelConverter, PlannedTensor, validate_config
@@ -75,9 +78,38 @@ def supported_architectures() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
-def converter_class(hf_arch: str) -> type[ModelConverter]:
-    """The converter registered for an HF architecture name, importing its module lazily."""
+def nearest_architecture(hf_arch: str) -> str:
+    """The registered HF class name most like `hf_arch` (difflib's ratio, ignoring case)."""
+    by_lower = {name.lower(): name for name in ARCHITECTURES}
+    best = difflib.get_close_matches(hf_arch.lower(), list(by_lower), n=1, cutoff=0.0)
+    return by_lower[best[0]] if best else ARCHITECTURES.names()[0]
+
+
+def converter_class(hf_arch: str, where: str = "config.json") -> type[ModelConverter]:
+    """The converter registered for an HF architecture name, importing its module lazily; an
+    unknown name is one line naming the nearest supported one (`where` says whose it is)."""
+    if hf_arch not in ARCHITECTURES:
+        raise UnsupportedError(f"{where}: architecture {escape_control(hf_arch)[:80]!r} is not supported; nearest "
+                               f"supported: {nearest_architecture(hf_arch)} (`llmtk convert --help` lists all "
+                               f"{len(ARCHITECTURES)})")
     return ARCHITECTURES[hf_arch]
+
+
+def architecture_table() -> str:
+    """docs/convert.md's table of supported architectures, from the registry: one row per
+    converter module (in registry order) with its HF class names and GGUF architectures."""
+    rows: dict[str, tuple[list[str], list[str]]] = {}
+    for hf_arch in ARCHITECTURES:
+        module = ARCHITECTURES.raw(hf_arch)
+        module = module.module if isinstance(module, Lazy) else converter_class(hf_arch).__module__
+        names, archs = rows.setdefault(module.rsplit(".", 1)[-1], ([], []))
+        names.append(hf_arch)
+        if (arch := converter_class(hf_arch).model_arch) not in archs:
+            archs.append(arch)
+    lines = ["| HF `architectures[0]` | GGUF arch | module |", "|---|---|---|"]
+    lines += [f"| {', '.join(names)} | {', '.join(f'`{a}`' for a in archs)} | `converters/{module}.py` |"
+              for module, (names, archs) in rows.items()]
+    return "\n".join(lines)
 
 
 def load_config(hf_dir: Path) -> tuple[dict[str, Any], str]:
@@ -138,8 +170,16 @@ def _convert_type(name: str, shape: tuple[int, ...], bid: int | None, ftype: Lla
     return wt
 
 
+def _source_type(p: PlannedTensor, ftype: LlamaFileType) -> GGMLType:
+    """The converter's type for a tensor: as the checkpoint encoded it, or `_convert_type`'s."""
+    if p.data.encoded_as is not None:
+        return p.data.encoded_as
+    return _convert_type(p.name, p.data.shape, p.bid, ftype)
+
+
 def plan_tensors(conv: ModelConverter, ckpt: Checkpoint) -> list[PlannedTensor]:
     """Every output tensor with its lazy data, from the headers alone; types are set later."""
+    conv.source_tensors = ckpt.tensors
     items: list[tuple[str, LazyTensor]] = list(conv.generate_extra_tensors())
     for name, t in ckpt.tensors.items():
         new = conv.filter_tensors(name)
@@ -188,7 +228,7 @@ def _apply_mix(planned: list[PlannedTensor], kv: KVStore, out: OutType, base: Ll
 
     by_name = {p.name: p for p in planned}
     order = llama_order(by_name)
-    src = {n: _convert_type(n, by_name[n].data.shape, by_name[n].bid, base) for n in order}
+    src = {n: _source_type(by_name[n], base) for n in order}
     kv_values = {k: v[0] for k, v in kv}
     plan = plan_types([(n, tuple(reversed(by_name[n].data.shape)), src[n]) for n in order],
                       ModelInfo.from_kv(kv_values), out.mix, has_imatrix=has_imatrix)
@@ -246,22 +286,59 @@ def encode(x: np.ndarray, qtype: GGMLType, imatrix: np.ndarray | None = None) ->
 SLAB_BYTES = 1 << 24  # f32 bytes converted at a time for tensors read by row ranges
 
 
-def _tensor_bytes(p: PlannedTensor, imatrix: np.ndarray | None) -> np.ndarray:
-    """The bytes of one output tensor; checkpoint tensors are converted slab by slab of rows into
-    one preallocated buffer, so memory stays near the output tensor's size."""
+def _tensor_parts(p: PlannedTensor, imatrix: np.ndarray | None) -> Iterator[np.ndarray]:
+    """The bytes of one output tensor, in order, as consecutive pieces: checkpoint tensors (and
+    stacks of them) are read and encoded slab by slab of rows and each slab is written before the
+    next is read, so memory holds one slab, never the whole tensor (an expert stack of a 100B+
+    model is gigabytes). Tensors computed whole (transposed, split, generated) come in one piece."""
     t = p.data
-    if t.rows is None:
-        return encode(t.numpy(), p.qtype, imatrix)
     cols, n_rows = t.shape[-1], t.n_rows
     per_mat = t.shape[-2] if t.ndim == 3 else n_rows
-    out = np.empty((n_rows, row_size(p.qtype, cols)), dtype=np.uint8)
+    if t.encoded_as is not None:
+        yield from _encoded_parts(p, imatrix, per_mat)
+        return
+    if t.rows is None:
+        yield encode(t.numpy(), p.qtype, imatrix)
+        return
     slab = max(1, min(per_mat, SLAB_BYTES // (4 * cols)))
     for m0 in range(0, n_rows, per_mat):
         w = None if imatrix is None else imatrix[(m0 // per_mat) * cols:][:cols]
         for r0 in range(m0, m0 + per_mat, slab):
             r1 = min(r0 + slab, m0 + per_mat)
-            out[r0:r1] = encode(t.rows(r0, r1), p.qtype, w).view(np.uint8).reshape(r1 - r0, -1)
-    return out
+            yield encode(t.rows(r0, r1), p.qtype, w)
+
+
+def _encoded_parts(p: PlannedTensor, imatrix: np.ndarray | None, per_mat: int) -> Iterator[np.ndarray]:
+    """A tensor the checkpoint ships already encoded (`encoded_as`), one matrix (expert) at a time:
+    its bytes as they are, or, when a quantize mix gives it another type, dequantized and
+    re-encoded as llama-quantize would."""
+    t, enc = p.data, p.data.encoded_as
+    rs, cols = row_size(enc, t.shape[-1]), t.shape[-1]
+    whole = None if t.rows is not None else np.ascontiguousarray(t.load(), dtype=np.uint8)
+    if whole is not None and whole.size != t.n_rows * rs:
+        raise ShapeError(f"{enc.name} data of {whole.size} bytes does not hold shape {list(t.shape)}")
+    for m0 in range(0, t.n_rows, per_mat):
+        if whole is None:
+            raw = np.ascontiguousarray(t.rows(m0, m0 + per_mat), dtype=np.uint8)
+        else:
+            raw = whole.reshape(t.n_rows, rs)[m0:m0 + per_mat]
+        raw = raw.reshape(per_mat, -1)
+        if raw.shape[1] != rs:
+            raise ShapeError(f"{enc.name} rows of {raw.shape[1]} bytes do not hold {cols} values")
+        if p.qtype == enc:
+            yield raw
+            continue
+        from llmtk.kernels import dequantize
+
+        w = None if imatrix is None else imatrix[(m0 // per_mat) * cols:][:cols]
+        yield encode(dequantize(raw, enc, (per_mat, cols)), p.qtype, w)
+
+
+def _labelled(name: str, parts: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    try:
+        yield from parts
+    except LlmtkError as e:
+        raise type(e)(f"tensor {name}: {e}") from None
 
 
 def _load_imatrix(imatrix: Any) -> tuple[dict[str, np.ndarray] | None, list[str], int]:
@@ -298,7 +375,7 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
     if not hf_dir.is_dir():
         raise InputError(f"{hf_dir}: not a directory (expected a Hugging Face model folder)")
     config, hf_arch = load_config(hf_dir)
-    cls = converter_class(hf_arch)
+    cls = converter_class(hf_arch, str(hf_dir / "config.json"))
     out = parse_outtype(outtype)
     conv = cls(hf_dir, cls.complete_hparams(config), hf_arch)
     imat, imat_datasets, imat_chunks = _load_imatrix(imatrix)
@@ -313,7 +390,7 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
         base = out.ftype
         if out.mix is not None or out.ftype == LlamaFileType.GUESSED:
             base = _auto_ftype(conv, ckpt) if ckpt is not None else LlamaFileType.MOSTLY_F16
-        conv.ftype = base if out.mix is None else out.ftype
+        conv.ftype = conv.written_file_type(base) if out.mix is None else out.ftype
         if not vocab_only:
             planned = plan_tensors(conv, ckpt)
 
@@ -344,10 +421,10 @@ def convert(hf_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
                     kv.u32(Key.QUANTIZE_IMATRIX_N_CHUNKS, imat_chunks)
         else:
             for p in planned:
-                p.qtype = _convert_type(p.name, p.data.shape, p.bid, base)
+                p.qtype = _source_type(p, base)
 
-        dest = _output_path(out_path, hf_dir, md, out.label if out.ftype != LlamaFileType.GUESSED
-                            else OutType("", base, None).label, vocab_only)
+        dest = _output_path(out_path, hf_dir, md, out.label if out.mix is not None
+                            else OutType("", conv.ftype, None).label, vocab_only)
         shards = split_plan(planned, parse_split_size(split_max_size), split_max_tensors)
         return _write_shards(dest, kv, shards, imat, progress, ckpt.files if ckpt is not None else [])
     finally:
@@ -449,13 +526,9 @@ def _write(dest: Path, kv: list, planned: list[PlannedTensor], imat: dict[str, n
                 logger.warning("imatrix size mismatch for %s, quantized without it", p.name)
                 im = None
             try:
-                data = _tensor_bytes(p, im)
-            except LlmtkError as e:
-                raise type(e)(f"tensor {p.name}: {e}") from None
+                w.write_tensor_parts(p.name, _labelled(p.name, _tensor_parts(p, im)))
             finally:
                 p.data.release()
-            w.write_tensor(p.name, data)
-            del data
             done += p.n_bytes
             if progress is not None:
                 progress(done, total, i + 1, len(planned), p.name)

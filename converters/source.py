@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from llmtk.errors import InputError, ShapeError, UnsupportedError
+from llmtk.ggufio.constants import GGMLType
 from llmtk.ggufio.reader import escape_control
 
 # safetensors dtype -> (numpy dtype of the stored bytes, bytes per value)
@@ -53,6 +54,7 @@ class LazyTensor:
     converter sees it after its `to(float32)` for other dtypes. Checkpoint tensors and stacks of
     them can also read a range of rows (`rows(a, b)`, rows = all axes but the last flattened), so
     a big tensor is converted slab by slab; `release()` drops its pages from the memory map.
+    A tensor with `encoded_as` set is written as those bytes, never rounded again.
     """
 
     shape: tuple[int, ...]
@@ -60,6 +62,9 @@ class LazyTensor:
     load: Callable[[], np.ndarray] = field(repr=False)
     rows: Callable[[int, int], np.ndarray] | None = field(default=None, repr=False)
     release: Callable[[], None] = field(default=lambda: None, repr=False)
+    # set when `load()` returns the tensor already encoded in this ggml type (uint8, one row of
+    # `row_size` bytes per row; `shape` stays the element shape): checkpoints that ship MXFP4 blocks
+    encoded_as: GGMLType | None = None
 
     def numpy(self) -> np.ndarray:
         x = self.load()
@@ -117,6 +122,8 @@ class LazyTensor:
                 for e in range(a // per, (b - 1) // per + 1):
                     lo, hi = max(a, e * per) - e * per, min(b, (e + 1) * per) - e * per
                     parts.append(items[e].rows(lo, hi))
+                    if hi == per:  # this expert is read to its end: its file pages can leave our RSS
+                        items[e].release()
                 return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
         def release() -> None:

@@ -126,19 +126,44 @@ class AddedToken:
     normalized: bool
 
 
+_SPECIAL_ATTRS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
 def _added_tokens(hf_dir: Path, tj: dict) -> dict[str, AddedToken]:
     """Added tokens by content as transformers sees them: tokenizer.json's list, with the flags of
-    tokenizer_config.json's `added_tokens_decoder` taking precedence."""
+    tokenizer_config.json's `added_tokens_decoder` taking precedence, then the special tokens that
+    tokenizer_config.json names (bos..mask, then `additional_special_tokens`) and neither lists:
+    transformers' `PreTrainedTokenizerFast.__init__` adds them, at their base-vocabulary id when
+    they have one, else at the next free id (GLM-4's `[gMASK]`, `<|user|>`)."""
     out: dict[str, AddedToken] = {}
     for a in tj.get("added_tokens", []):
         special = bool(a.get("special", False))
         out[a["content"]] = AddedToken(int(a["id"]), a["content"], special, bool(a.get("normalized", not special)))
     cfg_path = hf_dir / "tokenizer_config.json"
-    if cfg_path.is_file():
-        for sid, a in (_read_json(cfg_path).get("added_tokens_decoder") or {}).items():
-            special = bool(a.get("special", False))
-            out[a["content"]] = AddedToken(int(sid), a["content"], special, bool(a.get("normalized", not special)))
+    cfg = _read_json(cfg_path) if cfg_path.is_file() else {}
+    for sid, a in (cfg.get("added_tokens_decoder") or {}).items():
+        special = bool(a.get("special", False))
+        out[a["content"]] = AddedToken(int(sid), a["content"], special, bool(a.get("normalized", not special)))
+    base: dict[str, int] = (tj.get("model") or {}).get("vocab") or {}
+    extra = [cfg.get(k) for k in _SPECIAL_ATTRS] + list(cfg.get("additional_special_tokens") or [])
+    next_id = max([*base.values(), *(a.id for a in out.values())], default=-1) + 1
+    for entry in extra:
+        content = entry.get("content") if isinstance(entry, dict) else entry
+        if not isinstance(content, str) or content in out:
+            continue
+        if content in base:
+            out[content] = AddedToken(base[content], content, True, False)
+        else:
+            out[content] = AddedToken(next_id, content, True, False)
+            next_id += 1
     return out
+
+
+def added_vocab(hf_dir: Path) -> dict[str, int]:
+    """transformers' `get_added_vocab()` of a `tokenizer.json` folder: added token -> id."""
+    tj_path = hf_dir / "tokenizer.json"
+    tj = _read_json(tj_path) if tj_path.is_file() else {}
+    return {a.content: a.id for a in _added_tokens(hf_dir, tj).values()}
 
 
 def bpe_vocab(hf_dir: Path, vocab_size: int | None) -> tuple[list[str], list[int], str]:
@@ -531,14 +556,19 @@ def write_chat_template(kv: KVStore, value: str | list[dict[str, str]]) -> None:
         kv.str(K.CHAT_TEMPLATE, default)
 
 
-def write_gpt2_vocab(kv: KVStore, hf_dir: Path, vocab_size: int | None) -> None:
-    """llama.cpp's `_set_vocab_gpt2`: model gpt2, pre, tokens, types, then special tokens + merges."""
+def write_gpt2_vocab(kv: KVStore, hf_dir: Path, vocab_size: int | None,
+                     extra_ids: Iterable[tuple[str, int]] = ()) -> None:
+    """llama.cpp's `_set_vocab_gpt2`: model gpt2, pre, tokens, types, then special tokens + merges;
+    `extra_ids` are (type, id) an architecture sets where the tokenizer files did not (GLM-4)."""
     tokens, types, pre = bpe_vocab(hf_dir, vocab_size)
     kv.str(K.MODEL, "gpt2")
     kv.str(K.PRE, pre)
     kv.strs(K.LIST, tokens)
     kv.i32s(K.TOKEN_TYPE, types)
-    SpecialVocab(hf_dir, load_merges=True).write(kv)
+    special = SpecialVocab(hf_dir, load_merges=True)
+    for typ, tid in extra_ids:
+        special.set_id(typ, tid)
+    special.write(kv)
 
 
 def write_sentencepiece_vocab(kv: KVStore, hf_dir: Path, vocab_size: int | None, *, phi3: bool = False) -> None:

@@ -58,3 +58,18 @@ def test_rope_scaling_keys() -> None:
     assert yarn["qwen2.rope.scaling.original_context_length"] == 32768
     linear = _kv("LlamaForCausalLM", {**MINIMAL, "rope_scaling": {"type": "linear", "factor": 2.0}})
     assert linear["llama.rope.scaling.type"] == "linear"
+
+
+@pytest.mark.parametrize("hf_arch", sorted(ARCHITECTURES))
+def test_every_row_means_what_gguf_py_maps_it_to(hf_arch: str) -> None:
+    """Each HF spelling in a table goes where gguf-py's `TensorNameMap` for the arch sends it
+    (where gguf-py knows the spelling): the shared dense table picks the right meaning of
+    ambiguous names such as `post_attention_layernorm` per architecture."""
+    cls = converter_class(hf_arch)
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == cls.model_arch)
+    names = gguf.get_tensor_name_map(arch, 2)
+    for hf_name, gguf_name in cls.tensor_map.items():
+        if "{xid}" in hf_name:
+            continue
+        theirs = names.get_name(hf_name.format(bid=1))
+        assert theirs in (None, gguf_name.format(bid=1)), f"{hf_arch}: {hf_name} -> {gguf_name}, gguf-py: {theirs}"

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from convert_helpers import ARCHS
+from convert_helpers import ARCHS, DENSE2
 
-REFERENCE = Path("/work/ref/llama_cpp_python-0.3.36/vendor/llama.cpp/convert_hf_to_gguf.py")
+REFERENCE = Path(os.environ.get("LLAMA_CPP_CONVERTER",
+                                "/work/ref/llama_cpp_python-0.3.36/vendor/llama.cpp/convert_hf_to_gguf.py"))
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +43,34 @@ CONFIGS = {
     "gemma3-linear": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
         head_dim=32, query_pre_attn_scalar=32, rope_scaling={"rope_type": "linear", "factor": 8.0},
         final_logit_softcapping=30.0)),
+    # the dense architectures of ../shared/convert2 (DENSE2), at other widths than its checkpoints
+    "arcee": ("ArceeConfig", "ArceeForCausalLM", dict(head_dim=16)),
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", dict(pad_token_id=2)),
+    "seed_oss": ("SeedOssConfig", "SeedOssForCausalLM", dict(head_dim=32, attention_bias=True)),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", dict(attention_multiplier=0.25, embedding_multiplier=4.0,
+                                                            residual_multiplier=0.5, logits_scaling=2.0)),
+    "glm4": ("Glm4Config", "Glm4ForCausalLM", dict(head_dim=16, pad_token_id=2, vocab_size=49156)),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", dict(tie_word_embeddings=False)),
+    "exaone4": ("Exaone4Config", "Exaone4ForCausalLM", dict(sliding_window=16, layer_types=[
+        "sliding_attention", "full_attention"], rope_scaling={
+        "rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 256})),
+    "apertus": ("ApertusConfig", "ApertusForCausalLM", dict(tie_word_embeddings=False)),
+    "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", dict()),
+    "command-r": ("CohereConfig", "CohereForCausalLM", dict(logit_scale=0.25, use_qk_norm=True)),
+    "cohere2": ("Cohere2Config", "Cohere2ForCausalLM", dict(head_dim=16, rotary_pct=0.5, sliding_window=16,
+                                                            layer_types=["sliding_attention", "full_attention"])),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(head_dim=16, vocab_size=4096)),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=16,
+                                                         vocab_size=4096)),
+    "ernie4_5": ("Ernie4_5Config", "Ernie4_5ForCausalLM", dict(head_dim=16, vocab_size=4096)),
+}
+# tokenizer files other than SmolLM2's BPE tokenizer.json + tiny-llama's tokenizer_config.json
+_TOKENIZER_FILES = {
+    "glm4": {"tokenizer_config.json": ("convert2", "glm4", "tiny-glm4", "tokenizer_config.json")},
+    **{arch: {"tokenizer.model": ("convert2", "_spm", "tokenizer.model"),
+              "tokenizer_config.json": ("convert2", arch, f"tiny-{arch}", "tokenizer_config.json")}
+       for arch in ("gemma", "gemma2", "ernie4_5")},
 }
 
 
@@ -50,36 +79,45 @@ def _build(arch: str, dest: Path, shared: Path) -> None:
     import transformers
 
     cfg_name, model_name, extra = CONFIGS[arch]
-    cfg = getattr(transformers, cfg_name)(vocab_size=49152, hidden_size=64, intermediate_size=100,
-                                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                           max_position_embeddings=1024, **extra)
+    cfg = getattr(transformers, cfg_name)(**{
+        **dict(vocab_size=49152, hidden_size=64, intermediate_size=100, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=1024), **extra})
     torch.manual_seed(1)
     model = getattr(transformers, model_name)(cfg).to(torch.bfloat16)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     model.save_pretrained(dest, safe_serialization=True)
-    (dest / "tokenizer.json").symlink_to(shared / "convert" / "_tokenizer" / "tokenizer.json")
-    (dest / "tokenizer_config.json").symlink_to(shared / "convert" / "llama" / "tiny-llama" / "tokenizer_config.json")
+    files = _TOKENIZER_FILES.get(arch, {})
+    if "tokenizer.model" not in files:
+        files = {"tokenizer.json": ("convert", "_tokenizer", "tokenizer.json"),
+                 "tokenizer_config.json": ("convert", "llama", "tiny-llama", "tokenizer_config.json"), **files}
+    for name, parts in files.items():
+        (dest / name).symlink_to(shared.joinpath(*parts))
 
 
 @pytest.mark.parametrize("outtype", ["bf16", "q8_0"])
-@pytest.mark.parametrize("arch", ARCHS + ["llama-rope3", "phi3-longrope", "qwen2-yarn", "gemma3-linear"])
+@pytest.mark.parametrize("arch", ARCHS + ["llama-rope3", "phi3-longrope", "qwen2-yarn", "gemma3-linear"] + DENSE2)
 def test_byte_identical_to_llama_cpp(shared_dir: Path, tmp_path: Path, arch: str, outtype: str) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     if not REFERENCE.is_file():
-        pytest.skip(f"llama.cpp's converter not found at {REFERENCE}")
+        pytest.skip(f"llama.cpp's converter not found at {REFERENCE} (set LLAMA_CPP_CONVERTER)")
     from llmtk.converters import convert
 
     src = tmp_path / f"rand-{arch}"
     _build(arch, src, shared_dir)
-    stub = tmp_path / "stub"  # the reference imports sentencepiece even for BPE-only folders
-    stub.mkdir()
-    (stub / "sentencepiece.py").write_text("class SentencePieceProcessor:\n    pass\n")
+    env = dict(os.environ)
+    if not (src / "tokenizer.model").exists():
+        stub = tmp_path / "stub"  # the reference imports sentencepiece even for BPE-only folders
+        stub.mkdir()
+        (stub / "sentencepiece.py").write_text("class SentencePieceProcessor:\n    pass\n")
+        env["PYTHONPATH"] = str(stub)
+    else:
+        pytest.importorskip("sentencepiece")
     ref = tmp_path / "ref.gguf"
     res = subprocess.run([sys.executable, str(REFERENCE), str(src), "--outfile", str(ref), "--outtype", outtype],
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(stub)})
+                         capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     out = convert(src, tmp_path / "mine.gguf", outtype, progress=False)
     assert out.read_bytes() == ref.read_bytes()

@@ -58,6 +58,25 @@ def test_missing_tensor_at_finish_is_an_error_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tensor_written_in_parts_equals_written_whole(tmp_path):
+    with small(tmp_path / "whole.gguf") as w:
+        w.write_tensor("a", F32)
+        w.write_tensor("b", np.stack([F32, -F32]))
+    with small(tmp_path / "parts.gguf") as w:
+        w.write_tensor_parts("a", iter([F32[:3], F32[3:].tobytes()]))
+        w.write_tensor_parts("b", (row for row in np.stack([F32, -F32])))
+    assert (tmp_path / "parts.gguf").read_bytes() == (tmp_path / "whole.gguf").read_bytes()
+
+
+@pytest.mark.parametrize(("parts", "said"), [([F32[:4]], "has 16 bytes"), ([F32, F32[:1]], "has over 36 bytes")])
+def test_tensor_parts_must_add_up_to_its_size(tmp_path, parts, said):
+    w = small(tmp_path / "o.gguf")
+    with pytest.raises(ShapeError, match=f"{said} of data, expected 32"):
+        w.write_tensor_parts("a", iter(parts))
+    w.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_out_of_order_and_wrong_size(tmp_path):
     w = small(tmp_path / "o.gguf")
     with pytest.raises(InputError, match="out of order; expected 'a'"):

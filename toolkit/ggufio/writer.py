@@ -303,8 +303,7 @@ class GGUFWriter:
             self._pad(len(header))
         self._state = "data"
 
-    def write_tensor(self, name: str, data: Any) -> None:
-        """Write the next tensor's bytes (`data`: any contiguous-able array or bytes-like)."""
+    def _next_tensor(self, name: str) -> _PendingTensor:
         if self._state == "meta":
             self._write_header()
         if self._state != "data":
@@ -316,17 +315,44 @@ class GGUFWriter:
         if name != expected:
             raise InputError(f"{self.path}: tensor '{escape_control(name)}' written out of order; "
                              f"expected '{escape_control(expected)}'")
-        t = self._tensors[name]
+        return self._tensors[name]
+
+    @staticmethod
+    def _bytes_of(data: Any) -> memoryview:
         if isinstance(data, np.ndarray):  # any dtype or byte order: its bytes as they are
-            mv = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
-        else:
-            mv = memoryview(data).cast("B")
+            return memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        return memoryview(data).cast("B")
+
+    def write_tensor(self, name: str, data: Any) -> None:
+        """Write the next tensor's bytes (`data`: any contiguous-able array or bytes-like)."""
+        t = self._next_tensor(name)
+        mv = self._bytes_of(data)
         if mv.nbytes != t.n_bytes:
             raise ShapeError(f"{self.path}: tensor '{escape_control(name)}' has {mv.nbytes} bytes of "
                              f"data, expected {t.n_bytes} for {t.qtype.name} {t.shape}")
         with writing(self.path):
             for i in range(0, mv.nbytes, self.CHUNK):
                 self._f.write(mv[i:i + self.CHUNK])  # type: ignore[union-attr]
+            self._pad(t.n_bytes)
+        self._next += 1
+
+    def write_tensor_parts(self, name: str, parts: Iterable[Any]) -> None:
+        """Write the next tensor from consecutive pieces of its bytes, so that a large tensor is
+        never whole in memory; together they must be exactly its declared size."""
+        t = self._next_tensor(name)
+        done = 0
+        for part in parts:  # computed outside `writing`: only the file's own errors are write errors
+            mv = self._bytes_of(part)
+            done += mv.nbytes
+            if done > t.n_bytes:
+                break
+            with writing(self.path):
+                for i in range(0, mv.nbytes, self.CHUNK):
+                    self._f.write(mv[i:i + self.CHUNK])  # type: ignore[union-attr]
+        if done != t.n_bytes:
+            raise ShapeError(f"{self.path}: tensor '{escape_control(name)}' has {'over ' if done > t.n_bytes else ''}"
+                             f"{done} bytes of data, expected {t.n_bytes} for {t.qtype.name} {t.shape}")
+        with writing(self.path):
             self._pad(t.n_bytes)
         self._next += 1
 

@@ -160,6 +160,28 @@ def _scan_newlines(text: str, fl: list[int], lo: int, hi: int, out: list[int]) -
         out.append(pos - run)
 
 
+def _scan_digit_triples(text: str, fl: list[int], lo: int, hi: int, out: list[int]) -> None:
+    """llama.cpp's `unicode_regex_split_custom_afmoe`, which it runs in place of tiny_aya's
+    `\\d{1,3}(?=(?:\\d{3})*\\b)`: every run of numbers is cut into its leading 1-2 digits, then
+    threes; the text before a run is not cut off but stays on the run's first group."""
+    prev = pos = lo
+    while pos < hi:
+        if not fl[pos] & NUMBER:
+            pos += 1
+            continue
+        start = pos
+        while pos < hi and fl[pos] & NUMBER:
+            pos += 1
+        cut = start + (pos - start) % 3
+        if cut == start:
+            cut += 3
+        while cut <= pos:
+            out.append(cut - prev)
+            prev, cut = cut, cut + 3
+    if prev < hi:
+        out.append(hi - prev)
+
+
 _GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
 _TAIL = "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 _CONTRACTIONS = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
@@ -168,6 +190,7 @@ _QWEN2 = _CONTRACTIONS + "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}" + _TAIL
 _QWEN35 = (_CONTRACTIONS + "|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*"
            "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
 _NEWLINES = "[^\\n]+|[\\n]+"
+_DIGIT_TRIPLES = "\\d{1,3}(?=(?:\\d{3})*\\b)"
 
 # Regexes llama.cpp never hands to std::regex (matched by their exact spelling, as it does).
 SCANNERS: dict[str, Scanner] = {
@@ -177,6 +200,7 @@ SCANNERS: dict[str, Scanner] = {
     _QWEN2: _make_scan_llama3(1, LETTER),
     _QWEN35: _make_scan_llama3(1, LETTER | MARK),
     _NEWLINES: _scan_newlines,
+    _DIGIT_TRIPLES: _scan_digit_triples,
 }
 
 
@@ -381,6 +405,16 @@ _GPT4O = ("[^\\r\\n\\p{L}\\p{N}]?" + _UPPER_THEN_LOWER + "*" + _LOWER + "+" + _C
 _BLOOM = (" ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+",)
 _SEED_CODER = (_CONTRACTIONS + "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+"
                "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",)
+# llama.cpp's LLAMA_VOCAB_PRE_TYPE_TINY_AYA: digits grouped in threes from the right, then GPT-4o's
+# split with \p{Lu}.. classes (which collapse to any letter, as in llama.cpp)
+_TINY_AYA = (_DIGIT_TRIPLES,
+             "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+"
+             + _CASED_CONTRACTION + "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+"
+             "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*" + _CASED_CONTRACTION
+             + "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+# llama.cpp's LLAMA_VOCAB_PRE_TYPE_SUPERBPE: number runs, cut into threes from the right by an
+# empty lookahead match
+_SUPERBPE = ("\\p{N}+", "(?=(\\d{3})+(?!\\d))")
 _BAILING = ("'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
             "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+",)
 
@@ -411,6 +445,8 @@ _ROWS: list[tuple[tuple[str, ...], PreTokenizer]] = [
     (("poro-chat",), PreTokenizer(_BLOOM, clean_spaces=False)),
     (("viking",), PreTokenizer(_BLOOM + ("\\p{N}",), clean_spaces=False)),
     (("seed-coder",), PreTokenizer(_SEED_CODER, clean_spaces=False)),
+    (("tiny_aya", "cohere2moe"), PreTokenizer(_TINY_AYA, clean_spaces=False)),
+    (("superbpe",), PreTokenizer(_SUPERBPE, clean_spaces=False)),
     (("bailingmoe", "bailingmoe2", "llada-moe"), PreTokenizer(_BAILING, clean_spaces=False)),
     (("gemma4",), PreTokenizer((_NEWLINES,), byte_encode=False, escape_whitespaces=True)),
 ]

@@ -9,7 +9,20 @@ _EPILOG = ("OUTTYPE: f32 f16 bf16 q8_0 auto (llama.cpp's converter), or any llam
            "(Q4_K_M, Q6_K, IQ4_XS, ...) to convert and quantize in one pass.")
 
 
-@click.command("convert", epilog=_EPILOG)
+class _ConvertCommand(click.Command):
+    """Appends the supported architectures, read from the converter registry when the help is
+    shown (so `llmtk --help` imports nothing of the converters, and the list is never hand-kept)."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help_text(ctx, formatter)
+        from llmtk.converters import supported_architectures
+
+        names = supported_architectures()
+        with formatter.section(f"Supported architectures ({len(names)}, config.json's `architectures`)"):
+            formatter.write_text(", ".join(names))
+
+
+@click.command("convert", cls=_ConvertCommand, epilog=_EPILOG)
 @click.argument("hf_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("-o", "--outfile", type=click.Path(path_type=Path), default=None,
               help="Output file or folder; default: llama.cpp's name (e.g. Model-1.6M-F16.gguf) inside "
@@ -29,8 +42,7 @@ def command(hf_dir: Path, outfile: Path | None, outtype: str, vocab_only: bool, 
     """Convert the Hugging Face model folder HF_DIR (config.json + safetensors + tokenizer) to GGUF.
 
     Tensors and metadata match llama.cpp's convert_hf_to_gguf.py; no torch is needed for
-    safetensors checkpoints. Supported: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM,
-    Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Phi3ForCausalLM, Gemma3ForCausalLM.
+    safetensors checkpoints. The supported architectures are listed below.
 
     \b
     Examples:
