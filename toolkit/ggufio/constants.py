@@ -279,10 +279,21 @@ class Key:
     QUANTIZE_IMATRIX_DATASET = "quantize.imatrix.dataset"
     QUANTIZE_IMATRIX_N_ENTRIES = "quantize.imatrix.entries_count"
     QUANTIZE_IMATRIX_N_CHUNKS = "quantize.imatrix.chunks_count"
+    # llmtk quantize --target-bpw/--target-size: how the mix was chosen (written with --override-kv)
+    QUANTIZE_TARGET_METHOD = "quantize.target.method"
+    QUANTIZE_TARGET_BPW = "quantize.target_bpw"
+    QUANTIZE_TARGET_SIZE = "quantize.target.size"
+    QUANTIZE_TARGET_CANDIDATES = "quantize.target.candidates"
+    QUANTIZE_TARGET_PREDICTED_KLD = "quantize.target.predicted_kld"
+    QUANTIZE_TARGET_CALIBRATION = "quantize.target.calibration"
     IMATRIX_DATASETS = "imatrix.datasets"
     IMATRIX_CHUNK_COUNT = "imatrix.chunk_count"
     IMATRIX_CHUNK_SIZE = "imatrix.chunk_size"
     CHAT_TEMPLATE = "tokenizer.chat_template"
+    XIELU_ALPHA_N = "xielu.alpha_n"   # apertus' per-layer xIELU parameters (no `{arch}.` prefix)
+    XIELU_ALPHA_P = "xielu.alpha_p"
+    XIELU_BETA = "xielu.beta"
+    XIELU_EPS = "xielu.eps"
 
 
 class TokenizerKey:

@@ -2,7 +2,8 @@
 
 `Model.forward(tokens, cache=None, hook=None)` returns float32 logits (n, n_vocab);
 `Model.new_cache(n_ctx)` makes a KV cache for incremental decoding. Architectures are rows of
-`llmtk.model.arch.ARCHS` (llama/mistral/smollm/mixtral, qwen2, qwen3, qwen3moe, phi3, gemma3).
+`llmtk.model.arch.ARCHS` (`llmtk.model.ARCHS.names()` lists them; docs/model.md says what
+differs in each).
 """
 from __future__ import annotations
 

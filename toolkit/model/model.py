@@ -22,15 +22,17 @@ from llmtk.ggufio.constants import GGMLType, Key
 from llmtk.errors import InputError, LlmtkError, ShapeError, UnsupportedError
 from llmtk.kernels.activations import round_activations, round_to_storage
 
-from . import _blas, ops
-from .arch import ROPE_NEOX, ArchSpec, HParams, arch_spec
-from .weights import DEFAULT_BUDGET, Weights, open_reader
+from . import _blas, mla, moe, ops, rope
+from .arch import NORM_LAYER, ROPE_NEOX, ArchSpec, HParams, arch_spec
+from .weights import DEFAULT_BUDGET, StackedRows, Weights, dot_rows, open_reader
 
 log = logging.getLogger(__name__)
 
 F32 = np.float32
 # hook(weight_name, x) with x (n, cols) float32 entering a matmul; for expert tensors
-# hook(weight_name, x, ids) with x (n, n_expert_used, cols) and ids (n, n_expert_used) int32.
+# hook(weight_name, x, ids) with x (n, n_expert_used, cols) and ids (n, n_expert_used) int32;
+# for a 3-D weight multiplied per matrix without routing (MLA's k_b/v_b) hook(weight_name, x)
+# with x (n, n_mat, cols).
 Hook = Callable[..., None]
 
 # batches of at most this many tokens multiply the file's own blocks (llmtk.kernels.unpack) on numba
@@ -83,7 +85,7 @@ class KVCache:
 class Layer:
     """Tensor names of one block; None where the file has no such tensor."""
 
-    attn_norm: str
+    attn_norm: str | None
     wq: str | None
     wk: str | None
     wv: str | None
@@ -97,7 +99,7 @@ class Layer:
     q_norm: str | None
     k_norm: str | None
     post_attn_norm: str | None
-    ffn_norm: str
+    ffn_norm: str | None
     gate: str | None
     up: str
     down: str
@@ -106,6 +108,9 @@ class Layer:
     b_gate: str | None
     b_up: str | None
     b_down: str | None
+    experts: "moe.Experts | None" = None   # MoE blocks: router, expert biases, shared experts
+    mla: "mla.MlaLayer | None" = None      # deepseek2: latent attention tensors (wq/wk/wv are None)
+    sinks: str | None = None               # gpt-oss: per-head attention sink logits
 
     @property
     def qkv(self) -> tuple[str, ...]:
@@ -140,9 +145,12 @@ class _Batch:
             for c0 in range(0, self.n, ATTN_Q_CHUNK):
                 c1 = min(self.n, c0 + ATTN_Q_CHUNK)
                 t1 = self.p0 + c1  # later keys are all masked: skip them
-                t0 = max(0, self.p0 + c0 - n_swa + 1) if n_swa else 0
+                if n_swa and self.hp.swa_chunked:  # keys before the first query's chunk are all masked
+                    t0 = (self.p0 + c0) // n_swa * n_swa
+                else:
+                    t0 = max(0, self.p0 + c0 - n_swa + 1) if n_swa else 0
                 q_pos = np.arange(self.p0 + c0, self.p0 + c1)
-                got.append((c0, c1, t0, t1, ops.causal_mask(q_pos, t0, t1, n_swa)))
+                got.append((c0, c1, t0, t1, ops.causal_mask(q_pos, t0, t1, n_swa, self.hp.swa_chunked)))
             self._chunks[swa] = got
         return got
 
@@ -158,28 +166,33 @@ def _layer_names(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], il: int) 
             raise ShapeError(f"tensor {name!r} is missing from the {spec.name} model")
         return name
 
-    moe = hp.n_expert > 0
-    ffn = "_exps" if moe else ""
+    experts = moe.layer_experts(tensors, il) if hp.n_expert > 0 else None
+    moe_blk = experts is not None
+    ffn = "_exps" if moe_blk else ""
     fused = opt("attn_qkv.weight")  # create_tensor_qkv: one fused projection or three
+    latent = mla.layer_names(tensors, il) if spec.mla else None
+    sep = not fused and latent is None
     return Layer(
-        attn_norm=req("attn_norm.weight"),
-        wq=None if fused else req("attn_q.weight"),
-        wk=None if fused else req("attn_k.weight"),
-        wv=None if fused else req("attn_v.weight"),
+        attn_norm=req("attn_norm.weight") if spec.pre_norms else None,
+        wq=req("attn_q.weight") if sep else None,
+        wk=req("attn_k.weight") if sep else None,
+        wv=req("attn_v.weight") if sep else None,
         wqkv=fused,
         wo=req("attn_output.weight"),
         bq=opt("attn_q.bias"), bk=opt("attn_k.bias"), bv=opt("attn_v.bias"), bqkv=opt("attn_qkv.bias"),
         bo=opt("attn_output.bias"),
-        q_norm=req("attn_q_norm.weight") if spec.qk_norm else None,
-        k_norm=req("attn_k_norm.weight") if spec.qk_norm else None,
+        q_norm=req("attn_q_norm.weight") if spec.qk_norm is True else opt("attn_q_norm.weight") if spec.qk_norm else None,
+        k_norm=req("attn_k_norm.weight") if spec.qk_norm is True else opt("attn_k_norm.weight") if spec.qk_norm else None,
         post_attn_norm=req("post_attention_norm.weight") if spec.post_norms else None,
-        ffn_norm=req("ffn_norm.weight"),
-        gate=None if spec.fused_gate_up else req(f"ffn_gate{ffn}.weight"),
+        # parallel blocks (command-r) feed attn_norm's output to the FFN too
+        ffn_norm=req(f"{spec.ffn_norm}.weight") if spec.pre_norms and not spec.parallel else None,
+        gate=None if spec.fused_gate_up or not spec.ffn_gated else req(f"ffn_gate{ffn}.weight"),
         up=req(f"ffn_up{ffn}.weight"),
         down=req(f"ffn_down{ffn}.weight"),
         post_ffn_norm=req("post_ffw_norm.weight") if spec.post_norms else None,
-        gate_inp=req("ffn_gate_inp.weight") if moe else None,
+        gate_inp=experts.gate_inp if experts else None,
         b_gate=opt("ffn_gate.bias"), b_up=opt("ffn_up.bias"), b_down=opt("ffn_down.bias"),
+        experts=experts, mla=latent, sinks=opt("attn_sinks.weight"),
     )
 
 
@@ -211,6 +224,8 @@ def _check_shapes(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], layers: 
     if "output_norm.weight" not in tensors:
         raise ShapeError(f"tensor 'output_norm.weight' is missing from the {spec.name} model")
     check("output_norm.weight", E)
+    if "output_norm.bias" in tensors:
+        check("output_norm.bias", E)
     if "output.weight" in tensors:
         check("output.weight", hp.n_vocab, E)
     if "output.bias" in tensors:
@@ -222,17 +237,29 @@ def _check_shapes(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], layers: 
     for L in layers:
         for name in (L.attn_norm, L.ffn_norm, L.post_attn_norm, L.post_ffn_norm):
             check(name, E)
-        if L.wqkv is not None:
+        if L.mla is not None:
+            mla.check_shapes(check, hp, L.mla, L.wo)
+        elif L.wqkv is not None:
             check(L.wqkv, q_rows + k_rows + v_rows, E)
             check(L.bqkv, q_rows + k_rows + v_rows)
         else:
             for w, b, rows in ((L.wq, L.bq, q_rows), (L.wk, L.bk, k_rows), (L.wv, L.bv, v_rows)):
                 check(w, rows, E)
                 check(b, rows)
-        check(L.wo, E, hp.n_head * hp.head_v)
+        if L.mla is None:
+            check(L.wo, E, hp.n_head * hp.head_v)
         check(L.bo, E)
-        check(L.q_norm, hp.head_k)
-        check(L.k_norm, hp.head_k)
+        check(L.sinks, hp.n_head)
+        # q/k norms per head, or (olmoe) over the whole projection
+        for name, heads in ((L.q_norm, hp.n_head), (L.k_norm, hp.n_head_kv)):
+            if name is not None and len(tensors[name].shape) == 2 and spec.norm == NORM_LAYER:
+                check(name, heads, hp.head_k)  # command-r: one LayerNorm weight row per head
+            elif name is not None:
+                check(name, heads * hp.head_k if tensors[name].shape[0] != hp.head_k else hp.head_k)
+        for name in (L.attn_norm, L.ffn_norm, L.post_attn_norm, L.post_ffn_norm):
+            bias = name[:-len("weight")] + "bias" if name else None
+            if bias in tensors:  # starcoder2's LayerNorms, phimoe's RMS norms have a bias
+                check(bias, E)
         if L.gate_inp is not None:
             n_x = hp.n_expert
             check(L.gate_inp, n_x, E)
@@ -241,11 +268,13 @@ def _check_shapes(spec: ArchSpec, hp: HParams, tensors: dict[str, Any], layers: 
             check(L.gate, n_x, n_ff, E)
             if n_ff < 1:
                 raise ShapeError(f"tensor '{L.down}' has no expert FFN columns")
+            moe.check_shapes(check, L.experts, n_x, E, n_ff)
         else:
             n_ff = check(L.down, E, None)[1]
-            check(L.up, 2 * n_ff if L.gate is None else n_ff, E)
+            n_up = 2 * n_ff if spec.fused_gate_up else n_ff
+            check(L.up, n_up, E)
             check(L.gate, n_ff, E)
-            check(L.b_up, 2 * n_ff if L.gate is None else n_ff)
+            check(L.b_up, n_up)
             check(L.b_gate, n_ff)
             check(L.b_down, E)
             if n_ff < 1:
@@ -296,8 +325,13 @@ class Model:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
         hp = self.hp
-        if self.spec.attn_scale is not None:
+        self.yarn = rope.yarn_params(hp)
+        if self.spec.mla:
+            self.kq_scale = mla.kq_scale(hp, self.yarn.attn_factor)
+        elif self.spec.attn_scale is not None:
             self.kq_scale = self.spec.attn_scale(hp)
+        elif hp.attention_scale:
+            self.kq_scale = hp.attention_scale
         else:
             self.kq_scale = 1.0 / math.sqrt(hp.head_k)
 
@@ -386,8 +420,19 @@ class Model:
             self._biases[key] = b
         return b
 
-    def _norm(self, x: npt.NDArray[np.float32], name: str) -> npt.NDArray[np.float32]:
-        return ops.rms_norm(x, self.w.get(name), self.hp.eps, self._rows)
+    def _norm(self, x: npt.NDArray[np.float32], name: str | None, bias: bool = True) -> npt.NDArray[np.float32]:
+        """build_norm: the arch's RMS norm or LayerNorm (`ArchSpec.norm`) times `name`, plus its
+        `.bias` tensor where the file has one and `bias` (q/k norms are built without); None: x."""
+        if name is None:
+            return x
+        b = name[:-len("weight")] + "bias" if bias else None
+        b = self.w.get(b) if b in self.w else None
+        if self.spec.norm == NORM_LAYER:
+            return ops.layer_norm(x, self.w.get(name), b, self.hp.eps, self._rows)
+        y = ops.rms_norm(x, self.w.get(name), self.hp.eps, self._rows)
+        if b is not None:  # phimoe's RMS norms have a bias
+            y += b
+        return y
 
     def _rope_factors(self, n_ctx: int) -> npt.NDArray[np.float32] | None:
         # llama_model::get_rope_factors: rope_freqs, else long/short by the context size
@@ -402,6 +447,8 @@ class Model:
     def _attention(self, il: int, x: npt.NDArray[np.float32], cache: KVCache, ctx: "_Batch",
                    hook: Hook | None) -> npt.NDArray[np.float32]:
         hp, L = self.hp, self.layers[il]
+        if L.mla is not None:
+            return mla.attention(self, il, x, cache, ctx, hook)
         n = x.shape[0]
         n_q, n_k = hp.n_head * hp.head_k, hp.n_head_kv * hp.head_k
         y = self._proj(x, L.qkv, L.qkv_b, hook)
@@ -409,14 +456,28 @@ class Model:
         k = y[:, n_q:n_q + n_k].reshape(n, hp.n_head_kv, hp.head_k)
         v = y[:, n_q + n_k:].reshape(n, hp.n_head_kv, hp.head_v)
         if L.q_norm is not None:
-            q = self._norm(q, L.q_norm)
-            k = self._norm(k, L.k_norm)
+            # per head, or (olmo2, olmoe) over the whole projection; q/k norms never add a bias
+            q = self._norm(q if self.w.shape(L.q_norm)[-1] == hp.head_k else q.reshape(n, n_q), L.q_norm, bias=False)
+            k = self._norm(k if self.w.shape(L.k_norm)[-1] == hp.head_k else k.reshape(n, n_k), L.k_norm, bias=False)
+            q, k = q.reshape(n, hp.n_head, hp.head_k), k.reshape(n, hp.n_head_kv, hp.head_k)
         swa = hp.is_swa[il]
         cos, sin = ctx.rope[swa]
         neox = self.spec.rope_mode == ROPE_NEOX
+        n_rot = hp.n_rot if hp.use_rope[il] else 0  # NoPE layers: only the kq scale
         p0, T = cache.n_past, cache.n_past + n
-        Qh = ops.rope(q, cos, sin, hp.n_rot, neox, rows=self._rows, scale=self.kq_scale)  # (n_head, n, head_k)
-        ops.rope(k, cos, sin, hp.n_rot, neox, out=cache.k[il][:, p0:T], rows=self._rows)
+        l2 = hp.kq_l2_norm and hp.use_rope[il]
+        Qh = ops.rope(q, cos, sin, n_rot, neox, rows=self._rows, scale=1.0 if l2 else self.kq_scale)  # (n_head, n, head_k)
+        ops.rope(k, cos, sin, n_rot, neox, out=cache.k[il][:, p0:T], rows=self._rows)
+        if l2:  # llama4: Llama4TextL2Norm of q and k after RoPE (ggml_rms_norm, no weight)
+            ones = np.ones(hp.head_k, dtype=F32)
+            Qh = ops.rms_norm(Qh, ones, hp.eps, self._rows)
+            Qh *= F32(self.kq_scale)
+            cache.k[il][:, p0:T] = ops.rms_norm(cache.k[il][:, p0:T], ones, hp.eps, self._rows)
+        elif not hp.use_rope[il] and hp.attn_temp_scale:
+            # llama4's NoPE layers: llm_graph_input_attn_temp's per-position q scale
+            pos = np.arange(p0, T, dtype=np.float64)
+            temp = np.log(np.floor((pos + hp.attn_temp_offset) / hp.attn_temp_floor) + 1.0) * hp.attn_temp_scale + 1.0
+            Qh *= temp.astype(F32)[None, :, None]
         cache.v[il][:, p0:T] = v.transpose(1, 0, 2)
         cache.round_stored(il, p0, T)
         K, V = cache.k[il], cache.v[il]                           # (n_head_kv, n_ctx, head)
@@ -424,15 +485,18 @@ class Model:
         # query head h reads kv head h // g: each kv head's g query heads stacked as rows
         Q = Qh.reshape(hp.n_head_kv, g, n, hp.head_k)
         out = np.empty((n, hp.n_head, hp.head_v), dtype=F32)   # token-major: wo's input rows
+        sinks = self.w.get(L.sinks) if L.sinks is not None else None
         with _blas.threads(1):
-            self._attend(Q, K, V, out, ctx.chunks(swa))
+            self._attend(Q, K, V, out, ctx.chunks(swa), sinks, hp.attn_softcap)
         attn = out.reshape(n, hp.n_head * hp.head_v)
         return self._mm(attn, L.wo, hook, L.bo)
 
     def _attend(self, Q: np.ndarray, K: np.ndarray, V: np.ndarray, out: np.ndarray,
-                chunks: list[tuple[int, int, int, int, np.ndarray]]) -> None:
+                chunks: list[tuple[int, int, int, int, np.ndarray]], sinks: np.ndarray | None = None,
+                softcap: float = 0.0) -> None:
         """out (n, n_head, head_v) = softmax(Q K^T + mask) V per kv head and query chunk (Q already
-        scaled); query head h * g + i reads kv head h.
+        scaled); query head h * g + i reads kv head h. `sinks` (n_head,) are per-head logits that
+        join every softmax without a value (ggml_soft_max_add_sinks, gpt-oss).
 
         Every (kv head, query chunk) pair is an independent task (its own sgemms on one BLAS
         thread and its own softmax, both releasing the GIL), spread over the model's worker
@@ -445,8 +509,13 @@ class Model:
             m = c1 - c0
             Qc = Q[h] if m == n else np.ascontiguousarray(Q[h, :, c0:c1])
             s = np.dot(Qc.reshape(g * m, head_k), K[h, t0:t1].T)   # (g*m, t1-t0)
+            if softcap:
+                ops.softcap_(s, softcap)  # build_attn_mha's attn_soft_cap, before the mask
             s.reshape(g, m, t1 - t0)[...] += mask
-            ops.softmax_(s)
+            if sinks is None:
+                ops.softmax_(s)
+            else:
+                ops.softmax_sinks_(s, np.repeat(sinks[h * g:(h + 1) * g], m))
             out[c0:c1, h * g:(h + 1) * g] = np.dot(s, V[h, t0:t1]).reshape(g, m, -1).transpose(1, 0, 2)
 
         tasks = sorted(((h, c) for h in range(n_kv) for c in chunks), key=lambda hc: -(hc[1][1] - hc[1][0]) * (hc[1][3] - hc[1][2]))
@@ -458,7 +527,7 @@ class Model:
             for f in [pool.submit(task, h, c) for h, c in tasks]:
                 f.result()
 
-    def _matmul(self, x: npt.NDArray[np.float32], w: npt.NDArray[np.float32],
+    def _matmul(self, x: npt.NDArray[np.float32], w: npt.NDArray[np.float32] | StackedRows,
                 cuts: tuple[int, ...] | None = None) -> Any:
         """x (n, k) @ w.T for w (m, k): one single-threaded sgemm per worker on its share of w's rows.
 
@@ -468,21 +537,22 @@ class Model:
         blocks) rather than x keeps each sgemm packing only its own part of the weights. With
         `cuts` (row offsets 0 < ... < m) the column blocks between them come back as a list;
         when there are as many blocks as threads each is its own sgemm's array, with no copy.
+        A streamed `w` (`StackedRows`) is dequantized block by block inside each worker's share.
         """
         x = np.ascontiguousarray(x, dtype=F32)
         n, m = x.shape[0], w.shape[0]
         pool = self._workers()
         if cuts is not None and pool is not None and len(cuts) - 1 == self.threads:
-            futures = [pool.submit(np.dot, x, w[a:b].T) for a, b in zip(cuts[:-1], cuts[1:])]
+            futures = [pool.submit(dot_rows, x, w, a, b) for a, b in zip(cuts[:-1], cuts[1:])]
             return [f.result() for f in futures]
         parts = min(self.threads, m // 64)  # at least 64 weight rows a share
         if pool is None or parts < 2:
-            y = np.dot(x, w.T)
+            y = dot_rows(x, w, 0, m)
         else:
             y = np.empty((n, m), dtype=F32)
 
             def part(a: int, b: int) -> None:
-                y[:, a:b] = np.dot(x, w[a:b].T)
+                dot_rows(x, w, a, b, out=y[:, a:b])
 
             ops.Rows(pool, parts)(m, part)
         return y if cuts is None else [y[:, a:b] for a, b in zip(cuts[:-1], cuts[1:])]
@@ -505,73 +575,44 @@ class Model:
 
     def _ffn(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
         L = self.layers[il]
-        if L.gate_inp is not None:
-            return self._moe(il, x, hook)
+        if L.experts is not None:
+            return moe.moe_ffn(self, il, x, hook)
+        act = self.spec.act
+        if act == "gelu_tanh" and self.quantize_activations:
+            act = "gelu_f16"  # ggml-cpu reads GELU from a float16 table: round as it does
+        if not self.spec.ffn_gated:  # build_ffn without a gate: up (+b), act, down (+b)
+            params = self.hp.xielu[il] if act == "xielu" else ()
+            y = ops.act(act, self._mm(x, L.up, hook, L.b_up), params, self._rows)
+            return self._mm(y, L.down, hook, L.b_down)
         if len(L.ffn_in) == 2:
             g, u = self._proj(x, L.ffn_in, L.ffn_in_b, hook, separate=True)
         else:  # one fused gate|up tensor (phi3)
             gu = self._proj(x, L.ffn_in, L.ffn_in_b, hook)
             n_ff = gu.shape[1] // 2
             g, u = gu[:, :n_ff], gu[:, n_ff:]
-        return self._mm(ops.glu(self.spec.act, g, u, self._rows), L.down, hook, L.b_down)
-
-    def _moe(self, il: int, x: npt.NDArray[np.float32], hook: Hook | None) -> npt.NDArray[np.float32]:
-        # llm_graph_context::build_moe_ffn with softmax gating: probabilities over all experts,
-        # the top n_expert_used kept, renormalised (norm_w) and optionally scaled
-        hp, spec, L = self.hp, self.spec, self.layers[il]
-        n, k = x.shape[0], hp.n_expert_used
-        probs = ops.softmax(self._mm(x, L.gate_inp, hook))               # (n, n_expert)
-        ids = np.argsort(-probs, axis=1, kind="stable")[:, :k].astype(np.int32)
-        wts = np.take_along_axis(probs, ids, axis=1)                     # (n, k)
-        if spec.moe_norm_w:
-            wts = wts / np.maximum(wts.sum(axis=1, keepdims=True), F32(6.103515625e-5))
-        if hp.expert_weights_scale not in (0.0, 1.0):
-            wts = wts * F32(hp.expert_weights_scale)
-        if hook is not None:
-            xb = np.broadcast_to(x[:, None, :], (n, k, x.shape[1]))
-            if L.gate is not None:
-                hook(L.gate, xb, ids)
-            hook(L.up, xb, ids)
-        n_ff = self.w.shape(L.down)[2]
-        act = np.zeros((n, k, n_ff), dtype=F32)
-        routes = []
-        for e in np.unique(ids):
-            tok, slot = np.nonzero(ids == e)
-            xe = x[tok]
-            if L.gate is None:
-                gu = xe @ self.w.expert(L.up, e).T
-                h = ops.glu(spec.act, gu[:, :n_ff], gu[:, n_ff:])
-            else:
-                h = ops.glu(spec.act, xe @ self.w.expert(L.gate, e).T, xe @ self.w.expert(L.up, e).T)
-            act[tok, slot] = h
-            routes.append((e, tok, slot))
-        if hook is not None:
-            hook(L.down, act, ids)
-        out = np.zeros((n, self.w.shape(L.down)[1]), dtype=F32)
-        for e, tok, slot in routes:
-            y = act[tok, slot] @ self.w.expert(L.down, e).T
-            out[tok] += y * wts[tok, slot][:, None]
-        return out
+        return self._mm(ops.glu(act, g, u, self._rows), L.down, hook, L.b_down)
 
     # --- the forward pass ----------------------------------------------------------------
 
     def forward(self, tokens: npt.ArrayLike, cache: KVCache | None = None, hook: Hook | None = None, *,
-                all_logits: bool = True) -> npt.NDArray[np.float32]:
+                all_logits: bool = True, first_logit: int = 0) -> npt.NDArray[np.float32]:
         """Logits (n, n_vocab) float32 for `tokens` (n,) int32, continuing `cache` if given.
 
         Without a cache the tokens are a fresh sequence at positions 0..n-1. With one they sit
         at positions cache.n_past.. and are appended to it, so decoding one token at a time
         gives the same logits as one forward over the whole sequence. `hook(name, x)` sees the
         float32 activations entering every matmul (for importance matrices). `all_logits=False`
-        returns only the last token's row (1, n_vocab), as llama.cpp computes for generation.
+        returns only the last token's row (1, n_vocab), as llama.cpp computes for generation;
+        `first_logit` returns rows first_logit.. only (the final block and the output run on
+        those rows alone), as llama-perplexity asks for just the scored half of a chunk.
         """
         # OpenBLAS stays on one thread: batches split their sgemms over the model's own workers,
         # decoding runs its matvecs on numba threads
         with _blas.threads(1), _blas.numba_threads(self.threads):
-            return self._forward(tokens, cache, hook, all_logits)
+            return self._forward(tokens, cache, hook, all_logits, first_logit)
 
     def _forward(self, tokens: npt.ArrayLike, cache: KVCache | None, hook: Hook | None,
-                 all_logits: bool) -> npt.NDArray[np.float32]:
+                 all_logits: bool, first_logit: int = 0) -> npt.NDArray[np.float32]:
         hp, spec = self.hp, self.spec
         ids = np.asarray(tokens)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
@@ -591,35 +632,51 @@ class Model:
         x = self.w.rows("token_embd.weight", ids)
         if spec.embed_scale:
             x = x * F32(math.sqrt(hp.n_embd))
+        if hp.embedding_scale:  # build_inp_embd's f_embedding_scale (granite)
+            x = x * F32(hp.embedding_scale)
         pos = np.arange(cache.n_past, cache.n_past + n, dtype=np.int64)
         ff = self._rope_factors(cache.n_ctx)
-        attn_factor = hp.rope_attn_factor
-        rope_tab = {False: ops.rope_tables(pos, hp.n_rot, hp.rope_base, hp.freq_scale, attn_factor, ff)}
+        rope_tab = {False: rope.rope_tables(pos, hp.n_rot, hp.rope_base, hp.freq_scale, self.yarn, ff)}
         if any(hp.is_swa):
-            # llama_model::get_rope_freq_base/scale: sliding layers have their own base, scale 1
-            rope_tab[True] = ops.rope_tables(pos, hp.n_rot, hp.rope_base_swa, 1.0, attn_factor, ff)
+            # llama_model::get_rope_freq_base/scale: sliding layers have their own base and scale
+            rope_tab[True] = rope.rope_tables(pos, hp.n_rot, hp.rope_base_swa, hp.swa_rope_scale, self.yarn, ff)
         ctx = _Batch(hp, cache.n_past, n, rope_tab)
 
         last = len(self.layers) - 1
+        out0 = n - 1 if not all_logits else min(max(int(first_logit), 0), n - 1)  # first row of logits
+        res = F32(hp.residual_scale) if hp.residual_scale else None  # granite's f_residual_scale
         for il, L in enumerate(self.layers):
-            h = self._attention(il, self._norm(x, L.attn_norm), cache, ctx, hook)
-            if il == last and not all_logits:
-                # only the last row reaches the output: skip the rest of the final block for
-                # the others, as llama.cpp's graphs do with inp_out_ids
-                h, x = h[-1:], x[-1:]
+            a_in = self._norm(x, L.attn_norm)
+            h = self._attention(il, a_in, cache, ctx, hook)
+            if il == last and out0:
+                # only rows out0.. reach the output: skip the rest of the final block for the
+                # others, as llama.cpp's graphs do with inp_out_ids
+                h, x, a_in = h[out0:], x[out0:], a_in[out0:]
+            if spec.parallel:
+                # command-r, cohere2: the FFN reads attn_norm's output too; x + ffn, then + attn
+                x = ops.add(ops.add(self._ffn(il, a_in, hook), x, self._rows), h, self._rows)
+                continue
             if L.post_attn_norm is not None:
                 h = self._norm(h, L.post_attn_norm)
+            if res is not None:
+                h = h * res
             x = ops.add(x, h, self._rows)
             h = self._ffn(il, self._norm(x, L.ffn_norm), hook)
             if L.post_ffn_norm is not None:
                 h = self._norm(h, L.post_ffn_norm)
+            if res is not None:
+                h = h * res
             x = ops.add(x, h, self._rows)
         cache.n_past += n
 
-        x = self._norm(x if all_logits else x[-1:], "output_norm.weight")
+        x = self._norm(x, "output_norm.weight")
         logits = self._mm(x, self.output, hook, self.output_bias)
-        if hp.softcap:
-            logits = (np.tanh(logits / F32(hp.softcap)) * F32(hp.softcap)).astype(F32)
+        if hp.logit_scale != 1.0:  # granite: 1/logit_scale, cohere: logit_scale
+            logits *= F32(hp.logit_scale)
+        if hp.softcap:  # gemma2/3: cap * tanh(logits * (1/cap)), three ggml ops
+            logits *= F32(1.0) / F32(hp.softcap)
+            np.tanh(logits, out=logits)
+            logits *= F32(hp.softcap)
         return logits
 
 
@@ -634,8 +691,9 @@ def load_model(path: "str | Path | Any", *, weight_budget: int = DEFAULT_BUDGET,
     cores, or one when the 1-minute load average already reaches the core count); it may be
     changed on the model between calls.
     `quantize_activations` rounds each matmul's input to the weight type's vec_dot_type (F16,
-    Q8_0, Q8_1, Q8_K...) as ggml's CPU backend does, so quantized models score as in llama.cpp;
-    False keeps exact float32 activations (float32 weights are unaffected either way).
+    Q8_0, Q8_1, Q8_K...) and reads GELU from ggml-cpu's float16 table, as ggml's CPU backend
+    does, so quantized models score as in llama.cpp; False keeps exact float32 activations (and
+    GELU in float32, as transformers); float32 weights are otherwise unaffected.
     `cache_type_k`/`cache_type_v` ("f16", the default as in llama.cpp, "bf16" or "f32") are the
     precisions keys and values are rounded to in the KV cache; "f32" keeps them exact.
     """

@@ -65,12 +65,56 @@ def rms_norm(x: npt.NDArray[np.float32], w: npt.NDArray[np.float32], eps: float,
     return out.reshape(shape)
 
 
+@njit(cache=True, nogil=True)
+def _layer_norm(x, w, b, eps, out):
+    # ggml_compute_forward_norm_f32: mean from a double sum, variance of the centred row in
+    # double, scale = 1/sqrtf(var + eps); then ggml_mul by w and ggml_add of b (build_norm).
+    # w, b: (n_w, d), row r of x takes w[r % n_w] (one weight row per head for q/k norms)
+    rows, d = x.shape
+    n_w = w.shape[0]
+    for r in range(rows):
+        s = 0.0
+        for i in range(d):
+            s += np.float64(x[r, i])
+        mean = np.float32(s / d)
+        v = 0.0
+        for i in range(d):
+            c = x[r, i] - mean
+            out[r, i] = c
+            v += np.float64(c) * np.float64(c)
+        scale = np.float32(1.0) / np.sqrt(np.float32(v / d) + eps)
+        wr = r % n_w
+        for i in range(d):
+            out[r, i] = out[r, i] * scale * w[wr, i] + b[wr, i]
+
+
+def layer_norm(x: npt.NDArray[np.float32], w: npt.NDArray[np.float32], b: npt.NDArray[np.float32] | None,
+               eps: float, rows: Rows = INLINE) -> npt.NDArray[np.float32]:
+    """LayerNorm of the last axis of `x` (..., d), times `w`, plus `b` (zeros when None); `w`/`b` are
+    (d,) or (k, d) for the last two axes of x (..., k, d), as command-r's per-head q/k norms.
+
+    ggml's LLM_NORM (`ggml_norm`, then ggml_mul/ggml_add in build_norm): starcoder2, command-r, cohere2.
+    """
+    shape = x.shape
+    d = shape[-1]
+    x2 = np.ascontiguousarray(x, dtype=F32).reshape(-1, d)
+    w2 = np.ascontiguousarray(w, dtype=F32).reshape(-1, d)
+    b2 = np.zeros_like(w2) if b is None else np.ascontiguousarray(b, dtype=F32).reshape(-1, d)
+    out = np.empty_like(x2)
+    n_w = w2.shape[0]
+    # split on whole groups of n_w rows so that every part starts on weight row 0
+    groups = x2.shape[0] // n_w
+    rows(groups, lambda a, c: _layer_norm(x2[a * n_w:c * n_w], w2, b2, F32(eps), out[a * n_w:c * n_w]))
+    return out.reshape(shape)
+
+
 _GELU_C = F32(math.sqrt(2.0 / math.pi))
 
 
 def glu(act: str, g: npt.NDArray[np.float32], u: npt.NDArray[np.float32],
         rows: Rows = INLINE) -> npt.NDArray[np.float32]:
-    """act(g) * u for the gated FFN; `act` is "silu" or "gelu_tanh" (HF gelu_pytorch_tanh).
+    """act(g) * u for the gated FFN; `act` is "silu", "gelu_tanh" (HF gelu_pytorch_tanh, in float32)
+    or "gelu_f16" (ggml-cpu's GELU: the same function read from a float16 table).
 
     g, u: (rows, n_ff) float32, may be views of one fused gate|up product.
     """
@@ -86,18 +130,93 @@ def glu(act: str, g: npt.NDArray[np.float32], u: npt.NDArray[np.float32],
         np.exp(t, out=t)
         t += F32(1.0)
         np.divide(g, t, out=t)
+    elif act == "gelu_f16":
+        t = _gelu_ggml(g)
     else:
-        t = g * g
-        t *= F32(0.044715)
-        t += F32(1.0)
-        t *= g
-        t *= _GELU_C
-        np.tanh(t, out=t)
-        t += F32(1.0)
-        t *= g
-        t *= F32(0.5)
+        t = _gelu_tanh(g)
     t *= u
     return t
+
+
+def _gelu_tanh(g: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    # 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))): HF's gelu_pytorch_tanh, ggml's gelu
+    t = g * g
+    t *= F32(0.044715)
+    t += F32(1.0)
+    t *= g
+    t *= _GELU_C
+    np.tanh(t, out=t)
+    t += F32(1.0)
+    t *= g
+    t *= F32(0.5)
+    return t
+
+
+_GELU_F16: npt.NDArray[np.float32] | None = None
+
+
+def _gelu_f16_table() -> npt.NDArray[np.float32]:
+    # ggml_table_gelu_f16: ggml_gelu_f32 of every float16 value, rounded to float16; float32
+    # arithmetic, tanhf taken as correctly rounded (NumPy's float32 tanh is off by an ulp near -1,
+    # which the table would keep as a subnormal instead of 0)
+    global _GELU_F16
+    if _GELU_F16 is None:
+        x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(F32)
+        with np.errstate(all="ignore"):
+            t = np.tanh((_GELU_C * x * (F32(1.0) + F32(0.044715) * x * x)).astype(np.float64)).astype(F32)
+            y = F32(0.5) * x * (F32(1.0) + t)
+        _GELU_F16 = y.astype(np.float16).astype(F32)
+    return _GELU_F16
+
+
+def _gelu_ggml(g: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    # ggml-cpu's ggml_vec_gelu_f32 with GGML_GELU_FP16: 0 at or below -10, x at or above 10, else
+    # the table at x rounded to float16
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = _gelu_f16_table()[g.astype(np.float16).view(np.uint16)]
+    y = np.where(g <= F32(-10.0), F32(0.0), y)
+    return np.where(g >= F32(10.0), g, y).astype(F32, copy=False)
+
+
+def softplus(v: float) -> np.float32:
+    """ggml_compute_softplus_f32 in float32: v above 20, else log(1 + exp(v))."""
+    v = F32(v)
+    return v if v > F32(20.0) else F32(np.log(F32(1.0) + np.exp(v)))
+
+
+def xielu(x: npt.NDArray[np.float32], alpha_n: float, alpha_p: float, beta: float,
+          eps: float) -> npt.NDArray[np.float32]:
+    """ggml's xIELU unary op (apertus), with ggml_xielu's effective parameters already applied:
+    alpha_n = beta + softplus(raw alpha_n), alpha_p = softplus(raw alpha_p).
+    x > 0: alpha_p x^2 + beta x; else (expm1(min(x, eps)) - x) alpha_n + beta x."""
+    a_n, a_p, b, e = F32(alpha_n), F32(alpha_p), F32(beta), F32(eps)
+    pos = a_p * x * x + b * x
+    neg = (np.expm1(np.minimum(x, e)) - x) * a_n + b * x
+    return np.where(x > 0, pos, neg).astype(F32, copy=False)
+
+
+def act(name: str, x: npt.NDArray[np.float32], params: tuple[float, ...] = (),
+        rows: Rows = INLINE) -> npt.NDArray[np.float32]:
+    """The activation of a non-gated FFN (build_ffn without a gate): "gelu_tanh"/"gelu_f16" (starcoder2),
+    "relu_sqr" (arcee, LLM_FFN_RELU_SQR), "xielu" (apertus; `params` its four per-layer values)."""
+    if x.ndim == 2 and x.shape[0] >= SPLIT_MIN_ROWS and rows.parts > 1:
+        out = np.empty(x.shape, dtype=F32)
+
+        def part(a: int, b: int) -> None:
+            out[a:b] = act(name, x[a:b], params)
+        rows(x.shape[0], part)
+        return out
+    if name == "gelu_tanh":
+        return _gelu_tanh(x)
+    if name == "gelu_f16":
+        return _gelu_ggml(x)
+    if name == "relu_sqr":
+        t = np.maximum(x, F32(0.0))
+        t *= t
+        return t
+    if name == "xielu":
+        return xielu(x, *params)
+    raise ValueError(f"unknown activation {name!r}")
 
 
 @njit(cache=True, nogil=True)
@@ -156,17 +275,28 @@ def add(x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], rows: Rows = INL
     return out
 
 
-def causal_mask(q_pos: npt.NDArray[np.int64], k0: int, k1: int, n_swa: int) -> npt.NDArray[np.float32]:
+def causal_mask(q_pos: npt.NDArray[np.int64], k0: int, k1: int, n_swa: int,
+                chunked: bool = False) -> npt.NDArray[np.float32]:
     """Additive mask (len(q_pos), k1-k0): 0 where query at p may see key position j, else -inf.
 
-    Causal (j <= p) and, with a sliding window, llama_hparams::is_masked_swa's p - j < n_swa.
+    Causal (j <= p) and, with a sliding window, llama_hparams::is_masked_swa's p - j < n_swa, or
+    with `chunked` (LLAMA_SWA_TYPE_CHUNKED, llama4) j in p's chunk: j >= (p // n_swa) * n_swa.
     """
     j = np.arange(k0, k1)[None, :]
     p = q_pos[:, None]
     ok = j <= p
-    if n_swa > 0:
+    if n_swa > 0 and chunked:
+        ok &= j >= (p // n_swa) * n_swa
+    elif n_swa > 0:
         ok &= (p - j) < n_swa
     return np.where(ok, F32(0.0), F32(-np.inf)).astype(F32)
+
+
+def softcap_(s: npt.NDArray[np.float32], cap: float) -> None:
+    """In place: s = cap * tanh(s * (1/cap)), build_attn_mha's attention logit soft-capping (gemma2)."""
+    s *= F32(1.0) / F32(cap)
+    np.tanh(s, out=s)
+    s *= F32(cap)
 
 
 def softmax_(s: npt.NDArray[np.float32]) -> None:
@@ -174,6 +304,16 @@ def softmax_(s: npt.NDArray[np.float32]) -> None:
     s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
     s *= F32(1.0) / s.sum(axis=-1, keepdims=True)
+
+
+def softmax_sinks_(s: npt.NDArray[np.float32], sinks: npt.NDArray[np.float32]) -> None:
+    """In-place softmax over the last axis of s (rows, t) where row r also competes with a value-less
+    logit sinks[r] (ggml_soft_max_add_sinks: the sink joins the max and the denominator)."""
+    sinks = np.asarray(sinks, dtype=F32)[:, None]
+    mx = np.maximum(s.max(axis=-1, keepdims=True), sinks)
+    s -= mx
+    np.exp(s, out=s)
+    s *= F32(1.0) / (s.sum(axis=-1, keepdims=True) + np.exp(sinks - mx))
 
 
 def softmax(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

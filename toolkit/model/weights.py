@@ -1,8 +1,13 @@
-"""Weights of a GGUF model as float32, dequantized on demand and cached under a memory budget.
+"""Weights of a GGUF model as float32, dequantized on demand, streamed or cached under budgets.
 
-Prompt processing multiplies whole batches by a layer's weights, so one float32 copy per tensor
-(dequantized once, then BLAS sgemm through NumPy) beats quantized dot products; when the model's
-float32 size exceeds the budget, tensors beyond it are dequantized again on every use.
+Prompt processing multiplies whole batches by a layer's weights with BLAS sgemm on float32, so
+the file's blocks are dequantized for it. By default nothing of that is kept: a batch's product
+dequantizes a few MiB of rows at a time (`StackedRows`) and multiplies them while they are in
+the CPU's cache, so peak memory grows with one block of one tensor, not with the model (llama.cpp
+likewise keeps only the mapped file). Dequantizing runs at 20-40 GB/s of float32 and a 512-token
+batch spends ~1000 flops per weight, so streaming costs a few percent of a batch. A `budget`
+keeps float32 copies between calls instead. Decoding (a few rows) reads the file's blocks or
+their unpacked int8 form (`decode_budget`), never float32 copies of quantized types it can read.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ from llmtk.kernels.unpack import AFFINE_TYPES, Affine, matvec_f16, matvec_f32, u
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET = 2 << 30  # bytes of float32 weights kept dequantized
+DEFAULT_BUDGET = 0  # bytes of float32 copies of weights kept between calls (0: stream them)
+DECODE_BUDGET = 2 << 30  # bytes of decode forms (unpacked int8, float32 for other types) kept
+STREAM_BLOCK_BYTES = 4 << 20  # float32 bytes of weight rows dequantized at a time when streaming
 
 
 def open_reader(path: "str | Path | Any") -> Any:
@@ -37,14 +44,98 @@ def dequantize(raw: npt.NDArray[np.uint8], qtype: GGMLType, shape: tuple[int, ..
     return deq(raw, qtype, shape)
 
 
-class Weights:
-    """Float32 views of a reader's tensors, cached while they fit `budget` bytes."""
+class StackedRows:
+    """2-D tensors stacked by rows ([W1; W2; ...], all of one width) read as float32 only where
+    sliced: `rows[a:b]` dequantizes rows a..b-1 from the file's blocks (float32 tensors are
+    views of the memory map), so a product can stream a tensor in blocks (`dot_rows`)."""
 
-    def __init__(self, reader: Any, budget: int = DEFAULT_BUDGET):
+    def __init__(self, reader: Any, names: tuple[str, ...]):
+        self.reader = reader
+        self.parts: list[tuple[str, int, int]] = []  # (name, first row, end row) in the stack
+        r0, cols = 0, None
+        for name in names:
+            info = reader.tensors[name]
+            rows, c = (int(d) for d in info.shape)
+            if cols is not None and c != cols:
+                raise ShapeError(f"tensors {names[0]!r} and {name!r} have different widths ({cols}, {c})")
+            cols = c
+            self.parts.append((name, r0, r0 + rows))
+            r0 += rows
+        self.shape = (r0, int(cols or 0))
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _piece(self, name: str, a: int, b: int) -> npt.NDArray[np.float32]:
+        info = self.reader.tensors[name]
+        rows, cols = (int(d) for d in info.shape)
+        if info.qtype == GGMLType.F32:
+            return self.reader.array(name).reshape(rows, cols)[a:b]
+        raw = self.reader.raw(name).reshape(rows, -1)[a:b]
+        return dequantize(raw, info.qtype, (b - a, cols))
+
+    def __getitem__(self, key: slice) -> npt.NDArray[np.float32]:
+        if not isinstance(key, slice):
+            raise TypeError("StackedRows takes a slice of rows")
+        a, b, step = key.indices(self.shape[0])
+        if step != 1:
+            raise TypeError("StackedRows takes a contiguous slice of rows")
+        pieces = [self._piece(name, max(a, r0) - r0, min(b, r1) - r0)
+                  for name, r0, r1 in self.parts if r0 < b and r1 > a]
+        if not pieces:
+            return np.empty((0, self.shape[1]), dtype=np.float32)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def stream_rows(cols: int) -> int:
+    """Weight rows dequantized at a time when streaming a product: STREAM_BLOCK_BYTES of float32,
+    at least 64 rows so each sgemm stays large."""
+    return max(64, STREAM_BLOCK_BYTES // (4 * max(1, cols)))
+
+
+def dot_rows(x: npt.NDArray[np.float32], w: npt.NDArray[np.float32] | StackedRows, a: int, b: int,
+             out: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
+    """x (n, k) @ w[a:b].T, into `out` (n, b - a) when given: one sgemm for an array; for
+    `StackedRows` one sgemm per block of `stream_rows` rows, each dequantized just before it is
+    multiplied and freed after, so the float32 weights alive at once are one block per calling
+    thread. numba's own threads are held to one inside: the caller's worker threads are the
+    parallelism."""
+    if isinstance(w, np.ndarray) or b - a <= stream_rows(w.shape[1]):
+        if isinstance(w, np.ndarray):
+            y = np.dot(x, w[a:b].T)
+        else:
+            from ._blas import numba_threads
+            with numba_threads(1):
+                y = np.dot(x, w[a:b].T)
+        if out is None:
+            return y
+        out[...] = y
+        return out
+    from ._blas import numba_threads
+
+    step = stream_rows(w.shape[1])
+    y = np.empty((x.shape[0], b - a), dtype=np.float32) if out is None else out
+    with numba_threads(1):
+        for r in range(a, b, step):
+            e = min(b, r + step)
+            y[:, r - a:e - a] = np.dot(x, w[r:e].T)
+    return y
+
+
+class Weights:
+    """Float32 views of a reader's tensors: float32 copies of whole tensors kept while they fit
+    `budget` bytes (default none: batches stream through `StackedRows`), decode forms while they
+    fit `decode_budget`."""
+
+    def __init__(self, reader: Any, budget: int = DEFAULT_BUDGET, decode_budget: int = DECODE_BUDGET):
         self.reader = reader
         self.budget = int(budget)
-        self.used = 0
+        self.decode_budget = int(decode_budget)
+        self.used = 0          # bytes of float32 copies kept
+        self.decode_used = 0   # bytes of decode forms kept
         self._cache: dict[str, np.ndarray] = {}
+        self._decode: dict[str, Any] = {}
 
     def __contains__(self, name: str) -> bool:
         return name in self.reader.tensors
@@ -73,15 +164,22 @@ class Weights:
             self._keep(name, w, counted=self.reader.tensors[name].qtype != GGMLType.F32)
         return w
 
-    def fused(self, names: tuple[str, ...]) -> npt.NDArray[np.float32]:
-        """2-D tensors stacked along their rows (q|k|v, gate|up), so one sgemm serves them all."""
-        if len(names) == 1:
-            return self.get(names[0])
+    def fused(self, names: tuple[str, ...]) -> npt.NDArray[np.float32] | StackedRows:
+        """2-D tensors stacked along their rows (q|k|v, gate|up), so one sgemm serves them all:
+        a float32 array when kept (or float32 in the file), else `StackedRows` to stream through
+        `dot_rows`; a copy is made and kept only when it fits the budget."""
         key = "|".join(names)
         w = self._cache.get(key)
-        if w is None:
-            w = np.concatenate([self._cache[n] if n in self._cache else self._load(n) for n in names])
-            self._keep(key, w)
+        if w is not None:
+            return w
+        infos = [self.reader.tensors[n] for n in names]
+        if len(names) == 1 and infos[0].qtype == GGMLType.F32:
+            return self.get(names[0])
+        size = 4 * sum(int(np.prod(i.shape)) for i in infos)
+        if self.used + size > self.budget:
+            return StackedRows(self.reader, names)
+        w = np.concatenate([self._cache[n] if n in self._cache else self._load(n) for n in names])
+        self._keep(key, w)
         return w
 
     def rows(self, name: str, ids: npt.NDArray[np.integer]) -> npt.NDArray[np.float32]:
@@ -125,7 +223,20 @@ class Weights:
         info = self.reader.tensors[names[0]]
         if info.qtype == GGMLType.F16 and len(info.shape) == 2:
             return matvec_f16(self.reader.raw(names[0]).reshape(info.shape[0], -1), x)
-        return matvec_f32(self.get(names[0]), x)
+        return matvec_f32(self._decode_f32(names[0]), x)
+
+    def _decode_f32(self, name: str) -> npt.NDArray[np.float32]:
+        """A float32 copy for decoding types without a decode kernel, kept within decode_budget."""
+        w = self._cache.get(name)
+        if w is None:
+            w = self._decode.get(name)
+        if w is None:
+            w = self._load(name)
+            if self.reader.tensors[name].qtype != GGMLType.F32 and \
+                    self.decode_used + w.nbytes <= self.decode_budget:
+                self._decode[name] = w
+                self.decode_used += w.nbytes
+        return w
 
     def _affine(self, names: tuple[str, ...]) -> Affine | None:
         """The unpacked decode form of 2-D tensors of one type in AFFINE_TYPES, stacked
@@ -134,12 +245,12 @@ class Weights:
         qtype = infos[0].qtype
         if qtype not in AFFINE_TYPES or any(i.qtype != qtype or len(i.shape) != 2 for i in infos):
             return None
-        key = "|".join(names) + "#affine"
-        aff = self._cache.get(key)
+        key = "|".join(names)
+        aff = self._decode.get(key)
         if aff is None:
             parts = [unpack(self.reader.raw(n), qtype, *i.shape) for n, i in zip(names, infos)]
             aff = None if any(p is None for p in parts) else Affine.stack(parts)
-            if aff is not None and self.used + aff.nbytes <= self.budget:
-                self._cache[key] = aff
-                self.used += aff.nbytes
+            if aff is not None and self.decode_used + aff.nbytes <= self.decode_budget:
+                self._decode[key] = aff
+                self.decode_used += aff.nbytes
         return aff
