@@ -22,6 +22,8 @@ import numpy.typing as npt
 from llmtk.errors import InputError
 from llmtk.ggufio.imatrix_file import Imatrix, ImatrixEntry
 
+from . import logprobs as lp
+
 
 class ImatrixCollector:
     """The forward-pass hook that accumulates squared activations per weight (collect_imatrix)."""
@@ -39,7 +41,16 @@ class ImatrixCollector:
         if not self.wants(name):
             return
         x = np.asarray(x, dtype=np.float32)
-        if ids is None:
+        if ids is None and x.ndim == 3:
+            # a batched matmul over a 3-D weight (MLA's attn_k_b/attn_v_b, one matrix per head):
+            # x (n, n_mat, cols), matrix m sees x[:, m]; one count for all of them, as ggml's
+            # MUL_MAT branch of collect_imatrix keeps for a weight that is not routed
+            if x.shape[0] < self.min_rows:
+                return
+            e = self._entry(name, x.shape[-1] * x.shape[1], 1)
+            e.sums += np.einsum("nmj,nmj->mj", x, x, dtype=np.float64).astype(np.float32).reshape(-1)
+            e.counts += x.shape[0]
+        elif ids is None:
             if x.shape[0] < self.min_rows:
                 return
             e = self._entry(name, x.shape[-1], 1)
@@ -110,11 +121,14 @@ def compute_imatrix(model_path: str | Path, text: str, *, n_ctx: int = 512, n_ch
         logits = runner.model.forward(chunk, hook=col)
         ppl = None
         if compute_ppl:
+            # llama-imatrix's process_logits: perplexity.cpp's log_softmax on numba threads, no
+            # float64 copies of the (n_ctx / 2, n_vocab) logits
             first = n_ctx // 2
-            lg = logits[first:n_ctx - 1].astype(np.float64)
-            mx = lg.max(axis=1, keepdims=True)
-            logp = lg - mx - np.log(np.exp(lg - mx).sum(axis=1, keepdims=True))
-            tok_nll = -logp[np.arange(len(lg)), tokens[i * n_ctx + first + 1:(i + 1) * n_ctx]]
+            lg = np.ascontiguousarray(logits[first:n_ctx - 1], dtype=np.float32)
+            tok_nll = np.empty(len(lg), np.float64)
+            lp.token_nll(lg, np.ascontiguousarray(tokens[i * n_ctx + first + 1:(i + 1) * n_ctx]), tok_nll,
+                         np.empty(len(lg), np.float32), np.empty(len(lg), np.float32))
+            del logits, lg
             nll += float(tok_nll.sum())
             nll2 += float((tok_nll ** 2).sum())
             count += len(tok_nll)

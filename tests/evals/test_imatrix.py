@@ -107,3 +107,18 @@ def test_collector_sums_squares_per_weight_and_per_expert():
     e = col.im.entries["blk.0.ffn_up_exps.weight"]
     assert e.counts.tolist() == [1, 1, 2]
     np.testing.assert_array_equal(e.sums.reshape(3, 4), [[1] * 4, [16] * 4, [4 + 9] * 4])
+
+
+def test_collector_batched_3d_weight_keeps_one_count():
+    """MLA's attn_k_b/attn_v_b: one matrix per head, each multiplied by its own slice of the
+    activations (ggml's MUL_MAT over a 3-D weight): sums per head, one count of the tokens."""
+    from llmtk.evals.imatrix import ImatrixCollector
+
+    col = ImatrixCollector(n_expert=8)
+    x = np.random.default_rng(0).standard_normal((16, 3, 4)).astype(np.float32)   # (n, heads, cols)
+    col("blk.0.attn_k_b.weight", x)
+    col("blk.0.attn_k_b.weight", x)
+    col("blk.0.attn_v_b.weight", x[:15])         # fewer than 16 tokens: ignored
+    e = col.im.entries["blk.0.attn_k_b.weight"]
+    assert e.counts.tolist() == [32] and set(col.im.entries) == {"blk.0.attn_k_b.weight"}
+    np.testing.assert_allclose(e.sums.reshape(3, 4), 2 * (x.astype(np.float64) ** 2).sum(0), rtol=1e-6)

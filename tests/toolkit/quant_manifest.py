@@ -62,9 +62,20 @@ TINY = LLAMACPP / "tiny-qwen2-w256"
 SMOL = LLAMACPP / "smollm2"
 
 
+# the reference folders that hold llama-quantize manifests (`<folder>/quantize/base.json`)
+QUANTIZE_GLOBS = ("llamacpp/*/quantize/base.json", "convert2/*/quantize-w256/quantize/base.json")
+
+
 def quantize_models() -> list[str]:
-    """The model folders of ../shared/llamacpp that hold llama-quantize manifests."""
-    return sorted(p.parent.parent.name for p in LLAMACPP.glob("*/quantize/base.json"))
+    """The folders of ../shared holding llama-quantize manifests, as paths relative to it
+    (`llamacpp/smollm2`, `convert2/deepseek2/quantize-w256`): a new folder is tested unasked."""
+    root = shared_path()
+    return sorted(p.parent.parent.relative_to(root).as_posix() for g in QUANTIZE_GLOBS for p in root.glob(g))
+
+
+def model_dir(model: str) -> Path:
+    """The folder of a `quantize_models()` entry."""
+    return shared_path(*model.split("/"))
 
 
 def manifest_stems(model_dir: Path) -> list[str]:

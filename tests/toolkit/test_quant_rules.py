@@ -8,14 +8,15 @@ import pytest
 
 from conftest import absent_reference
 from quant_manifest import (LLAMACPP, file_type_of, load_manifest, manifest_stems, manifest_tensors, mix_stems,
-                            quantize_models)
+                            model_dir, quantize_models)
 
 from llmtk.ggufio.constants import GGMLType as T
 from llmtk.errors import LlmtkError
 from llmtk.quantize.rules import (FILE_TYPES, MixOptions, ModelInfo, llama_order, parse_file_type,
                                plan_types, shape_fallback, use_more_bits)
 
-# every model folder of ../shared/llamacpp with llama-quantize manifests (smollm2, tiny-qwen2-w256)
+# every folder of ../shared with llama-quantize manifests (llamacpp/smollm2, llamacpp/tiny-qwen2-w256,
+# convert2/<moe arch>/quantize-w256), as paths relative to it
 MODELS = quantize_models()
 # file types with no llama-quantize reference in any model folder, and why; a new file type in the
 # registry must get a manifest in ../shared or a line here
@@ -29,7 +30,7 @@ UNREFERENCED = {
 
 
 def _manifests() -> list:
-    out = [pytest.param(model, stem, id=f"{model}-{stem}") for model in MODELS for stem in mix_stems(LLAMACPP / model)]
+    out = [pytest.param(model, stem, id=f"{model}-{stem}") for model in MODELS for stem in mix_stems(model_dir(model))]
     return out or absent_reference(LLAMACPP / "*" / "quantize", n_args=2)
 
 
@@ -38,31 +39,31 @@ def _models() -> list:
 
 
 def _base(shared_dir: Path, model: str):
-    base = load_manifest(shared_dir / "llamacpp" / model / "quantize" / "base.json")
+    base = load_manifest(model_dir(model) / "quantize" / "base.json")
     by_name = {n: (n, ne, t) for n, ne, t in manifest_tensors(base)}
     return ModelInfo.from_kv(base["kv"]), [by_name[n] for n in llama_order(by_name)]
 
 
 def _failed(model: str) -> list[str]:
     """The requests llama-quantize refused for `model` (`failed.txt`: "<TYPE> failed" lines)."""
-    path = LLAMACPP / model / "quantize" / "failed.txt"
+    path = model_dir(model) / "quantize" / "failed.txt"
     return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
 
 
 @pytest.mark.parametrize("model", _models())
 def test_every_manifest_is_a_registered_file_type(shared_dir, model):
     """Each manifest (and refusal) names a type of FILE_TYPES, so the registry-driven sweeps test it."""
-    stems = manifest_stems(LLAMACPP / model)
-    assert stems, f"no manifests in {LLAMACPP / model / 'quantize'}"
+    stems = manifest_stems(model_dir(model))
+    assert stems, f"no manifests in {model_dir(model) / 'quantize'}"
     unknown = [s for s in stems + _failed(model) if file_type_of(s)[0] not in FILE_TYPES]
     assert unknown == [], f"manifests of {model} name file types llmtk.quantize.rules does not know"
-    assert sorted(mix_stems(LLAMACPP / model)) == stems
+    assert sorted(mix_stems(model_dir(model))) == stems
 
 
 def test_every_file_type_has_a_reference(shared_dir):
     """Each file type of the registry has a manifest or a refusal in some model folder, or says why not."""
     assert MODELS, f"no llama-quantize manifests under {LLAMACPP}"
-    covered = {file_type_of(s)[0] for m in MODELS for s in manifest_stems(LLAMACPP / m) + _failed(m)}
+    covered = {file_type_of(s)[0] for m in MODELS for s in manifest_stems(model_dir(m)) + _failed(m)}
     assert sorted(set(FILE_TYPES) - covered - set(UNREFERENCED)) == []
     assert sorted(set(UNREFERENCED) - set(FILE_TYPES)) == []        # no stale lines
     assert sorted(set(UNREFERENCED) & covered) == []                # a reference appeared: test it
@@ -71,7 +72,7 @@ def test_every_file_type_has_a_reference(shared_dir):
 @pytest.mark.parametrize("model,stem", _manifests())
 def test_plan_matches_llama_quantize(shared_dir, model, stem):
     info, tensors = _base(shared_dir, model)
-    man = load_manifest(shared_dir / "llamacpp" / model / "quantize" / f"{stem}.json")
+    man = load_manifest(model_dir(model) / "quantize" / f"{stem}.json")
     name, with_imatrix = file_type_of(stem)
     plan = plan_types(tensors, info, FILE_TYPES[name], has_imatrix=with_imatrix)
     assert [(c.name, c.dst_type) for c in plan] == [(n, t) for n, _, t in manifest_tensors(man)]
@@ -82,16 +83,36 @@ def test_plan_matches_llama_quantize(shared_dir, model, stem):
 def test_fallback_warnings_match_the_log(shared_dir, model):
     """The shape-fallback warnings, line for line as llama-quantize printed them."""
     info, tensors = _base(shared_dir, model)
-    log = (shared_dir / "llamacpp" / model / "quantize" / "Q4_K_M-imatrix.log").read_text()
+    log = (model_dir(model) / "quantize" / "Q4_K_M-imatrix.log").read_text()
     expected = [ln for ln in log.splitlines() if ln.startswith("warning: ")]
     plan = plan_types(tensors, info, FILE_TYPES["Q4_K_M"], has_imatrix=True)
     assert [c.fallback for c in plan if c.fallback] == expected
 
 
+def _logged_manifests() -> list:
+    out = [pytest.param(model, stem, id=f"{model}-{stem}") for model in MODELS for stem in mix_stems(model_dir(model))
+           if (model_dir(model) / "quantize" / f"{stem}.log").is_file()]
+    return out or absent_reference(LLAMACPP / "*" / "quantize" / "*.log", n_args=2)
+
+
+@pytest.mark.parametrize("model,stem", _logged_manifests())
+def test_fallback_warnings_match_every_log(shared_dir, model, stem):
+    """Each run's shape-fallback warnings and their count (e.g. deepseek2's attn_k_b rows of 64
+    under the 256-block types), as llama-quantize logged them."""
+    info, tensors = _base(shared_dir, model)
+    log = (model_dir(model) / "quantize" / f"{stem}.log").read_text()
+    name, with_imatrix = file_type_of(stem)
+    plan = plan_types(tensors, info, FILE_TYPES[name], has_imatrix=with_imatrix)
+    assert [c.fallback for c in plan if c.fallback] == [ln for ln in log.splitlines() if ln.startswith("warning: ")]
+    counts = re.findall(r"WARNING: (\d+) of (\d+) tensor\(s\) required fallback quantization", log)
+    n_fallback = sum(c.fallback is not None for c in plan)
+    assert counts == ([(str(n_fallback), str(len(plan)))] if n_fallback else [])
+
+
 def test_refusals_of_failed_txt(shared_dir):
     """failed.txt: plain Q2_K_S needs an imatrix (first at blk.3.ffn_down), Q1_0 has no fallback for 576."""
-    info, tensors = _base(shared_dir, "smollm2")
-    failed = (shared_dir / "llamacpp" / "smollm2" / "quantize" / "failed.txt").read_text().split()
+    info, tensors = _base(shared_dir, "llamacpp/smollm2")
+    failed = (model_dir("llamacpp/smollm2") / "quantize" / "failed.txt").read_text().split()
     assert {"Q2_K_S", "Q1_0"} <= set(failed)
     plan = plan_types(tensors, info, FILE_TYPES["Q2_K_S"])
     first = next(c for c in plan if c.allows_quantization and c.requires_imatrix)
@@ -198,3 +219,11 @@ def test_float_file_types_ignore_tensor_type_overrides():
 def test_every_file_type_has_a_default_and_distinct_name():
     assert len(FILE_TYPES) == 39
     assert all(re.fullmatch(r"[A-Z0-9_]+", n) for n in FILE_TYPES)
+
+
+def test_written_shapes_drop_trailing_ones():
+    """gguf writes ggml_n_dims dimensions: a converter's [256, 1] gate comes back as [256]."""
+    from llmtk.quantize.rules import ggml_dims
+
+    assert ggml_dims((256, 1)) == (256,) and ggml_dims((256, 1, 1)) == (256,)
+    assert ggml_dims((256, 4, 1)) == (256, 4) and ggml_dims((64, 1, 4)) == (64, 1, 4) and ggml_dims((8,)) == (8,)

@@ -556,6 +556,12 @@ def _trailing_ones(ne: Sequence[int]) -> int:
     return k
 
 
+def ggml_dims(ne: Sequence[int]) -> tuple[int, ...]:
+    """`ne` without its trailing dimensions of 1, as gguf writes a tensor (`ggml_n_dims`): a
+    converter's [256, 1] gate comes out of llama-quantize as [256]."""
+    return tuple(ne[:len(ne) - _trailing_ones(ne)])
+
+
 def _choose(choice: TensorChoice, role: str, model: ModelInfo, fid: LlamaFileType,
             default: GGMLType, opts: MixOptions, patterns: list, tied: bool, counters: dict,
             n_attention_wv: int, has_imatrix: bool, quantized_default: bool) -> GGMLType:
