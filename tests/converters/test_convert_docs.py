@@ -2,8 +2,7 @@
 
 `llmtk convert --help` renders the list at run time (tests/cli); README.md and docs/convert.md
 hold a copy between `<!-- architectures ... -->` markers that must equal what the registry gives
-now (regenerate with `llmtk.converters.pipeline.architecture_table()` /
-`supported_architectures()`). An unknown architecture names the nearest supported one.
+now (`python docs/regen_architectures.py` rewrites them). An unknown architecture names the nearest supported one.
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ def _block(path: Path) -> str:
 
 def test_docs_table_is_the_registry() -> None:
     assert _block(ROOT / "docs" / "convert.md") == architecture_table(), \
-        "docs/convert.md's table differs from the registry: paste llmtk.converters.pipeline.architecture_table()"
+        "docs/convert.md's table differs from the registry: run python docs/regen_architectures.py"
 
 
 def test_readme_list_is_the_registry() -> None:
@@ -37,7 +36,7 @@ def test_readme_list_is_the_registry() -> None:
     assert listed, "README.md: architectures block is not '... (N): A, B, C.'"
     assert int(listed.group(1)) == len(ARCHITECTURES)
     assert listed.group(2).split(", ") == supported_architectures(), \
-        "README.md's list differs from the registry: paste llmtk.converters.supported_architectures()"
+        "README.md's list differs from the registry: run python docs/regen_architectures.py"
 
 
 @pytest.mark.parametrize(("asked", "nearest"), [("Starcoder3ForCausalLM", "Starcoder2ForCausalLM"),
