@@ -21,7 +21,16 @@ from llmtk.outputs import clean_stale_temps, replace_into, temp_path, writing
 from . import logprobs as lp
 
 KLD_MAGIC = b"_logits_"
-LogitsFn = Callable[[np.ndarray], np.ndarray]  # tokens int32 (n,) -> logits f32 (n, n_vocab)
+# tokens int32 (n,) -> logits f32 of their last rows (m, n_vocab): all n rows, or only the scored
+# half of a chunk (m >= n - n // 2), which is all llama-perplexity computes
+LogitsFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _scored_logits(logits: np.ndarray, n_ctx: int) -> np.ndarray:
+    """Rows n_ctx // 2 .. n_ctx - 2 of a chunk's logits, given all its rows or only its last ones."""
+    first = n_ctx // 2
+    tail = logits[logits.shape[0] - (n_ctx - first):]
+    return np.ascontiguousarray(tail[:n_ctx - 1 - first], dtype=np.float32)
 
 
 def _exp(x: float) -> float:
@@ -244,7 +253,8 @@ def run_perplexity(logits_fn: LogitsFn, tokens: np.ndarray, *, n_ctx: int = 512,
                    progress: Callable[[int, float], None] | None = None) -> PerplexityResult:
     """Perplexity of `tokens` in llama-perplexity's chunked method.
 
-    `logits_fn(chunk)` returns logits for every position of a chunk. `bos_id` is the BOS to put at
+    `logits_fn(chunk)` returns logits for every position of a chunk, or for its second half
+    only (at least the last `n_ctx - n_ctx // 2` rows). `bos_id` is the BOS to put at
     each chunk's start (None when the vocab adds no BOS). With `kld_base_out`, also write
     llama.cpp's KL-divergence base file (`--kl-divergence-base`).
     """
@@ -268,7 +278,7 @@ def run_perplexity(logits_fn: LogitsFn, tokens: np.ndarray, *, n_ctx: int = 512,
     running, nll_sum, nll2_sum, count = [], 0.0, 0.0, 0
     try:
         for c, (chunk, targets) in enumerate(_chunks(tokens, n_ctx, n_chunk, bos_id)):
-            logits = np.ascontiguousarray(logits_fn(chunk)[first:n_ctx - 1], dtype=np.float32)
+            logits = _scored_logits(logits_fn(chunk), n_ctx)
             nll = np.empty(n_score, dtype=np.float64)
             if writer is not None:
                 if n_vocab is None:
@@ -317,7 +327,7 @@ class _KldBaseWriter:
                 self.f.write(KLD_MAGIC + struct.pack("<iii", self.n_ctx, n_vocab, self.n_chunk))
                 self.f.write(self.tokens[:self.n_ctx * self.n_chunk].astype("<i4").tobytes())
                 self.header_done = True
-            self.f.write(u16.astype("<u2").tobytes())
+            self.f.write(memoryview(np.ascontiguousarray(u16, dtype="<u2")).cast("B"))
 
     def commit(self) -> None:
         with writing(self.path):
@@ -409,7 +419,7 @@ def run_kl_divergence(logits_fn: LogitsFn, base: KldBase, *, bos_id: int | None 
     chunk_stats: list[KldStats] = []
     t0 = time.perf_counter()
     for c, (chunk, targets) in enumerate(_chunks(np.asarray(base.tokens), n_ctx, n_chunk, bos_id)):
-        logits = np.ascontiguousarray(logits_fn(chunk)[first:n_ctx - 1], dtype=np.float32)
+        logits = _scored_logits(logits_fn(chunk), n_ctx)
         if logits.shape[1] != base.n_vocab:
             raise InputError(f"{base.path}: vocabulary of {base.n_vocab} tokens, the model has {logits.shape[1]}")
         base.check_chunk(c)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -106,8 +107,9 @@ class ModelRunner:
         # special-token text in the input stays literal text
         return np.asarray(self.tokenizer.encode(text, add_special=True, parse_special=False), dtype=np.int32)
 
-    def logits(self, tokens: np.ndarray) -> np.ndarray:
-        return self.model.forward(np.asarray(tokens, dtype=np.int32))
+    def logits(self, tokens: np.ndarray, first: int = 0) -> np.ndarray:
+        """Logits of rows first.. of `tokens` (the model computes no others)."""
+        return self.model.forward(np.asarray(tokens, dtype=np.int32), first_logit=first)
 
 
 def evaluate(model_path: str | Path, text: str | None, *, n_ctx: int = 512, n_chunks: int | None = None,
@@ -120,12 +122,14 @@ def evaluate(model_path: str | Path, text: str | None, *, n_ctx: int = 512, n_ch
         base = KldBase.open(kld_base_in)
         if on_start:
             on_start(base.n_chunk if n_chunks is None or n_chunks < 0 else min(n_chunks, base.n_chunk))
-        return run_kl_divergence(runner.logits, base, bos_id=runner.bos_for_chunks, n_chunks=n_chunks,
-                                 progress=progress)
+        # only the scored second half of each chunk needs logits, as llama-perplexity asks
+        return run_kl_divergence(partial(runner.logits, first=base.n_ctx // 2), base,
+                                 bos_id=runner.bos_for_chunks, n_chunks=n_chunks, progress=progress)
     tokens = runner.tokenize(text or "")
     if on_start:
         from .perplexity import chunk_count
 
         on_start(chunk_count(len(tokens), n_ctx, n_chunks))
-    return run_perplexity(runner.logits, tokens, n_ctx=n_ctx, n_chunks=n_chunks, bos_id=runner.bos_for_chunks,
+    return run_perplexity(partial(runner.logits, first=n_ctx // 2), tokens, n_ctx=n_ctx, n_chunks=n_chunks,
+                          bos_id=runner.bos_for_chunks,
                           kld_base_out=kld_base_out, progress=progress)

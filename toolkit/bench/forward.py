@@ -92,7 +92,8 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
     given and no types, the file is benchmarked as it is. Ratios to llama-bench
     (`LLAMA_BENCH_TPS`) are given for SmolLM2-135M, and NumPy's sgemm GFLOP/s measured just before
     each row shows how busy the machine was. Random token ids, seeded; best of `repeat` runs after
-    a warm-up pass (`warmup s`, which dequantizes the weights to float32 on its first run).
+    a warm-up pass (`warmup s`, which loads numba's cached kernels on its first run; the batch
+    dequantizes the weights it streams on every run, as `perplexity` does).
     `clock` "cpu" times the one-thread rows by the process's CPU time (busy machines).
     Like llama-bench, only the last token's logits are computed (`all_logits=False`).
     """

@@ -33,9 +33,9 @@ def _threads_cb(ctx: click.Context, param: click.Parameter, value: int | None) -
 
 
 def threads_option(fn: Callable) -> Callable:
-    """`-t/--threads N` as llama.cpp spells it (default: all cores, one when the machine is busy)."""
+    """`-t/--threads N` as llama.cpp spells it (default: all cores)."""
     return click.option("-t", "--threads", "threads", type=int, default=None, callback=_threads_cb, metavar="N",
-                        help="Threads for the forward pass (default: all cores, or 1 when the machine is busy).")(fn)
+                        help="Threads for the forward pass (default: all cores).")(fn)
 
 
 def _chunks_cb(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:

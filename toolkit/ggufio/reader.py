@@ -19,6 +19,7 @@ Layout (little endian), as in ggml's `gguf.cpp`:
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -178,6 +179,26 @@ class GGUFReader:
         """The tensor's bytes as a read-only uint8 view of the map (nothing copied)."""
         ti = self._info(name)
         return self._map()[ti.offset:ti.offset + ti.n_bytes]
+
+    def release(self, name: str, start: int = 0, stop: int | None = None) -> None:
+        """Drop bytes start..stop of the tensor (default: all of it) from this process's resident
+        memory (madvise DONTNEED on the whole pages inside): they stay in the OS page cache and
+        are read again if touched. A streaming pass over a model calls it after each tensor or
+        slab, as llama-quantize unmaps each weight's fragment, so its peak memory holds one
+        piece of the file, not all of it."""
+        ti = self._info(name)
+        mm = getattr(self._map(), "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        stop = ti.n_bytes if stop is None else min(int(stop), ti.n_bytes)
+        page = mmap.PAGESIZE
+        start = -(-(ti.offset + max(0, int(start))) // page) * page
+        end = (ti.offset + stop) // page * page
+        if end > start:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                pass
 
     def array(self, name: str) -> np.ndarray:
         """A typed view: F32/F16/F64/I* in their dtype, BF16 as uint16, both in `shape`;

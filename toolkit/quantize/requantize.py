@@ -29,6 +29,7 @@ from llmtk.quantize.rules import (
     ModelInfo,
     TensorChoice,
     file_type,
+    ggml_dims,
     ggml_type_name,
     llama_order,
     plan_types,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 VT = GGUFValueType
 SPLIT_KEYS = (Key.SPLIT_NO, Key.SPLIT_COUNT, Key.SPLIT_TENSORS_COUNT)
 SPLIT_PATH_FORMAT = "{prefix}-{no:05d}-of-{count:05d}.gguf"
-SLAB_BYTES = 64 << 20           # f32 bytes dequantized at once; bounds memory on huge tensors
+SLAB_BYTES = 8 << 20            # f32 bytes dequantized at once: bounds memory to a slab, not a tensor
 
 # the file type llama.cpp's loader guesses from the most common tensor type (for COPY)
 _FTYPE_OF_TYPE: dict[GGMLType, LlamaFileType] = {
@@ -254,13 +255,16 @@ def quantize_model(in_path: str | os.PathLike, out_path: str | os.PathLike | Non
                    include_weights: Sequence[str] = (), exclude_weights: Sequence[str] = (),
                    override_kv: Sequence[str | KVOverride] = (), prune_layers: Sequence[int] = (),
                    keep_split: bool = False, dry_run: bool = False,
-                   on_tensor: Callable[[TensorReport, int], None] | None = None) -> QuantizeResult:
+                   on_tensor: Callable[[TensorReport, int], None] | None = None,
+                   imatrix_name: str | None = None) -> QuantizeResult:
     """Quantize a GGUF model as `llama-quantize [options] IN OUT TYPE NTHREADS` does.
 
     Output tensors, their types and bytes, and the metadata match llama-quantize's file. `out_path`
     None means `<IN stem>-<TYPE>.gguf` beside the input. `tensor_types` are (regex, type) pairs
     (`--tensor-type`), `override_kv` `KEY=TYPE:VALUE` strings. `on_tensor(report, n_total)` is
     called after each tensor (for progress). Returns the per-tensor report and sizes.
+    `imatrix_name` is what `quantize.imatrix.file` records (default: `imatrix` as given): a sweep
+    task reading a copy of the imatrix on another machine records the path the sweep knows.
     """
     from llmtk.ggufio.constants import parse_ggml_type
 
@@ -289,7 +293,7 @@ def quantize_model(in_path: str | os.PathLike, out_path: str | os.PathLike | Non
     if imatrix is not None:
         means, datasets, n_chunks = load_imatrix_means(imatrix, include=include_weights, exclude=exclude_weights)
         if means:
-            overrides.append(KVOverride(Key.QUANTIZE_IMATRIX_FILE, VT.STRING, str(imatrix)[:127]))
+            overrides.append(KVOverride(Key.QUANTIZE_IMATRIX_FILE, VT.STRING, str(imatrix_name or imatrix)[:127]))
             if datasets:
                 overrides.append(KVOverride(Key.QUANTIZE_IMATRIX_DATASET, VT.STRING, datasets[0][:127]))
             overrides.append(KVOverride(Key.QUANTIZE_IMATRIX_N_ENTRIES, VT.UINT32, len(means)))
@@ -469,13 +473,15 @@ def _write_file(path: Path, readers, where, meta, plan: list[TensorChoice], src_
         for key, (value, vtype, item_type) in meta.items():
             w.add_kv(key, value, vtype, item_type)
         for c in plan:
-            w.add_tensor_info(c.name, tuple(reversed(c.ne)), c.dst_type, _n_bytes(c.dst_type, c.ne))
+            w.add_tensor_info(c.name, tuple(reversed(ggml_dims(c.ne))), c.dst_type, _n_bytes(c.dst_type, c.ne))
         for c, s, rep in zip(plan, src_names, reports):
             reader = where[s][1]
             if c.dst_type == c.src_type:
                 w.write_tensor(c.name, reader.raw(s))
             else:
                 w.write_tensor(c.name, _convert(reader, s, c, imat_for.get(c.name)))
+            if hasattr(reader, "release"):  # its mapped pages leave our memory, as llama-quantize unmaps
+                reader.release(s)
             log.info("%s", rep.log_line(n_total))
             if on_tensor:
                 on_tensor(rep, n_total)
@@ -501,6 +507,8 @@ def _convert(reader, name: str, c: TensorChoice, imat: np.ndarray | None) -> np.
             r1 = min(r0 + slab, mat_start + n_rows_per_mat)
             x = _to_f32(src[r0:r1], c.src_type, n_cols)
             out[r0:r1] = kernels.quantize(x, c.dst_type, imatrix=w)
+            if hasattr(reader, "release"):  # the slab's mapped input pages leave our memory
+                reader.release(name, r0 * src.shape[1], r1 * src.shape[1])
     return out
 
 
