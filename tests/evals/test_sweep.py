@@ -127,3 +127,38 @@ def test_the_json_value_of_an_answer(answer, value):
     from llmtk.evals.sweep import _answer_value
 
     assert _answer_value(answer) == value
+
+
+def test_plan_matrix_gives_each_model_and_text_a_folder(tmp_path):
+    from pathlib import Path
+
+    from llmtk.evals.sweep import plan_matrix
+
+    texts = [("one", "wiki.txt"), ("two", "other/wiki.txt")]
+    plans = plan_matrix([Path("a/m.gguf"), Path("b/m.gguf")], texts, tmp_path, ["Q8_0"], n_ctx=64)
+    assert [p.out_dir.relative_to(tmp_path).as_posix() for p in plans] == ["m/wiki", "m/wiki-2", "m-2/wiki",
+                                                                           "m-2/wiki-2"]
+    assert [p.text for p in plans] == ["one", "two", "one", "two"] and all(p.n_ctx == 64 for p in plans)
+    assert plan_matrix([Path("m.gguf")], texts[:1], tmp_path, ["Q8_0"])[0].out_dir == tmp_path
+
+
+def test_a_cell_that_fails_is_reported_and_the_others_kept(tiny_llama, tmp_path, monkeypatch):
+    from llmtk.evals import sweep
+
+    real = sweep._cell_step
+
+    def full_disk(**kw):
+        if kw["name"] == "Q4_0":
+            raise OSError(28, "No space left on device")
+        return real(**kw)
+
+    monkeypatch.setattr(sweep, "_cell_step", full_disk)
+    out = tmp_path / "sweep"
+    args = ["sweep", str(tiny_llama), "--types", "Q8_0,Q4_0", "-c", "64", "--chunks", "1", "-o", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "1 step(s) of the sweep failed (Q4_0: OSError: [Errno 28]" in res.output, res.output
+    assert json.loads((out / "sweep.json").read_text())["rows"].keys() == {"Q8_0"}
+    assert "- Q4_0: OSError: [Errno 28] No space left on device" in (out / "sweep.md").read_text()
+    monkeypatch.undo()
+    again = CliRunner().invoke(main, args)                 # resumes: only the failed cell is made
+    assert again.exit_code == 0 and again.output.count("re-used") == 1 and "quantize Q4_0" in again.output
