@@ -44,6 +44,8 @@ COMMANDS.add("json-schema-to-grammar", Lazy("llmtk.cli.commands.grammar:json_sch
 _HELP["json-schema-to-grammar"] = "Print the GBNF grammar of a JSON Schema, like llama.cpp's converter."
 COMMANDS.add("generate", Lazy("llmtk.cli.commands.generate:command"))
 _HELP["generate"] = "Generate text from a prompt (llama.cpp's sampler chain, GBNF / JSON Schema constraints, --chat)."
+COMMANDS.add("sensitivity", Lazy("llmtk.cli.commands.sensitivity:command"))
+_HELP["sensitivity"] = "Measure each tensor's sensitivity to quantization (table and heatmap)."
 
 
 class LazyGroup(click.Group):

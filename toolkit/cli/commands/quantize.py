@@ -26,9 +26,20 @@ _EPILOG = ("Types: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S Q3_K_S Q3_K_M Q3_K_L Q4_
 @click.option("--prune-layers", metavar="L0,L1,...", help="Remove these layers and renumber the rest.")
 @click.option("--keep-split", is_flag=True, help="Write one output per input split.")
 @click.option("--dry-run", is_flag=True, help="Show per-tensor types and sizes without writing.")
+@click.option("--target-bpw", type=float, help="Choose each tensor's type by measured sensitivity so that the "
+              "tensor data is at most this many bits per weight (TYPE names the candidate family).")
+@click.option("--target-size", help="Like --target-bpw, for the whole file's size (3.2GiB, 850MB, bytes).")
+@click.option("--candidates", help="Candidate types for --target-*, e.g. Q3_K,Q4_K,Q6_K,Q8_0 (default: TYPE's family).")
+@click.option("--calib-file", type=click.Path(dir_okay=False, exists=True),
+              help="Calibration text of the sensitivity pass (default: the text in data/).")
+@click.option("--sensitivity-cache", type=click.Path(dir_okay=False),
+              help="Read the sensitivity measurements from this JSON file when they match, else measure and save.")
+@click.option("--tensor-type-out", type=click.Path(dir_okay=False),
+              help="Write the chosen types as a llama-quantize --tensor-type-file.")
 def command(args, imatrix, include_weights, exclude_weights, output_tensor_type, token_embedding_type,
             tensor_types, tensor_type_file, pure, leave_output_tensor, allow_requantize, override_kv,
-            prune_layers, keep_split, dry_run):
+            prune_layers, keep_split, dry_run, target_bpw, target_size, candidates, calib_file, sensitivity_cache,
+            tensor_type_out):
     """Quantize a GGUF model the way llama-quantize does (same types, same bytes).
 
     OUT defaults to <IN stem>-<TYPE>.gguf beside IN; NTHREADS to all cores.
@@ -111,6 +122,19 @@ def command(args, imatrix, include_weights, exclude_weights, output_tensor_type,
     if not dry_run:
         check_output_file(out, inputs=[in_path, imatrix, tensor_type_file], option="OUT")
 
+    target = None
+    if target_bpw is not None or target_size is not None:
+        if prune or include_weights or exclude_weights or keep_split:
+            raise InputError("--target-bpw/--target-size plan every tensor of the input with the whole imatrix: "
+                             "drop --prune-layers, --include-weights, --exclude-weights and --keep-split")
+        target = _target_plan(in_path, out, ft, imatrix, target_bpw, target_size, candidates, calib_file,
+                              sensitivity_cache, tensor_type_out, pairs, pure, output_tensor_type,
+                              token_embedding_type, nthreads)
+        pairs, override_kv = target.pairs, list(override_kv) + target.overrides
+    elif candidates or calib_file or sensitivity_cache or tensor_type_out:
+        raise InputError("--candidates, --calib-file, --sensitivity-cache and --tensor-type-out go with "
+                         "--target-bpw or --target-size")
+
     with bar("quantize", enabled=not dry_run) as update, writing(out):
         def on_tensor(rep, n_total: int) -> None:
             update(rep.index, n_total, rep.name)
@@ -131,3 +155,52 @@ def command(args, imatrix, include_weights, exclude_weights, output_tensor_type,
         click.echo(f"dry run: {res.file_type.name}, {plural(len(res.tensors), 'tensor')}, nothing written")
     for p in res.out_paths:
         click.echo(f"wrote {p} ({res.file_type.name}, {plural(len(res.tensors), 'tensor')}, {res.seconds:.2f} s)")
+    if target is not None:
+        _report_target(target, in_path, out, ft.name, imatrix, override_kv, tensor_type_out)
+
+
+def _target_plan(in_path, out, ft, imatrix, target_bpw, target_size, candidates, calib_file, cache, type_out,
+                 pairs, pure, output_tensor_type, token_embedding_type, nthreads):
+    """The sensitivity-chosen mix for --target-bpw/--target-size (every argument checked first)."""
+    from llmtk.cli.common import check_output_file
+    from llmtk.cli.progress import bar
+    from llmtk.errors import InputError
+    from llmtk.evals.sensitivity import plan_for_quantize
+    from llmtk.quantize.target_bpw import parse_candidates, parse_size
+
+    if target_bpw is not None and target_size is not None:
+        raise InputError("give one of --target-bpw and --target-size")
+    if pairs or pure or output_tensor_type or token_embedding_type:
+        raise InputError("--target-bpw/--target-size choose every tensor's type: drop --tensor-type(-file), "
+                         "--pure, --output-tensor-type and --token-embedding-type")
+    size = parse_size(target_size) if target_size is not None else None
+    cands = parse_candidates(candidates) if candidates else None
+    if type_out:
+        check_output_file(type_out, inputs=[in_path, imatrix], option="--tensor-type-out")
+    with bar("sensitivity", plain=True, unit="step") as update:
+        plan = plan_for_quantize(in_path, ft.name, target_bpw=target_bpw, target_size=size, candidates=cands,
+                                 imatrix=imatrix, calib_path=calib_file, cache=cache, threads=nthreads,
+                                 log=lambda s: click.echo(s, err=True),
+                                 progress=lambda done, total, what: update(done, total, what))
+    return plan
+
+
+def _report_target(plan, in_path, out, ftype, imatrix, override_kv, type_out) -> None:
+    """What was chosen, and the llama-quantize command that writes the same bytes."""
+    from collections import Counter
+
+    from llmtk.cli.common import write_text
+    from llmtk.quantize.rules import ggml_type_name
+    from llmtk.quantize.target_bpw import llama_quantize_command
+
+    sol = plan.solution
+    counts = Counter(ggml_type_name(t) for t in sol.types.values())
+    click.echo(f"target: {plan.target_bpw:.4f} bpw ({sol.n_bytes} of {sol.budget} budgeted bytes for "
+               f"{len(sol.types)} tensors); predicted KLD {sol.damage:.4g}; types: "
+               + ", ".join(f"{n} {t}" for t, n in counts.most_common()))
+    type_file = type_out or "tensor-types.txt"
+    if type_out:
+        write_text(type_out, plan.tensor_type_file)
+        click.echo(f"wrote {type_out}")
+    click.echo("same file with llama.cpp: " + llama_quantize_command(
+        str(in_path), str(out), ftype, type_file, list(override_kv), str(imatrix) if imatrix else None))
