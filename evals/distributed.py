@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from llmtk.errors import InputError
+from llmtk.outputs import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,10 @@ class LocalExecutor:
             t0 = time.perf_counter()
             try:
                 result = task.fn(**task.args, **task.inputs, **task.outputs)
+            except OutputError:
+                # the sweep folder cannot be written (disk full, read-only): every later step would
+                # fail the same way, so the sweep stops here with that one line (exit 2)
+                raise
             except Exception as e:  # one cell's failure is reported; the others go on
                 log.debug("task %s failed", task.key, exc_info=True)
                 yield Outcome(task, error=describe(e), seconds=time.perf_counter() - t0)
