@@ -59,6 +59,18 @@ class OracleDiff:
                 f"top-1 agreement {self.top1_agreement:.3f} over {self.n_positions} positions")
 
 
+def materialize(shared_dir: Path, arch: str, dest_root: Path, refset: str = "convert2") -> Path:
+    """tests/converters/convert_helpers.py's `materialize`: a shared checkpoint rebuilt with links."""
+    import sys
+
+    helpers = str(Path(__file__).resolve().parents[1] / "converters")
+    if helpers not in sys.path:
+        sys.path.insert(0, helpers)
+    from convert_helpers import materialize as rebuild
+
+    return rebuild(shared_dir, arch, dest_root, refset)
+
+
 def converted_gguf(shared_dir: Path, arch: str, root: Path) -> tuple[Path, Path]:
     """(checkpoint folder, f32 GGUF converted by llmtk) of `../shared/convert2/<arch>/tiny-<arch>`.
 
@@ -77,14 +89,7 @@ def converted_gguf(shared_dir: Path, arch: str, root: Path) -> tuple[Path, Path]
     hf_class = json.loads((src / "config.json").read_text())["architectures"][0]
     if hf_class not in ARCHITECTURES:
         pytest.skip(f"llmtk has no converter for {hf_class} ({arch}) yet")
-    dest = root / "ckpt" / f"tiny-{arch}"
-    if not dest.exists():
-        dest.mkdir(parents=True)
-        for f in src.iterdir():
-            target = f
-            if f.name in ("tokenizer.json", "tokenizer.model") and f.stat().st_size < 256:
-                target = (f.parent / f.read_text().strip()).resolve()
-            (dest / f.name).symlink_to(target)
+    dest = materialize(shared_dir, arch, root / "ckpt", "convert2")
     return dest, convert(dest, root / f"{arch}.gguf", "f32", progress=False)
 
 

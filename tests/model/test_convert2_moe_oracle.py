@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oracle_helpers import Oracle, bos_for_chunks, converted_gguf, score
+from oracle_helpers import Oracle, bos_for_chunks, converted_gguf, materialize, score
 
 MOE_ARCHS = ["qwen2moe", "olmoe", "granitemoe", "phimoe", "ernie4_5-moe", "dots1", "glm4moe", "llama4",
              "gpt-oss", "deepseek2", "deepseek2-v3"]
@@ -30,21 +30,6 @@ NEXT_TOL = 2e-3
 # (measured: <= 9e-7)
 REL_TOL = 2e-5
 EXACT_KV = dict(cache_type_k="f32", cache_type_v="f32")
-
-
-def _materialize(shared_dir: Path, arch: str, dest_root: Path) -> Path:
-    """`dest_root/tiny-<arch>/` linking the shared checkpoint's files, the tokenizer link files
-    (a relative path written as text) resolved to the file they name."""
-    src = shared_dir / "convert2" / arch / f"tiny-{arch}"
-    dest = dest_root / f"tiny-{arch}"
-    if not dest.exists():
-        dest.mkdir(parents=True)
-        for f in src.iterdir():
-            target = f
-            if f.name in ("tokenizer.json", "tokenizer.model") and f.stat().st_size < 256:
-                target = (f.parent / f.read_text().strip()).resolve()
-            (dest / f.name).symlink_to(target)
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +130,7 @@ def test_group_limited_routing_matches_transformers(shared_dir: Path, tmp_path: 
         pytest.skip("llmtk has no converter for DeepseekV3ForCausalLM yet")
     if not (shared_dir / "convert2" / "deepseek2-v3").is_dir():
         pytest.skip("reference data not found: convert2/deepseek2-v3")
-    src = _materialize(shared_dir, "deepseek2-v3", tmp_path / "ckpt")
+    src = materialize(shared_dir, "deepseek2-v3", tmp_path / "ckpt")
     config = json.loads((src / "config.json").read_text())
     config.update(n_group=2, topk_group=1)
     (src / "config.json").unlink()
