@@ -18,8 +18,7 @@ from llmtk.errors import ShapeError
 
 from .base import KA, KL, KR, ModelConverter
 from .kv import KVStore
-from .moe import (DOWN_EXPS, DOWN_SHEXP, EXP_PROBS_B, GATE_EXPS, GATE_SHEXP, ROUTER, UP_EXPS, UP_SHEXP,
-                  ExpertStacking)
+from .moe import ExpertStacking, expert_rows
 from .source import LazyTensor
 
 _LAYER = "model.layers.{bid}."
@@ -42,14 +41,7 @@ DEEPSEEK2_TENSORS: dict[str, str] = {
     _LAYER + "mlp.gate_proj": "blk.{bid}.ffn_gate",
     _LAYER + "mlp.up_proj": "blk.{bid}.ffn_up",
     _LAYER + "mlp.down_proj": "blk.{bid}.ffn_down",
-    _LAYER + "mlp.gate": ROUTER,
-    _LAYER + "mlp.gate.e_score_correction": EXP_PROBS_B,
-    _LAYER + "mlp.experts.gate_proj": GATE_EXPS,
-    _LAYER + "mlp.experts.up_proj": UP_EXPS,
-    _LAYER + "mlp.experts.down_proj": DOWN_EXPS,
-    _LAYER + "mlp.shared_experts.gate_proj": GATE_SHEXP,
-    _LAYER + "mlp.shared_experts.up_proj": UP_SHEXP,
-    _LAYER + "mlp.shared_experts.down_proj": DOWN_SHEXP,
+    **expert_rows(shared="shared_experts", bias="gate.e_score_correction"),
 }
 
 # transformers' DeepseekV2Config / DeepseekV3Config defaults llama.cpp reads

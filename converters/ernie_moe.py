@@ -14,20 +14,13 @@ from typing import Iterator
 from .base import KL, ModelConverter
 from .dense import Ernie4_5Converter
 from .kv import KVStore
-from .moe import DOWN_EXPS, DOWN_SHEXP, EXP_PROBS_B, GATE_EXPS, GATE_SHEXP, ROUTER, UP_EXPS, UP_SHEXP, ExpertStacking
+from .moe import ExpertStacking, expert_rows
 from .source import LazyTensor
 
 _LAYER = "model.layers.{bid}."
 ERNIE4_5_MOE_TENSORS: dict[str, str] = {
     **Ernie4_5Converter.tensor_map,  # attention and the dense FFN of the leading layers
-    _LAYER + "mlp.gate": ROUTER,
-    _LAYER + "mlp.moe_statics.e_score_correction": EXP_PROBS_B,
-    _LAYER + "mlp.experts.gate_proj": GATE_EXPS,
-    _LAYER + "mlp.experts.up_proj": UP_EXPS,
-    _LAYER + "mlp.experts.down_proj": DOWN_EXPS,
-    _LAYER + "mlp.shared_experts.gate_proj": GATE_SHEXP,
-    _LAYER + "mlp.shared_experts.up_proj": UP_SHEXP,
-    _LAYER + "mlp.shared_experts.down_proj": DOWN_SHEXP,
+    **expert_rows(shared="shared_experts", bias="moe_statics.e_score_correction"),
 }
 _MTP = re.compile(r"model\.(mtp_block|mtp_emb_norm|mtp_hidden_norm|mtp_linear_proj)\.\d+")
 

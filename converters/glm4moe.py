@@ -19,33 +19,18 @@ from llmtk.errors import InputError
 from . import vocab as V
 from .base import KL, KR, ModelConverter
 from .kv import KVStore
-from .moe import (DOWN_EXPS, DOWN_SHEXP, EXP_PROBS_B, GATE_EXPS, GATE_SHEXP, ROUTER, UP_EXPS, UP_SHEXP,
-                  ExpertStacking)
+from .moe import DECODER_CORE, ExpertStacking, expert_rows
 
 _LAYER = "model.layers.{bid}."
 GLM4MOE_TENSORS: dict[str, str] = {
-    "model.embed_tokens": "token_embd",
-    "lm_head": "output",
-    "model.norm": "output_norm",
-    _LAYER + "input_layernorm": "blk.{bid}.attn_norm",
-    _LAYER + "self_attn.q_proj": "blk.{bid}.attn_q",
-    _LAYER + "self_attn.k_proj": "blk.{bid}.attn_k",
-    _LAYER + "self_attn.v_proj": "blk.{bid}.attn_v",
-    _LAYER + "self_attn.o_proj": "blk.{bid}.attn_output",
+    **DECODER_CORE,
     _LAYER + "self_attn.q_norm": "blk.{bid}.attn_q_norm",
     _LAYER + "self_attn.k_norm": "blk.{bid}.attn_k_norm",
     _LAYER + "post_attention_layernorm": "blk.{bid}.post_attention_norm",
     _LAYER + "mlp.gate_proj": "blk.{bid}.ffn_gate",
     _LAYER + "mlp.up_proj": "blk.{bid}.ffn_up",
     _LAYER + "mlp.down_proj": "blk.{bid}.ffn_down",
-    _LAYER + "mlp.gate": ROUTER,
-    _LAYER + "mlp.gate.e_score_correction": EXP_PROBS_B,
-    _LAYER + "mlp.experts.gate_proj": GATE_EXPS,
-    _LAYER + "mlp.experts.up_proj": UP_EXPS,
-    _LAYER + "mlp.experts.down_proj": DOWN_EXPS,
-    _LAYER + "mlp.shared_experts.gate_proj": GATE_SHEXP,
-    _LAYER + "mlp.shared_experts.up_proj": UP_SHEXP,
-    _LAYER + "mlp.shared_experts.down_proj": DOWN_SHEXP,
+    **expert_rows(shared="shared_experts", bias="gate.e_score_correction"),
     # the NextN layers' own tensors
     _LAYER + "eh_proj": "blk.{bid}.nextn.eh_proj",
     _LAYER + "embed_tokens": "blk.{bid}.nextn.embed_tokens",

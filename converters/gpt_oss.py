@@ -21,25 +21,15 @@ from llmtk.ggufio.constants import GGMLType
 
 from .base import KA, KL, ModelConverter
 from .kv import KVStore
-from .moe import DOWN_EXPS, GATE_EXPS, ROUTER, UP_EXPS, per_expert
+from .moe import DECODER_CORE, expert_rows, per_expert
 from .source import LazyTensor
 
 _LAYER = "model.layers.{bid}."
 GPT_OSS_TENSORS: dict[str, str] = {
-    "model.embed_tokens": "token_embd",
-    "lm_head": "output",
-    "model.norm": "output_norm",
-    _LAYER + "input_layernorm": "blk.{bid}.attn_norm",
-    _LAYER + "self_attn.q_proj": "blk.{bid}.attn_q",
-    _LAYER + "self_attn.k_proj": "blk.{bid}.attn_k",
-    _LAYER + "self_attn.v_proj": "blk.{bid}.attn_v",
-    _LAYER + "self_attn.o_proj": "blk.{bid}.attn_output",
+    **DECODER_CORE,
     _LAYER + "self_attn.sinks": "blk.{bid}.attn_sinks",
     _LAYER + "post_attention_layernorm": "blk.{bid}.post_attention_norm",
-    _LAYER + "mlp.router": ROUTER,
-    _LAYER + "mlp.experts.gate_proj": GATE_EXPS,
-    _LAYER + "mlp.experts.up_proj": UP_EXPS,
-    _LAYER + "mlp.experts.down_proj": DOWN_EXPS,
+    **expert_rows(router="router"),
 }
 
 # transformers' GptOssConfig defaults llama.cpp reads

@@ -17,7 +17,7 @@ from . import vocab as V
 from .base import KA, KL
 from .kv import KVStore
 from .llama import LlamaConverter
-from .moe import DOWN_EXPS, DOWN_SHEXP, GATE_EXPS, GATE_SHEXP, ROUTER, UP_EXPS, UP_SHEXP, per_expert
+from .moe import expert_rows, per_expert
 from .source import LazyTensor
 
 _LAYER = "model.layers.{bid}."
@@ -35,13 +35,7 @@ LLAMA4_TENSORS: dict[str, str] = {
     _LAYER + "feed_forward.gate_proj": "blk.{bid}.ffn_gate",  # dense layers between MoE ones
     _LAYER + "feed_forward.up_proj": "blk.{bid}.ffn_up",
     _LAYER + "feed_forward.down_proj": "blk.{bid}.ffn_down",
-    _LAYER + "feed_forward.router": ROUTER,
-    _LAYER + "feed_forward.experts.gate_proj": GATE_EXPS,
-    _LAYER + "feed_forward.experts.up_proj": UP_EXPS,
-    _LAYER + "feed_forward.experts.down_proj": DOWN_EXPS,
-    _LAYER + "feed_forward.shared_expert.gate_proj": GATE_SHEXP,
-    _LAYER + "feed_forward.shared_expert.up_proj": UP_SHEXP,
-    _LAYER + "feed_forward.shared_expert.down_proj": DOWN_SHEXP,
+    **expert_rows("feed_forward", router="router", shared="shared_expert"),
 }
 
 # transformers' Llama4TextConfig defaults llama.cpp reads

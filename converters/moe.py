@@ -27,6 +27,35 @@ GATE_EXPS, UP_EXPS, DOWN_EXPS = "blk.{bid}.ffn_gate_exps", "blk.{bid}.ffn_up_exp
 GATE_SHEXP, UP_SHEXP, DOWN_SHEXP = "blk.{bid}.ffn_gate_shexp", "blk.{bid}.ffn_up_shexp", "blk.{bid}.ffn_down_shexp"
 EXP_PROBS_B = "blk.{bid}.exp_probs_b"
 
+# the rows every llama-shaped decoder's tensor map starts with (HF name -> GGUF name)
+DECODER_CORE: dict[str, str] = {
+    "model.embed_tokens": "token_embd",
+    "lm_head": "output",
+    "model.norm": "output_norm",
+    "model.layers.{bid}.input_layernorm": "blk.{bid}.attn_norm",
+    "model.layers.{bid}.self_attn.q_proj": "blk.{bid}.attn_q",
+    "model.layers.{bid}.self_attn.k_proj": "blk.{bid}.attn_k",
+    "model.layers.{bid}.self_attn.v_proj": "blk.{bid}.attn_v",
+    "model.layers.{bid}.self_attn.o_proj": "blk.{bid}.attn_output",
+}
+
+
+def expert_rows(block: str = "mlp", *, router: str = "gate", experts: str = "experts", shared: str | None = None,
+                bias: str | None = None) -> dict[str, str]:
+    """HF name -> GGUF name of one MoE block `model.layers.{bid}.<block>`: its `<router>`, the
+    stacked `<experts>.{gate,up,down}_proj`, the `<shared>` expert's projections and the
+    `<bias>` of expert selection when the architecture has them (HF spellings differ by family,
+    the GGUF names do not)."""
+    stem = "model.layers.{bid}." + block + "."
+    rows = {stem + router: ROUTER, stem + experts + ".gate_proj": GATE_EXPS,
+            stem + experts + ".up_proj": UP_EXPS, stem + experts + ".down_proj": DOWN_EXPS}
+    if bias is not None:
+        rows[stem + bias] = EXP_PROBS_B
+    if shared is not None:
+        rows.update({stem + shared + ".gate_proj": GATE_SHEXP, stem + shared + ".up_proj": UP_SHEXP,
+                     stem + shared + ".down_proj": DOWN_SHEXP})
+    return rows
+
 
 class ExpertStacking(ModelConverter):
     """Stacks per-expert checkpoint tensors into llama.cpp's merged 3-D expert tensors.

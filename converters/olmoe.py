@@ -8,25 +8,15 @@ from __future__ import annotations
 
 from .base import KA, ModelConverter
 from .kv import KVStore
-from .moe import DOWN_EXPS, GATE_EXPS, ROUTER, UP_EXPS, ExpertStacking
+from .moe import DECODER_CORE, ExpertStacking, expert_rows
 
 _LAYER = "model.layers.{bid}."
 OLMOE_TENSORS: dict[str, str] = {
-    "model.embed_tokens": "token_embd",
-    "lm_head": "output",
-    "model.norm": "output_norm",
-    _LAYER + "input_layernorm": "blk.{bid}.attn_norm",
-    _LAYER + "self_attn.q_proj": "blk.{bid}.attn_q",
-    _LAYER + "self_attn.k_proj": "blk.{bid}.attn_k",
-    _LAYER + "self_attn.v_proj": "blk.{bid}.attn_v",
-    _LAYER + "self_attn.o_proj": "blk.{bid}.attn_output",
+    **DECODER_CORE,
     _LAYER + "self_attn.q_norm": "blk.{bid}.attn_q_norm",
     _LAYER + "self_attn.k_norm": "blk.{bid}.attn_k_norm",
     _LAYER + "post_attention_layernorm": "blk.{bid}.ffn_norm",
-    _LAYER + "mlp.gate": ROUTER,
-    _LAYER + "mlp.experts.gate_proj": GATE_EXPS,
-    _LAYER + "mlp.experts.up_proj": UP_EXPS,
-    _LAYER + "mlp.experts.down_proj": DOWN_EXPS,
+    **expert_rows(),
 }
 
 # transformers' OlmoeConfig defaults llama.cpp reads

@@ -13,20 +13,12 @@ from typing import Iterator
 from . import vocab as V
 from .base import KL, ModelConverter
 from .kv import KVStore
-from .moe import DOWN_EXPS, DOWN_SHEXP, GATE_EXPS, GATE_SHEXP, ROUTER, UP_EXPS, UP_SHEXP, ExpertStacking, \
-    split_fused_rows
+from .moe import DECODER_CORE, ExpertStacking, expert_rows, split_fused_rows
 from .source import LazyTensor
 
 _LAYER = "model.layers.{bid}."
 QWEN2_TENSORS: dict[str, str] = {
-    "model.embed_tokens": "token_embd",
-    "lm_head": "output",
-    "model.norm": "output_norm",
-    _LAYER + "input_layernorm": "blk.{bid}.attn_norm",
-    _LAYER + "self_attn.q_proj": "blk.{bid}.attn_q",
-    _LAYER + "self_attn.k_proj": "blk.{bid}.attn_k",
-    _LAYER + "self_attn.v_proj": "blk.{bid}.attn_v",
-    _LAYER + "self_attn.o_proj": "blk.{bid}.attn_output",
+    **DECODER_CORE,
     _LAYER + "post_attention_layernorm": "blk.{bid}.ffn_norm",
     _LAYER + "mlp.gate_proj": "blk.{bid}.ffn_gate",
     _LAYER + "mlp.up_proj": "blk.{bid}.ffn_up",
@@ -37,12 +29,7 @@ QWEN3_TENSORS: dict[str, str] = {
     _LAYER + "self_attn.q_norm": "blk.{bid}.attn_q_norm",
     _LAYER + "self_attn.k_norm": "blk.{bid}.attn_k_norm",
 }
-MOE_EXPERT_TENSORS: dict[str, str] = {
-    _LAYER + "mlp.gate": ROUTER,
-    _LAYER + "mlp.experts.gate_proj": GATE_EXPS,
-    _LAYER + "mlp.experts.up_proj": UP_EXPS,
-    _LAYER + "mlp.experts.down_proj": DOWN_EXPS,
-}
+MOE_EXPERT_TENSORS: dict[str, str] = expert_rows()
 # llama.cpp's qwen3moe has no dense or shared-expert FFN: such checkpoints fail to map, as there
 QWEN3MOE_TENSORS: dict[str, str] = {
     **{k: v for k, v in QWEN3_TENSORS.items() if ".mlp." not in k},
@@ -50,10 +37,7 @@ QWEN3MOE_TENSORS: dict[str, str] = {
 }
 QWEN2MOE_TENSORS: dict[str, str] = {
     **{k: v for k, v in QWEN2_TENSORS.items() if ".mlp." not in k},
-    **MOE_EXPERT_TENSORS,
-    _LAYER + "mlp.shared_expert.gate_proj": GATE_SHEXP,
-    _LAYER + "mlp.shared_expert.up_proj": UP_SHEXP,
-    _LAYER + "mlp.shared_expert.down_proj": DOWN_SHEXP,
+    **expert_rows(shared="shared_expert"),
     _LAYER + "mlp.shared_expert_gate": "blk.{bid}.ffn_gate_inp_shexp",
 }
 
