@@ -170,8 +170,12 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, encoding: str = "ut
 
 
 def replace_into(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Rename a finished temporary file onto `dest` (OSError -> OutputError)."""
+    """Rename a finished temporary file onto `dest` (OSError -> OutputError), with the mode a
+    plainly created file gets (0666 less the umask): `temp_path`'s mkstemp makes it 0600, which
+    would hide the artifact from the other accounts of a shared sweep folder."""
     with writing(dest):
+        if os.path.isfile(src) and not os.path.islink(src):
+            os.chmod(src, 0o666 & ~_umask())
         os.replace(src, dest)
     return Path(dest)
 
