@@ -26,9 +26,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-
 from llmtk.errors import InputError
-from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, parse_ggml_type
+from llmtk.ggufio.constants import (
+    GGML_TYPE_TRAITS,
+    GGMLType,
+    parse_ggml_type,
+    tensor_nbytes,
+)
 
 CACHE_VERSION = 1
 DEFAULT_PROBE = "Q4_0"
@@ -117,7 +121,7 @@ class SensitivityTable:
         out = []
         for t in self.tensors:
             probe = parse_ggml_type(t.probe_type)
-            mib = _n_bytes(probe, t.ne) / 2**20
+            mib = tensor_nbytes(probe, t.ne) / 2**20
             row = {"tensor": t.name, "layer": t.layer, "kind": t.kind, "n_weights": t.n_weights,
                    "probe": t.probe_type, "probe_kld": t.probe_kld, "probe_kld_stderr": t.probe_kld_stderr,
                    "probe_same_top": t.probe_same_top, "kld_per_mib": t.probe_kld / mib if mib else 0.0,
@@ -178,7 +182,7 @@ class SensitivityTable:
         grid = np.full((n_layer, len(kinds)), np.nan)
 
         def density(t: TensorSensitivity) -> float:
-            mib = _n_bytes(parse_ggml_type(t.probe_type), t.ne) / 2**20
+            mib = tensor_nbytes(parse_ggml_type(t.probe_type), t.ne) / 2**20
             return max(t.probe_kld / mib, 1e-12) if mib else np.nan
 
         for t in layered:
@@ -256,11 +260,6 @@ def _csv_cell(v: Any) -> str:
     return f'"{s}"' if "," in s or '"' in s else s
 
 
-def _n_bytes(qtype: GGMLType, ne: Sequence[int]) -> int:
-    tt = GGML_TYPE_TRAITS[qtype]
-    return math.prod(ne) // tt.block_size * tt.type_size
-
-
 def tensor_kind(name: str) -> str:
     """`blk.3.attn_q.weight` -> `attn_q`; `token_embd.weight` -> `token_embd`."""
     base = re.sub(r"^blk\.\d+\.", "", name)
@@ -301,25 +300,14 @@ class _PerturbedReader:
 def quantizable_tensors(reader: Any) -> list[str]:
     """The tensors llama-quantize may change (`rules.allows_quantization`), in its order."""
     from llmtk.ggufio.constants import Key
-    from llmtk.quantize.rules import allows_quantization, llama_order
+    from llmtk.quantize.rules import allows_quantization, ggml_dims, llama_order
 
     arch = str(reader.kv.get(Key.ARCHITECTURE, ""))
     names = []
     for name, info in reader.tensors.items():
-        ne = tuple(reversed(info.shape))
-        n_dims = len(ne) - _trailing_ones(ne)
-        if allows_quantization(name, n_dims, arch):
+        if allows_quantization(name, len(ggml_dims(tuple(reversed(info.shape)))), arch):
             names.append(name)
     return llama_order(names)
-
-
-def _trailing_ones(ne: Sequence[int]) -> int:
-    k = 0
-    for v in reversed(ne[1:]):
-        if v != 1:
-            break
-        k += 1
-    return k
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
@@ -629,7 +617,14 @@ def plan_to_budget(model_path: str | Path, ftype: str, table: SensitivityTable, 
     from llmtk.quantize.requantize import load_imatrix_means
     from llmtk.quantize.rules import file_type
     from llmtk.quantize.target_bpw import (
-        TargetRecord, TensorOptions, family_for, override_kv_bytes, padded, solve, tensor_bytes, tensor_candidates)
+        TargetRecord,
+        TensorOptions,
+        family_for,
+        override_kv_bytes,
+        padded,
+        solve,
+        tensor_candidates,
+    )
 
     if (target_bpw is None) == (target_size is None):
         raise InputError("give one of --target-bpw and --target-size")
@@ -677,7 +672,7 @@ def plan_to_budget(model_path: str | Path, ftype: str, table: SensitivityTable, 
     options = []
     for n in names:
         ts = per_tensor[n]
-        nb = [tensor_bytes(t, by[n].ne) for t in ts]
+        nb = [tensor_nbytes(t, by[n].ne) for t in ts]
         options.append(TensorOptions(n, ts, [padded(b) for b in nb] if use_padding else nb,
                                      [by[n].predicted(t) for t in ts]))
     if budget <= 0:

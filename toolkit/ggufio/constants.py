@@ -7,6 +7,7 @@ lacks Q2_0, which is why llmtk keeps its own table (ids 0..42).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 GGUF_MAGIC = b"GGUF"
@@ -168,6 +169,12 @@ def row_size(qtype: "str | int | GGMLType", n_cols: int) -> int:
         raise ShapeError(f"row size {n_cols} is not a multiple of {tt.name} block size {tt.block_size}")
     return n_cols // tt.block_size * tt.type_size
 
+
+
+def tensor_nbytes(qtype: "str | int | GGMLType", ne: "tuple[int, ...] | list[int]") -> int:
+    """Bytes of a tensor's data of shape `ne` (ggml's `ggml_nbytes`, without the file's padding)."""
+    tt = type_traits(qtype)
+    return math.prod(ne) // tt.block_size * tt.type_size
 
 class LlamaFileType(enum.IntEnum):
     """`general.file_type` values (`enum llama_ftype` in `llama.h`)."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
+from llmtk.errors import GGUFFormatError, InputError
 from llmtk.ggufio.constants import (
     GGML_MAX_DIMS,
     GGML_MAX_NAME,
@@ -41,8 +41,8 @@ from llmtk.ggufio.constants import (
     GGUF_VERSIONS,
     GGMLType,
     GGUFValueType,
+    tensor_nbytes,
 )
-from llmtk.errors import GGUFFormatError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,6 @@ class TensorInfo:
         for d in self.shape:
             n *= d
         return n
-
-
-def _tensor_n_bytes(qtype: GGMLType, shape: tuple[int, ...]) -> int:
-    tt = GGML_TYPE_TRAITS[qtype]
-    n = 1
-    for d in shape:
-        n *= d
-    return n // tt.block_size * tt.type_size
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,7 +411,7 @@ class _Parser:
             shown = escape_control(name)
             if offset % a:
                 raise self.fail(f"tensor '{shown}' offset {offset} is not a multiple of the alignment {a}")
-            n_bytes = _tensor_n_bytes(qtype, shape)
+            n_bytes = tensor_nbytes(qtype, shape)
             start = r.data_offset + offset
             if start + n_bytes > self.size:
                 raise self.fail(f"tensor '{shown}' data ({n_bytes} bytes at offset {start}) runs past "

@@ -19,7 +19,6 @@ from typing import Any, Iterable
 
 import numpy as np
 from llmtk.errors import InputError, ShapeError
-from llmtk.outputs import clean_stale_temps, temp_path, writing
 from llmtk.ggufio.constants import (
     GGML_MAX_DIMS,
     GGML_MAX_NAME,
@@ -31,6 +30,7 @@ from llmtk.ggufio.constants import (
     GGMLType,
     GGUFValueType,
     parse_ggml_type,
+    tensor_nbytes,
 )
 from llmtk.ggufio.reader import (
     _DTYPE_VALUE_TYPE,
@@ -41,9 +41,9 @@ from llmtk.ggufio.reader import (
     GGUF_WRITE_VERSION,
     INT64_MAX,
     GGUFReader,
-    _tensor_n_bytes,
     escape_control,
 )
+from llmtk.outputs import clean_stale_temps, temp_path, writing
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ class GGUFWriter:
         if shape and shape[-1] % bs:
             raise ShapeError(f"{self.path}: tensor '{shown}' row size {shape[-1]} is not a multiple "
                              f"of {qtype.name} block size {bs}")
-        expected = _tensor_n_bytes(qtype, shape)
+        expected = tensor_nbytes(qtype, shape)
         if n_bytes is not None and int(n_bytes) != expected:
             raise ShapeError(f"{self.path}: tensor '{shown}' is declared {n_bytes} bytes, but "
                              f"{qtype.name} {shape} takes {expected}")

@@ -19,9 +19,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-
-from llmtk.ggufio.constants import GGML_QUANTIZATION_VERSION, GGML_TYPE_TRAITS, GGMLType, GGUFValueType, Key, LlamaFileType
 from llmtk.errors import InputError
+from llmtk.ggufio.constants import (
+    GGML_QUANTIZATION_VERSION,
+    GGML_TYPE_TRAITS,
+    GGMLType,
+    GGUFValueType,
+    Key,
+    LlamaFileType,
+    tensor_nbytes,
+)
 from llmtk.ggufio.reader import escape_control
 from llmtk.quantize.rules import (
     FileType,
@@ -396,7 +403,7 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
         set_kv(Key.BLOCK_COUNT.format(arch=model.arch), block_count, VT.UINT32)
 
     reports = [TensorReport(i + 1, c.name, c.ne, c.src_type, c.dst_type, infos[s].n_bytes,
-                            _n_bytes(c.dst_type, c.ne)) for i, (c, s) in enumerate(zip(plan, kept))]
+                            tensor_nbytes(c.dst_type, c.ne)) for i, (c, s) in enumerate(zip(plan, kept))]
     n_elements = sum(math.prod(infos[n].ne) for n in order)
     result = QuantizeResult([], ft, reports, n_elements, warnings, n_fallback, fallbacks, len(means),
                             dry_run=dry_run, will_require_imatrix=will_require_imatrix)
@@ -439,11 +446,6 @@ def _run(readers, out: Path, ft: FileType, opts: MixOptions, overrides: list[KVO
     return result
 
 
-def _n_bytes(qtype: GGMLType, ne: Sequence[int]) -> int:
-    tt = GGML_TYPE_TRAITS[qtype]
-    return math.prod(ne) // tt.block_size * tt.type_size
-
-
 def _imatrix_for(c: TensorChoice, src_name: str, means: dict[str, np.ndarray],
                  warnings: list[str]) -> np.ndarray | None:
     """The tensor's importance weights (n_mat * n_cols,), or None with llama-quantize's notice."""
@@ -473,7 +475,7 @@ def _write_file(path: Path, readers, where, meta, plan: list[TensorChoice], src_
         for key, (value, vtype, item_type) in meta.items():
             w.add_kv(key, value, vtype, item_type)
         for c in plan:
-            w.add_tensor_info(c.name, tuple(reversed(ggml_dims(c.ne))), c.dst_type, _n_bytes(c.dst_type, c.ne))
+            w.add_tensor_info(c.name, tuple(reversed(ggml_dims(c.ne))), c.dst_type, tensor_nbytes(c.dst_type, c.ne))
         for c, s, rep in zip(plan, src_names, reports):
             reader = where[s][1]
             if c.dst_type == c.src_type:

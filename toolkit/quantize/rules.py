@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, Key, LlamaFileType
 from llmtk.errors import InputError, UnsupportedError
+from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, Key, LlamaFileType
 
 T = GGMLType
 F = LlamaFileType
@@ -534,7 +534,7 @@ def plan_types(tensors: Sequence[tuple[str, tuple[int, ...], GGMLType]], model: 
 
     plan: list[TensorChoice] = []
     for name, ne, src in tensors:
-        allowed = allows_quantization(name, len(ne) - _trailing_ones(ne), model.arch,
+        allowed = allows_quantization(name, len(ggml_dims(ne)), model.arch,
                                       quantize_output=opts.quantize_output, only_copy=opts.only_copy)
         choice = TensorChoice(name, tuple(ne), src, src, allowed, False)
         if allowed:

@@ -16,17 +16,25 @@ multiple-choice knapsack by dynamic programming), and the interop: the `--tensor
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-
 from llmtk.errors import InputError, UnsupportedError
-from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType, Key, parse_ggml_type
-from llmtk.quantize.rules import FileType, ggml_type_name, requires_imatrix, shape_fallback
+from llmtk.ggufio.constants import (
+    GGML_TYPE_TRAITS,
+    GGMLType,
+    Key,
+    parse_ggml_type,
+)
+from llmtk.quantize.rules import (
+    FileType,
+    ggml_type_name,
+    requires_imatrix,
+    shape_fallback,
+)
 from llmtk.registry import Registry
 
 T = GGMLType
@@ -118,12 +126,6 @@ def tensor_candidates(name: str, n_cols: int, types: Iterable[GGMLType], ft: Fil
         out.add(eff)
     tt = GGML_TYPE_TRAITS
     return sorted(out, key=lambda t: (tt[t].type_size / tt[t].block_size, int(t)))
-
-
-def tensor_bytes(qtype: GGMLType, ne: Sequence[int]) -> int:
-    """Bytes of a tensor's data (llama.cpp's size, without the file's alignment padding)."""
-    tt = GGML_TYPE_TRAITS[qtype]
-    return math.prod(ne) // tt.block_size * tt.type_size
 
 
 def padded(n_bytes: int, alignment: int = 32) -> int:
