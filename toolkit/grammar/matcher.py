@@ -7,6 +7,14 @@ plus a partial UTF-8 sequence is one *state*; states are interned to small integ
 transitions between them are kept in one `(n_states, 256)` table, filled lazily. So feeding a
 text and masking a vocabulary both become table look-ups once a state has been seen.
 
+A code point reaches the stacks only through which top `Chars` match it, so a partial sequence
+whose completions all match the same tops (each top matches all or none of them, `match_range`)
+is *settled*: interned by those tops, not by its value, with one representative value whose
+completion stands for all. Inside a JSON string every multi-byte character then passes through
+the same few states instead of one per prefix value. Transitions are computed per group of bytes
+that must land in one state (ASCII bytes matching the same tops, the 64 continuation bytes of a
+settled sequence), and a whole group is filled at once.
+
 Masking walks a trie of the tokens' bytes level by level with NumPy (`state[child] =
 table[state[parent], byte[child]]`), computing in Python only the transitions not yet in the
 table; a token is allowed when its trie node's state is alive (a partial UTF-8 sequence at the
@@ -36,6 +44,10 @@ class Automaton:
         self._advanced: dict[Stack, tuple[Stack, ...]] = {}
         self._ids: dict[tuple, int] = {}
         self.states: list[tuple[tuple[Stack, ...], int, int]] = [((), 0, -1)]  # id 0: dead
+        self.settled: list[bool] = [False]      # a partial sequence interned by the tops it matches
+        self._ascii: dict[Chars, npt.NDArray[np.bool_]] = {}
+        self._groups: dict[tuple[Chars, ...], tuple[npt.NDArray[np.intp], list[npt.NDArray[np.bool_]]]] = {}
+        self._nonascii: dict[Chars, bool | None] = {}
         self.table = np.full((64, 256), -1, dtype=np.int32)
         self.table[DEAD] = DEAD
         stacks: list[Stack] = []
@@ -81,17 +93,27 @@ class Automaton:
                 todo.append(base + ((e.rule, a2, 0),) if alt else base)
         return tuple(out)
 
-    def accept_cp(self, stacks: Iterable[Stack], cp: int) -> tuple[Stack, ...]:
-        out: list[Stack] = []
+    def chars_tops(self, stacks: Iterable[Stack]) -> list[tuple[Stack, Chars]]:
+        """The stacks whose top is a character class, with that class."""
+        out = []
         for st in stacks:
-            if not st:
-                continue
+            if st:
+                e = self.elem(st[-1])
+                if isinstance(e, Chars):
+                    out.append((st, e))
+        return out
+
+    def advance_past_top(self, matched: Iterable[Stack]) -> tuple[Stack, ...]:
+        """The stacks after each of `matched` moves past its top terminal."""
+        out: list[Stack] = []
+        for st in matched:
             r, a, i = st[-1]
-            e = self.rules[r][a][i]
-            if isinstance(e, Chars) and e.match(cp):
-                nxt = (r, a, i + 1) if i + 1 < len(self.rules[r][a]) else None
-                self._advance(nxt, st[:-1], out)
+            nxt = (r, a, i + 1) if i + 1 < len(self.rules[r][a]) else None
+            self._advance(nxt, st[:-1], out)
         return tuple(dict.fromkeys(out))
+
+    def accept_cp(self, stacks: Iterable[Stack], cp: int) -> tuple[Stack, ...]:
+        return self.advance_past_top(st for st, e in self.chars_tops(stacks) if e.match(cp))
 
     def accept_token_id(self, stacks: Iterable[Stack], tid: int) -> tuple[Stack, ...]:
         out: list[Stack] = []
@@ -106,14 +128,19 @@ class Automaton:
 
     # -- states --------------------------------------------------------------------------------
 
-    def intern(self, stacks: tuple[Stack, ...], value: int, n_remain: int) -> int:
+    def intern(self, stacks: tuple[Stack, ...], value: int, n_remain: int,
+               matched: frozenset[Stack] | None = None) -> int:
+        """The id of a state. A partial UTF-8 sequence is keyed by its exact `value`, or, settled,
+        by `matched` (the stacks whose top matches every completion, none matching the others):
+        `value` is then one representative, whose completion stands for all."""
         if not stacks:
             return DEAD
-        key = (frozenset(stacks), value, n_remain)
+        key = (frozenset(stacks), value if matched is None else matched, n_remain)
         sid = self._ids.get(key)
         if sid is None:
             sid = self._ids[key] = len(self.states)
             self.states.append((stacks, value, n_remain))
+            self.settled.append(matched is not None)
             if sid >= len(self.table):
                 grown = np.full((2 * len(self.table), 256), -1, dtype=np.int32)
                 grown[:len(self.table)] = self.table
@@ -128,37 +155,117 @@ class Automaton:
         """The state after one more byte (the table entry, computed on first use)."""
         nxt = int(self.table[sid, byte])
         if nxt < 0:
-            nxt = self._step(sid, byte)
-            self.table[sid, byte] = nxt
+            self.fill_row(sid, (byte,))
+            nxt = int(self.table[sid, byte])
         return nxt
 
-    def _step(self, sid: int, byte: int) -> int:
+    def fill_row(self, sid: int, need: Iterable[int] | None = None) -> None:
+        """Compute the transitions of state `sid` for the bytes `need` (all when None), one grammar
+        step per group of bytes that must land in the same state, filling the whole group: ASCII
+        bytes by which tops they match, all continuation bytes of a settled partial sequence;
+        stray continuation and invalid bytes are DEAD."""
         stacks, value, n_remain = self.states[sid]
+        tops = self.chars_tops(stacks)
+        row = self.table[sid].copy()
         if n_remain == 0:
-            if byte < 0x80:
-                return self.intern(self.accept_cp(stacks, byte), 0, 0)
-            if byte < 0xC0 or byte >= 0xF8:
-                return DEAD     # a stray continuation byte or an invalid lead byte
-            n_remain = 1 if byte < 0xE0 else 2 if byte < 0xF0 else 3
-            value = byte & (0x3F >> n_remain)
+            gid, hits = self._ascii_groups(tuple(e for _, e in tops))
+            leads = any(self._beyond_ascii(e) is not False for _, e in tops)
+            for b in range(256) if need is None else need:
+                if row[b] >= 0:
+                    continue
+                if b < 0x80:
+                    g = gid[b]
+                    row[:0x80][gid == g] = self.intern(
+                        self.advance_past_top(st for (st, _), hit in zip(tops, hits[g]) if hit), 0, 0)
+                elif 0xC0 <= b < 0xF8 and leads:
+                    n = 1 if b < 0xE0 else 2 if b < 0xF0 else 3
+                    row[b] = self._partial(stacks, tops, b & (0x3F >> n), n)
+                else:
+                    row[b] = DEAD   # a stray continuation byte, an invalid lead, or no top beyond ASCII
         else:
-            if byte >> 6 != 2:
-                return DEAD
-            value = (value << 6) | (byte & 0x3F)
-            n_remain -= 1
-            if n_remain == 0:
-                return self.intern(self.accept_cp(stacks, value), 0, 0)
+            memo: dict[tuple[bool, ...], int] = {}
+            for b in range(256) if need is None else need:
+                if row[b] >= 0:
+                    continue
+                if b >> 6 != 2:
+                    row[b] = DEAD
+                elif self.settled[sid]:     # every continuation byte goes where the representative's does
+                    row[0x80:0xC0] = self._continue(stacks, tops, value << 6, n_remain - 1, memo)
+                else:
+                    row[b] = self._continue(stacks, tops, (value << 6) | (b & 0x3F), n_remain - 1, memo)
+        self.table[sid] = row
+
+    def _ascii_groups(self, elems: tuple[Chars, ...]) -> tuple[npt.NDArray[np.intp], list[npt.NDArray[np.bool_]]]:
+        """ASCII bytes grouped by which of `elems` match them: each byte's group, each group's hits."""
+        hit = self._groups.get(elems)
+        if hit is None:
+            per_byte = np.zeros((128, len(elems)), dtype=bool)
+            for k, e in enumerate(elems):
+                per_byte[:, k] = self._ascii_hits(e)
+            packed = np.packbits(per_byte, axis=1)
+            ids: dict[bytes, int] = {}      # a group's number: its first byte's place in `first`
+            first: list[int] = []
+            for b, r in enumerate(packed):
+                if ids.setdefault(r.tobytes(), len(first)) == len(first):
+                    first.append(b)
+            gid = np.asarray([ids[r.tobytes()] for r in packed], dtype=np.intp)
+            hit = self._groups[elems] = (gid, [per_byte[b] for b in first])
+        return hit
+
+    def _ascii_hits(self, e: Chars) -> npt.NDArray[np.bool_]:
+        """`e.match` over the 128 ASCII code points."""
+        hits = self._ascii.get(e)
+        if hits is None:
+            hits = np.full(128, e.any)
+            if not e.any:
+                for lo, hi in e.ranges:
+                    hits[max(lo, 0):min(hi, 127) + 1] = True
+                hits ^= e.negated
+            self._ascii[e] = hits
+        return hits
+
+    def _beyond_ascii(self, e: Chars) -> bool | None:
+        """`e.match_range` over every code point a lead byte may start (False: all leads DEAD)."""
+        if e not in self._nonascii:
+            self._nonascii[e] = e.match_range(0x80, 0x1FFFFF)
+        return self._nonascii[e]
+
+    def _continue(self, stacks: tuple[Stack, ...], tops: list[tuple[Stack, Chars]], value: int, n_remain: int,
+                  memo: dict[tuple[bool, ...], int]) -> int:
+        """The state after a continuation byte: `value` so far, `n_remain` bytes still to come (0:
+        the code point is complete; `memo` keeps the states of complete code points by which tops
+        they match)."""
+        if n_remain:
+            return self._partial(stacks, tops, value, n_remain)
+        sig = tuple(e.match(value) for _, e in tops)
+        nxt = memo.get(sig)
+        if nxt is None:
+            nxt = memo[sig] = self.intern(self.advance_past_top(st for (st, _), hit in zip(tops, sig) if hit), 0, 0)
+        return nxt
+
+    def _partial(self, stacks: tuple[Stack, ...], tops: list[tuple[Stack, Chars]], value: int, n_remain: int) -> int:
+        """The state inside a multi-byte character (llama_grammar_match_partial_char): dead unless
+        some completion may still match. When each top matches all or none of the completions
+        the sequence is *settled*: interned by the tops that match, not by its value."""
         if n_remain == 1 and value < 2:
             return DEAD         # overlong encoding of a 7-bit character
         low = value << (6 * n_remain)
         high = low | ((1 << (6 * n_remain)) - 1)
+        if value:   # (after value 0 some continuation bytes are overlong and some not: kept exact)
+            matched = []
+            for st, e in tops:
+                hit = e.match_range(low, high)
+                if hit is None:
+                    break
+                if hit:
+                    matched.append(st)
+            else:
+                return self.intern(stacks, value, n_remain, frozenset(matched)) if matched else DEAD
         if low == 0:
             low = {2: 1 << 11, 3: 1 << 16}.get(n_remain, 0)
-        for st in stacks:
-            if st:
-                e = self.elem(st[-1])
-                if isinstance(e, Chars) and e.match_partial(low, high):
-                    return self.intern(stacks, value, n_remain)
+        for _, e in tops:
+            if e.match_partial(low, high):
+                return self.intern(stacks, value, n_remain)
         return DEAD
 
     def feed(self, sid: int, data: bytes) -> int:
@@ -287,11 +394,15 @@ class TokenMasker:
                 break
             bs = t.byte[sl]
             nxt = a.table[ps, bs]
-            unknown = nxt < 0
-            if unknown.any():
-                for s, b in set(zip(ps[unknown].tolist(), bs[unknown].tolist())):
-                    a.step(s, b)
-                nxt = a.table[ps, bs]
+            unknown = np.flatnonzero(nxt < 0)
+            if len(unknown):
+                ups, ubs = ps[unknown], bs[unknown]
+                need: dict[int, list[int]] = {}
+                for s, b in set(zip(ups.tolist(), ubs.tolist())):
+                    need.setdefault(s, []).append(b)
+                for s, todo in need.items():
+                    a.fill_row(s, todo)
+                nxt[unknown] = a.table[ups, ubs]
             ns[sl] = nxt
         return ns
 

@@ -44,6 +44,21 @@ class Chars:
                 return not self.negated
         return self.negated
 
+    def match_range(self, low: int, high: int) -> bool | None:
+        """True when every code point in [low, high] matches, False when none does, None when it
+        depends on the code point. A True/False answer also holds for `match_partial` on every
+        sub-interval (so a range that overlaps [low, high] without covering it, a reversed one
+        included, gives None even where its neighbours cover the rest)."""
+        if self.any:
+            return True
+        inside = False
+        for lo, hi in self.ranges:
+            if lo <= high and low <= hi:
+                if not (lo <= low and high <= hi):
+                    return None
+                inside = True
+        return inside != self.negated
+
 
 @dataclass(frozen=True)
 class Ref:
