@@ -123,3 +123,67 @@ def test_output_is_parseable_and_names_rules_like_llama_cpp():
     text = json_schema_to_gbnf(SCHEMAS["person"])
     assert text.startswith("char ::=") and "\nroot ::= " in text and 'space ::= | " " | "\\n" [ \\t]{0,20}' in text
     assert 'root-name-kv ::= "\\"name\\"" space ":" space root-name' in text
+
+
+# Regression: json_schema_to_gbnf raised RecursionError on schemas that need llama.cpp's `value`
+# primitive (value -> object -> value): `primitive` visited a rule's deps before registering it.
+_ANY_VALUES = [
+    {"a": {"b": [1, {"c": None}], "d": "x"}, "e": [[], {}]},
+    {},
+    [],
+    [1, -2.5, 3e10, 0, "s", True, False, None, {"k": [{"z": []}]}],
+    "tab\tquote\"backslash\\slash/ unicode é \u263a",
+    '"escaped"\n\\u00e9',
+    -0.125,
+    1.5e-7,
+    42,
+    True,
+    None,
+]
+_NOT_JSON = ['{"a": 1,}', "[1 2]", "{a: 1}", "'single'", '"unterminated', "01", "1.", "+1", "tru", "nul",
+             '{"a" 1}', "[", "", '"\\x41"', '"raw\ncontrol"', "NaN", '{"a": 1}}']
+
+
+def _texts(v) -> list[str]:
+    return [json.dumps(v), json.dumps(v, ensure_ascii=False), json.dumps(v, separators=(",", ":")),
+            json.dumps(v, indent=2)]
+
+
+@pytest.mark.parametrize("schema,kinds", [
+    ({}, (dict, list, str, int, float, bool, type(None))),
+    (True, (dict, list, str, int, float, bool, type(None))),
+    ({"type": "array"}, (list,)),
+    ({"items": {}}, (list,)),
+    ({"type": "object"}, (dict,)),
+    ({"type": "object", "additionalProperties": True}, (dict,)),
+], ids=["empty", "true", "array", "items-empty", "object", "object-additional-true"])
+def test_value_primitive_recursion_error(schema, kinds):
+    text = json_schema_to_gbnf(schema)  # was RecursionError
+    g = parse(text, name=repr(schema))
+    rules = dict(line.split(" ::= ", 1) for line in text.splitlines())
+    # llama.cpp's PRIMITIVE_RULES: value and its dependencies, one rule each
+    assert rules["value"] == "object | array | string | number | boolean | null"
+    assert rules["object"] == '"{" space ( string ":" space value ("," space string ":" space value)* )? "}" space'
+    assert rules["array"] == '"[" space ( value ("," space value)* )? "]" space'
+    assert {"string", "char", "number", "integral-part", "decimal-part", "boolean", "null", "space"} <= set(rules)
+    for v in _ANY_VALUES + [[v] for v in _ANY_VALUES] + [{"k": v} for v in _ANY_VALUES]:
+        for t in _texts(v):
+            assert match_text(g, t).accepted is isinstance(v, kinds), (schema, t)
+    for bad in _NOT_JSON + [f"[{b}]" for b in _NOT_JSON if b] + [f'{{"k": {b}}}' for b in _NOT_JSON if b]:
+        assert not match_text(g, bad).accepted, (schema, bad)
+
+
+def test_value_primitive_recursion_error_rule_names_like_llama_cpp():
+    """llama.cpp: `{"type": "object"}` -> `root ::= object`, a plain array -> the `array` primitive."""
+    rules = lambda s: dict(line.split(" ::= ", 1) for line in json_schema_to_gbnf(s).splitlines())  # noqa: E731
+    assert rules({"type": "object"})["root"] == "object"
+    assert rules({"type": "array"})["root"] == "array"
+    assert rules({})["root"] == rules(True)["root"] == "value"
+    nested = rules({"type": "object", "properties": {"a": {"type": "array"}, "b": {"type": "object"}, "c": {}},
+                    "required": ["a", "b", "c"]})
+    assert nested["root-a-kv"].endswith(" array") and nested["root-b"] == "object"
+    assert nested["root-c-kv"].endswith(" value")
+    # an object schema with properties still takes only those (additionalProperties false by default)
+    g = parse(json_schema_to_gbnf({"type": "object", "properties": {"a": {}}}))
+    assert match_text(g, '{"a": {"x": [1, "y"]}}').accepted and match_text(g, "{}").accepted
+    assert not match_text(g, '{"b": 1}').accepted

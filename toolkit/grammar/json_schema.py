@@ -2,7 +2,8 @@
 
 Supported: `type` (one or a list), `properties` / `required` (required keys first in schema order,
 then any ordered subset of the optional ones), `additionalProperties` (false by default, as in
-llama.cpp; true or a schema allows extra `"key": value` pairs after the known ones), `enum`,
+llama.cpp; true or a schema allows extra `"key": value` pairs after the known ones; an object
+schema with neither `properties` nor a non-true `additionalProperties` is any object), `enum`,
 `const`, `items` / `prefixItems` with `minItems` / `maxItems`, nested objects, local `$ref`
 (`#/$defs/X`, `#/definitions/X`, recursion allowed), `anyOf` / `oneOf` (alternatives), `allOf`
 (objects merged), string `minLength` / `maxLength`, `format` date, time, date-time, uuid,
@@ -94,9 +95,12 @@ class _Converter:
         return f"{name}{i}"
 
     def primitive(self, name: str) -> str:
-        for dep in DEPS.get(name, []):
-            self.primitive(dep)
+        # as llama.cpp's _add_primitive: register the rule first, then add only the deps not there
+        # yet (value -> object -> value is a cycle: visiting deps first never ends)
         self.rules[name] = PRIMITIVES[name]
+        for dep in DEPS.get(name, []):
+            if dep not in self.rules:
+                self.primitive(dep)
         return name
 
     def resolve(self, ref: str) -> dict:
@@ -141,8 +145,12 @@ class _Converter:
             return self.add(name, "(" + " | ".join(gbnf_literal(json.dumps(v)) for v in schema["enum"]) + ") space")
         if isinstance(t, list):
             return self.add(name, " | ".join(self.visit({**schema, "type": x}, f"{name}-{x}") for x in t))
+        if t == "object" and "properties" not in schema and schema.get("additionalProperties", True) is True:
+            return self.add(name, self.primitive("object"))  # llama.cpp: any object
         if t == "object" or (t is None and ("properties" in schema or "additionalProperties" in schema)):
             return self.object(schema, name)
+        if t == "array" and not any(k in schema for k in ("items", "prefixItems", "minItems", "maxItems")):
+            return self.primitive("array")  # llama.cpp: any array
         if t == "array" or (t is None and ("items" in schema or "prefixItems" in schema)):
             return self.array(schema, name)
         if t == "string" or (t is None and ("pattern" in schema or "format" in schema)):
