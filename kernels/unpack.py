@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType
@@ -42,29 +43,74 @@ def _half(typingctx, h):
 ROWS_PER_TASK = 16
 
 
+_V16F16, _V16F32 = ir.VectorType(ir.HalfType(), 16), ir.VectorType(ir.FloatType(), 16)
+
+
+@intrinsic
+def dot_f16(typingctx, w, w0, x, n_chunks):
+    """sum over j < 32 * n_chunks of fp16 w[w0 + j] (as float32) times float32 x[j], in two
+    16-lane fused multiply-add accumulators (ggml_vec_dot_f16's F16C/FMA loop, in LLVM IR: the
+    auto-vectorised loop kept its lanes in memory and ran at half the speed).
+
+    w: 1-D uint16 array of IEEE half bits; x: 1-D float32. Returns float32.
+    """
+    if not (isinstance(w, types.Array) and w.dtype == types.uint16 and isinstance(x, types.Array)
+            and x.dtype == types.float32):
+        return None
+    sig = types.float32(w, w0, x, n_chunks)
+
+    def codegen(context, builder, signature, args):
+        wv, w0v, xv, nv = args
+        intp = context.get_value_type(types.intp)
+        w0v = context.cast(builder, w0v, signature.args[1], types.intp)
+        nv = context.cast(builder, nv, signature.args[3], types.intp)
+        wa = context.make_array(signature.args[0])(context, builder, wv)
+        xa = context.make_array(signature.args[2])(context, builder, xv)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F32, [_V16F32] * 3), "llvm.fma.v16f32")
+        zero = ir.Constant(_V16F32, [0.0] * 16)
+        acc0 = cgutils.alloca_once_value(builder, zero)
+        acc1 = cgutils.alloca_once_value(builder, zero)
+        wbase = builder.gep(wa.data, [w0v])
+        with cgutils.for_range(builder, nv) as loop:
+            o = builder.mul(loop.index, ir.Constant(intp, 32))
+            for acc, off in ((acc0, 0), (acc1, 16)):
+                oo = builder.add(o, ir.Constant(intp, off))
+                pw = builder.bitcast(builder.gep(wbase, [oo]), _V16F16.as_pointer())
+                px = builder.bitcast(builder.gep(xa.data, [oo]), _V16F32.as_pointer())
+                wf = builder.fpext(builder.load(pw, align=2), _V16F32)
+                builder.store(builder.call(fma, [wf, builder.load(px, align=4), builder.load(acc)]), acc)
+        v = builder.fadd(builder.load(acc0), builder.load(acc1))
+        total = builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+        for k in range(1, 16):
+            total = builder.fadd(total, builder.extract_element(v, ir.Constant(ir.IntType(32), k)))
+        return total
+
+    return sig, codegen
+
+
 # The kernels accumulate in 32 independent lanes (`lanes[j]`, summed at the end): LLVM turns
 # that into SIMD registers, which a single scalar accumulator would prevent.
 
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
-def _matvec_f16(w, x, out):
-    """x @ W.T for F16 rows w (rows, cols) uint16 (ggml_fp16_to_fp32_row, then a float32 dot)."""
-    rows, cols = w.shape
+def _matvec_f16(ws, starts, x, out):
+    """x @ W.T for F16 rows (ggml_fp16_to_fp32_row, then a float32 dot). Several tensors of one
+    width are multiplied as one stack (q|k|v): ws[p] (rows_p, cols) uint16 holds stacked rows
+    starts[p]..starts[p+1]-1, so a decoding step launches one parallel loop for them."""
+    rows = starts[-1]
+    cols = ws[0].shape[1]
     n = x.shape[0]
+    tail = cols - cols % 32
     for task in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        lanes = np.empty(32, dtype=np.float32)
+        p = 0
         for r in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
-            wr = w[r]
+            while r >= starts[p + 1]:
+                p += 1
+            wr = ws[p][r - starts[p]]
             for t in range(n):
                 xt = x[t]
-                lanes[:] = 0.0
-                for k in range(cols // 32):
-                    for j in range(32):
-                        lanes[j] += _half(wr[k * 32 + j]) * xt[k * 32 + j]
-                acc = np.float32(0.0)
-                for j in range(cols - cols % 32, cols):
+                acc = dot_f16(wr, 0, xt, cols // 32)
+                for j in range(tail, cols):
                     acc += _half(wr[j]) * xt[j]
-                for j in range(32):
-                    acc += lanes[j]
                 out[t, r] = acc
 
 
@@ -159,6 +205,13 @@ class Affine:
         _matvec_affine(self.q, self.a, self.b, x, np.ascontiguousarray(xs), out)
         return out
 
+    def matvec_int8(self, x: npt.NDArray[np.float32], vdt: GGMLType) -> npt.NDArray[np.float32]:
+        """The same product with x quantized to `vdt` (Q8_0, Q8_1, Q8_K) and integer dot
+        products per block, as ggml's vec_dot kernels (`llmtk.kernels.int8dot`)."""
+        from .int8dot import matvec_affine
+
+        return matvec_affine(self.q, self.a, self.b, x, vdt)
+
 
 def _halves(blocks: np.ndarray, at: int) -> np.ndarray:
     return np.ascontiguousarray(blocks[:, :, at:at + 2]).view(np.float16)[..., 0].astype(F32)
@@ -234,11 +287,14 @@ def _unpack_k(blocks: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affi
     return Affine(q.reshape(rows, cols), (d[..., None] * sc).reshape(rows, -1), None)
 
 
-def matvec_f16(raw: npt.NDArray[np.uint8], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """x (n, cols) @ W.T -> (n, rows) float32 for F16 weights given as raw bytes (rows, 2 * cols)."""
-    w = raw.view(np.uint16)
-    out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
-    _matvec_f16(w, np.ascontiguousarray(x, dtype=F32), out)
+def matvec_f16(raw: "npt.NDArray[np.uint8] | list[npt.NDArray[np.uint8]]",
+               x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """x (n, cols) @ W.T -> (n, rows) float32 for F16 weights given as raw bytes (rows, 2 * cols),
+    or x @ [W1; W2; ...].T for a list of such tensors of one width (one parallel loop)."""
+    parts = tuple(p.view(np.uint16) for p in (raw if isinstance(raw, (list, tuple)) else [raw]))
+    starts = np.concatenate([[0], np.cumsum([p.shape[0] for p in parts])]).astype(np.int64)
+    out = np.empty((x.shape[0], int(starts[-1])), dtype=F32)
+    _matvec_f16(parts, starts, np.ascontiguousarray(x, dtype=F32), out)
     return out
 
 

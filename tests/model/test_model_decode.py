@@ -40,3 +40,31 @@ def test_quantize_activations_changes_quantized_models_only(tmp_path):
         with load_model(path) as a, load_model(path, quantize_activations=False) as b:
             la, lb = a.forward(toks), b.forward(toks)
         assert (np.abs(la - lb).max() > 0) == changed, qtype
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K", "Q6_K", "Q5_1"])
+def test_int8_decoding_agrees_with_the_float_kernels(tmp_path, monkeypatch, qtype):
+    # decoding multiplies int8 blocks by int8 activations where the CPU allows it (as ggml's
+    # vec_dot kernels) and float32 rounded activations otherwise: the same values up to sums
+    pytest.importorskip("transformers")
+    from tiny_models import N_VOCAB, build
+
+    from llmtk.kernels import int8dot
+
+    _, path = build("llama", tmp_path, qtype=qtype)
+    toks = np.random.default_rng(5).integers(0, N_VOCAB, 6).astype(np.int32)
+
+    def decode() -> np.ndarray:
+        with load_model(path) as m:  # default f16 KV cache: the fused attention rounds as the batch does
+            cache = m.new_cache(6)
+            return np.concatenate([m.forward(toks[i:i + 1], cache) for i in range(6)])
+
+    fast = decode()
+    monkeypatch.setattr(int8dot, "AVAILABLE", False)
+    slow = decode()
+    with load_model(path) as m:
+        full = m.forward(toks)
+    assert np.abs(fast - slow).max() / np.abs(slow).max() < 1e-5
+    # the batch sums its sgemms in another order: with 8-bit activations a last-bit difference
+    # upstream may flip one activation's rounding, so the batch is held 10x looser
+    assert np.abs(fast - full).max() / np.abs(full).max() < 1e-4

@@ -29,6 +29,7 @@ from .weights import DEFAULT_BUDGET, StackedRows, Weights, dot_rows, open_reader
 log = logging.getLogger(__name__)
 
 F32 = np.float32
+_UNSET = object()
 # hook(weight_name, x) with x (n, cols) float32 entering a matmul; for expert tensors
 # hook(weight_name, x, ids) with x (n, n_expert_used, cols) and ids (n, n_expert_used) int32;
 # for a 3-D weight multiplied per matrix without routing (MLA's k_b/v_b) hook(weight_name, x)
@@ -294,6 +295,8 @@ class Model:
         self.quantize_activations = quantize_activations
         self._vdt: dict[str, GGMLType] = {}
         self._cuts: dict[tuple[str, ...], tuple[int, ...]] = {}
+        self._stack_vdt: dict[tuple[str, ...], GGMLType | None] = {}  # None: the types' vdts differ
+        self._norms: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray | None]] = {}
         # worker threads of a batch and numba threads of a decoding step; None: all cores unless busy
         self.threads = threads if threads is not None else _blas.auto_threads()
         log.debug("llmtk.model: %d thread(s)", self.threads)
@@ -373,16 +376,19 @@ class Model:
         if hook is not None:
             for name in names:
                 hook(name, x)
-        vdts = [self._vec_dot_type(name) for name in names]
-        if len(set(vdts)) > 1:  # mixed types (a Q6_K attn_v beside Q5_0 q/k): one product each
+        vdt = self._stack_vdt.get(names, _UNSET)
+        if vdt is _UNSET:  # memoised: the decoding loop asks every step
+            vdts = {self._vec_dot_type(name) for name in names}
+            vdt = self._stack_vdt[names] = vdts.pop() if len(vdts) == 1 else None
+        if vdt is None:  # mixed types (a Q6_K attn_v beside Q5_0 q/k): one product each
             parts = [self._proj(x, (n,), (b,), None) for n, b in zip(names, biases)]
             return parts if separate else np.concatenate(parts, axis=1)
         cuts = self._row_cuts(names) if separate else None
-        xr = round_activations(x, vdts[0], self._rows) if self.quantize_activations else x
-        if x.shape[0] <= DECODE_ROWS:
-            y = self.w.matvec(names, xr)
+        if x.shape[0] <= DECODE_ROWS:  # Weights.matvec rounds (or quantizes) the activations itself
+            y = self.w.matvec(names, x, vdt if self.quantize_activations else None)
             y = y if cuts is None else [y[:, a:b] for a, b in zip(cuts[:-1], cuts[1:])]
         else:
+            xr = round_activations(x, vdt, self._rows) if self.quantize_activations else x
             y = self._matmul(xr, self.w.fused(names), cuts)
         b = self._bias(names, biases)
         if b is not None:
@@ -425,11 +431,14 @@ class Model:
         `.bias` tensor where the file has one and `bias` (q/k norms are built without); None: x."""
         if name is None:
             return x
-        b = name[:-len("weight")] + "bias" if bias else None
-        b = self.w.get(b) if b in self.w else None
+        wb = self._norms.get((name, bias))
+        if wb is None:  # memoised: the decoding loop asks every step
+            b = name[:-len("weight")] + "bias" if bias else None
+            wb = self._norms[(name, bias)] = (self.w.get(name), self.w.get(b) if b in self.w else None)
+        w, b = wb
         if self.spec.norm == NORM_LAYER:
-            return ops.layer_norm(x, self.w.get(name), b, self.hp.eps, self._rows)
-        y = ops.rms_norm(x, self.w.get(name), self.hp.eps, self._rows)
+            return ops.layer_norm(x, w, b, self.hp.eps, self._rows)
+        y = ops.rms_norm(x, w, self.hp.eps, self._rows)
         if b is not None:  # phimoe's RMS norms have a bias
             y += b
         return y
@@ -466,6 +475,15 @@ class Model:
         n_rot = hp.n_rot if hp.use_rope[il] else 0  # NoPE layers: only the kq scale
         p0, T = cache.n_past, cache.n_past + n
         l2 = hp.kq_l2_norm and hp.use_rope[il]
+        if n <= DECODE_ROWS and not l2 and not (not hp.use_rope[il] and hp.attn_temp_scale) \
+                and cache.type_k in ("f16", "f32") and cache.type_v in ("f16", "f32"):
+            # a decoding step: rope, cache writes and attention of every head in one call
+            (_, _, t0, _, mask), = ctx.chunks(swa)
+            sinks = self.w.get(L.sinks) if L.sinks is not None else None
+            out = ops.decode_attention(q, k, v, cos, sin, n_rot, neox, self.kq_scale, cache.k[il], cache.v[il],
+                                       p0, cache.type_k == "f16", cache.type_v == "f16", t0, mask, sinks,
+                                       hp.attn_softcap)
+            return self._mm(out.reshape(n, hp.n_head * hp.head_v), L.wo, hook, L.bo)
         Qh = ops.rope(q, cos, sin, n_rot, neox, rows=self._rows, scale=1.0 if l2 else self.kq_scale)  # (n_head, n, head_k)
         ops.rope(k, cos, sin, n_rot, neox, out=cache.k[il][:, p0:T], rows=self._rows)
         if l2:  # llama4: Llama4TextL2Norm of q and k after RoPE (ggml_rms_norm, no weight)

@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from llmtk.kernels.activations import _through_half
+
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
@@ -61,7 +63,10 @@ def rms_norm(x: npt.NDArray[np.float32], w: npt.NDArray[np.float32], eps: float,
     x2 = np.ascontiguousarray(x, dtype=F32).reshape(-1, shape[-1])
     out = np.empty_like(x2)
     w = np.ascontiguousarray(w, dtype=F32)
-    rows(x2.shape[0], lambda a, b: _rms_norm(x2[a:b], w, F32(eps), out[a:b]))
+    if x2.shape[0] < SPLIT_MIN_ROWS:  # a decoding step: no row splitting to set up
+        _rms_norm(x2, w, F32(eps), out)
+    else:
+        rows(x2.shape[0], lambda a, b: _rms_norm(x2[a:b], w, F32(eps), out[a:b]))
     return out.reshape(shape)
 
 
@@ -243,6 +248,93 @@ def _rope_heads(x, cos, sin, n_rot, neox, scale, out):
                 out[h, t, i] = x[t, h, i] * scale
 
 
+# the dot products may be summed in SIMD lanes (reassociated), as BLAS sums the batch path's
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _attend_heads(Qh, K, V, t0, t1, mask, sinks, softcap, g, h0, h1, out):
+    # query heads h0..h1-1 of Qh (n_head, n, head_k); head h reads kv head h // g
+    n = Qh.shape[1]
+    hv = V.shape[2]
+    s = np.empty(t1 - t0, dtype=np.float32)
+    acc = np.empty(hv, dtype=np.float32)
+    for h in range(h0, h1):
+        kvh = h // g
+        for i in range(n):
+            q = Qh[h, i]
+            mx = np.float32(-np.inf)
+            for t in range(t1 - t0):
+                kt = K[kvh, t0 + t]
+                d = np.float32(0.0)
+                for j in range(q.shape[0]):
+                    d += q[j] * kt[j]
+                if softcap != 0.0:
+                    d = np.float32(softcap) * np.tanh(d * (np.float32(1.0) / np.float32(softcap)))
+                d += mask[i, t]
+                s[t] = d
+                mx = d if d > mx else mx
+            if sinks.shape[0]:
+                mx = sinks[h] if sinks[h] > mx else mx
+            total = np.float32(0.0)
+            for t in range(t1 - t0):
+                e = np.exp(s[t] - mx)
+                s[t] = e
+                total += e
+            if sinks.shape[0]:
+                total += np.exp(sinks[h] - mx)
+            inv = np.float32(1.0) / total
+            acc[:] = 0.0
+            for t in range(t1 - t0):
+                p = s[t] * inv
+                vt = V[kvh, t0 + t]
+                for j in range(hv):
+                    acc[j] += p * vt[j]
+            out[i, h] = acc
+
+
+@njit(cache=True, nogil=True)
+def _decode_attention(q, k, v, cos, sin, n_rot, neox, scale, K, V, p0, half_k, half_v, t0, mask,
+                      sinks, softcap, out):
+    n, n_head, hk = q.shape
+    n_kv = k.shape[1]
+    Qh = np.empty((n_head, n, hk), dtype=np.float32)
+    _rope_heads(q, cos, sin, n_rot, neox, scale, Qh)
+    _rope_heads(k, cos, sin, n_rot, neox, np.float32(1.0), K[:, p0:p0 + n])
+    for h in range(n_kv):
+        for t in range(n):
+            for j in range(v.shape[2]):
+                V[h, p0 + t, j] = v[t, h, j]
+            if half_k:
+                for j in range(hk):
+                    K[h, p0 + t, j] = _through_half(K[h, p0 + t, j])
+            if half_v:
+                for j in range(v.shape[2]):
+                    V[h, p0 + t, j] = _through_half(V[h, p0 + t, j])
+    _attend_heads(Qh, K, V, t0, p0 + n, mask, sinks, softcap, n_head // n_kv, 0, n_head, out)
+
+
+def decode_attention(q: npt.NDArray[np.float32], k: npt.NDArray[np.float32], v: npt.NDArray[np.float32],
+                     cos: npt.NDArray[np.float32], sin: npt.NDArray[np.float32], n_rot: int, neox: bool,
+                     scale: float, K: npt.NDArray[np.float32], V: npt.NDArray[np.float32], p0: int,
+                     half_k: bool, half_v: bool, t0: int, mask: npt.NDArray[np.float32],
+                     sinks: npt.NDArray[np.float32] | None, softcap: float) -> npt.NDArray[np.float32]:
+    """A decoding step's attention in one call, for a few new tokens: RoPE of q (times `scale`)
+    and k, the new keys and values stored in the cache K, V (n_head_kv, n_ctx, head) at p0..
+    (rounded to f16 where `half_k`/`half_v`), then softmax(q K^T + mask) V over key positions
+    t0..p0+n-1 for every query head (head h reads kv head h // (n_head / n_head_kv)), with
+    build_attn_mha's soft-capping and ggml_soft_max_add_sinks' sinks where given.
+
+    The same arithmetic as the batch path (rope, cache rounding, float32 dot products, softmax)
+    in one compiled loop, so a step does not pay a Python call per op and head.
+    q: (n, n_head, head_k), k: (n, n_head_kv, head_k), v: (n, n_head_kv, head_v);
+    returns (n, n_head, head_v).
+    """
+    n, n_head, _ = q.shape
+    out = np.empty((n, n_head, V.shape[2]), dtype=F32)
+    sk = np.zeros(0, dtype=F32) if sinks is None else np.ascontiguousarray(sinks, dtype=F32)
+    _decode_attention(q, k, v, cos, sin, n_rot, neox, F32(scale), K, V, p0, half_k, half_v, t0,
+                      mask, sk, F32(softcap), out)
+    return out
+
+
 def rope_tables(pos: npt.NDArray[np.int64], n_rot: int, base: float, freq_scale: float,
                 attn_factor: float = 1.0, freq_factors: npt.NDArray[np.float32] | None = None
                 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
@@ -270,6 +362,8 @@ def rope(x: npt.NDArray[np.float32], cos: npt.NDArray[np.float32], sin: npt.NDAr
 
 def add(x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], rows: Rows = INLINE) -> npt.NDArray[np.float32]:
     """x + y for (n, d) float32 arrays (the residual stream), split by rows."""
+    if x.shape[0] < SPLIT_MIN_ROWS and x.shape == y.shape:  # a decoding step
+        return np.add(x, y, dtype=F32)
     out = np.empty(np.broadcast_shapes(x.shape, y.shape), dtype=F32)
     rows(out.shape[0], lambda a, b: np.add(x[a:b], y[a:b], out=out[a:b]))
     return out

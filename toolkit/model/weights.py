@@ -6,7 +6,7 @@ dequantizes a few MiB of rows at a time (`StackedRows`) and multiplies them whil
 the CPU's cache, so peak memory grows with one block of one tensor, not with the model (llama.cpp
 likewise keeps only the mapped file). Dequantizing runs at 20-40 GB/s of float32 and a 512-token
 batch spends ~1000 flops per weight, so streaming costs a few percent of a batch. A `budget`
-keeps float32 copies between calls instead. Decoding (a few rows) reads the file's blocks or
+keeps float32 copies between calls instead. Decoding (a few rows) reads the file's blocks (F16, Q8_0) or
 their unpacked int8 form (`decode_budget`), never float32 copies of quantized types it can read.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ import numpy.typing as npt
 
 from llmtk.ggufio.constants import GGMLType
 from llmtk.errors import ShapeError
+from llmtk.kernels import int8dot
+from llmtk.kernels.activations import round_activations
 from llmtk.kernels.unpack import AFFINE_TYPES, Affine, matvec_f16, matvec_f32, unpack
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,9 @@ class Weights:
         self.decode_used = 0   # bytes of decode forms kept
         self._cache: dict[str, np.ndarray] = {}
         self._decode: dict[str, Any] = {}
+        # (names, vdt) -> the product of a stack whose decode form is settled (Q8_0/F16 read in
+        # place, unpacked forms kept): a decoding step's matvec is one look-up and one kernel
+        self._decoders: dict[tuple[tuple[str, ...], Any], Any] = {}
 
     def __contains__(self, name: str) -> bool:
         return name in self.reader.tensors
@@ -207,23 +212,46 @@ class Weights:
         raw = self.reader.raw(name).reshape(n_exp * rows, -1)[e * rows:(e + 1) * rows]
         return dequantize(np.ascontiguousarray(raw), info.qtype, (rows, cols))
 
-    def matvec(self, names: str | tuple[str, ...], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def matvec(self, names: str | tuple[str, ...], x: npt.NDArray[np.float32],
+               vdt: GGMLType | None = None) -> npt.NDArray[np.float32]:
         """x (n, cols) @ [W1; W2; ...].T for a few rows of x, reading the file's own blocks where a
-        decode kernel exists (F16 from the memory map, legacy and Q4_K/Q6_K quants unpacked once).
+        decode kernel exists. `vdt` is the type the activations are rounded to first, as ggml-cpu
+        converts a matmul's input to the weights' vec_dot_type (None: exact float32).
 
-        Tensors of one type (q|k|v, gate|up) are unpacked into one stacked matrix, so that a
-        decoding step launches one parallel kernel for them instead of one each.
+        Q8_0 and F16 tensors are read in place from the memory map; the other legacy quants and
+        Q4_K/Q6_K are unpacked once to int8 (`llmtk.kernels.unpack`). With 8-bit activations
+        (Q8_0/Q8_1/Q8_K) the products are integer dot products of int8 blocks, as ggml's
+        `ggml_vec_dot_*_q8_*` (`llmtk.kernels.int8dot`), else float32 ones. Tensors of one type
+        (q|k|v, gate|up) are multiplied as one stack, so that a decoding step launches one
+        parallel kernel for them instead of one each.
         """
         names = (names,) if isinstance(names, str) else tuple(names)
+        fast = self._decoders.get((names, vdt))
+        if fast is not None:
+            return fast(x)
+        infos = [self.reader.tensors[n] for n in names]
+        qtype = infos[0].qtype
+        one_type = all(i.qtype == qtype and len(i.shape) == 2 for i in infos)
+        int8 = vdt is not None and int8dot.supports(vdt, x.shape[1])
+        if one_type and qtype == GGMLType.Q8_0 and int8:
+            # views of the memory map: costs no memory
+            blocks = int8dot.Q8_0Blocks([self.reader.raw(n) for n in names], [int(i.shape[0]) for i in infos])
+            fast = self._decoders[(names, vdt)] = blocks.matvec
+            return fast(x)
+        if one_type and qtype == GGMLType.F16:
+            parts = [self.reader.raw(n).reshape(int(i.shape[0]), -1) for n, i in zip(names, infos)]
+            if vdt == GGMLType.F16:
+                fast = self._decoders[(names, vdt)] = lambda x: matvec_f16(parts, round_activations(x, vdt))
+                return fast(x)
+            return matvec_f16(parts, x if vdt is None else round_activations(x, vdt))
         aff = self._affine(names)
         if aff is not None:
-            return aff.matvec(x)
+            if int8 and "|".join(names) in self._decode:  # kept: later steps go straight to the kernel
+                fast = self._decoders[(names, vdt)] = lambda x: aff.matvec_int8(x, vdt)
+            return aff.matvec_int8(x, vdt) if int8 else aff.matvec(x if vdt is None else round_activations(x, vdt))
         if len(names) > 1:
-            return np.concatenate([self.matvec(n, x) for n in names], axis=1)
-        info = self.reader.tensors[names[0]]
-        if info.qtype == GGMLType.F16 and len(info.shape) == 2:
-            return matvec_f16(self.reader.raw(names[0]).reshape(info.shape[0], -1), x)
-        return matvec_f32(self._decode_f32(names[0]), x)
+            return np.concatenate([self.matvec(n, x, vdt) for n in names], axis=1)
+        return matvec_f32(self._decode_f32(names[0]), x if vdt is None else round_activations(x, vdt))
 
     def _decode_f32(self, name: str) -> npt.NDArray[np.float32]:
         """A float32 copy for decoding types without a decode kernel, kept within decode_budget."""
@@ -239,17 +267,19 @@ class Weights:
         return w
 
     def _affine(self, names: tuple[str, ...]) -> Affine | None:
-        """The unpacked decode form of 2-D tensors of one type in AFFINE_TYPES, stacked
-        by rows and kept within the budget; None for other types."""
+        """The unpacked decode form of 2-D tensors of types in AFFINE_TYPES with one block
+        layout, stacked by rows and kept within the budget; None for other types."""
         infos = [self.reader.tensors[n] for n in names]
-        qtype = infos[0].qtype
-        if qtype not in AFFINE_TYPES or any(i.qtype != qtype or len(i.shape) != 2 for i in infos):
+        if any(i.qtype not in AFFINE_TYPES or len(i.shape) != 2 for i in infos):
             return None
         key = "|".join(names)
         aff = self._decode.get(key)
         if aff is None:
-            parts = [unpack(self.reader.raw(n), qtype, *i.shape) for n, i in zip(names, infos)]
-            aff = None if any(p is None for p in parts) else Affine.stack(parts)
+            parts = [unpack(self.reader.raw(n), i.qtype, *i.shape) for n, i in zip(names, infos)]
+            # types may mix (a Q8_0 attn_v beside Q5_0 q/k) where their blocks have one layout
+            same = all(p is not None and p.a.shape[1] == parts[0].a.shape[1] and
+                       p.b.shape[1] == parts[0].b.shape[1] for p in parts)
+            aff = Affine.stack(parts) if same else None
             if aff is not None and self.decode_used + aff.nbytes <= self.decode_budget:
                 self._decode[key] = aff
                 self.decode_used += aff.nbytes
