@@ -13,8 +13,8 @@ load falls on both; the table shows medians. Every process runs with OMP_WAIT_PO
 under load, OpenMP's busy-waiting threads (llama.cpp's) burn cores they wait on and distort both
 tools' times. The 1-minute load average before each job is printed beside it; rerun on a quiet
 machine before quoting absolute figures. CPU time is the child's user + system time, peak RSS
-its `ru_maxrss`. `forward` rows give `llmtk bench forward` (pp512/tg128 t/s) beside llama-bench's
-figures when `llama-bench` is in --llama-bin, else beside the quiet-machine reference figures.
+its `ru_maxrss`. `forward` rows (`--only forward`) give `llmtk bench forward` (pp512/tg128 t/s)
+beside `llama-bench` on the same files, interleaved the same way, when llama-bench is in --llama-bin.
 """
 from __future__ import annotations
 
@@ -146,18 +146,58 @@ def report(jobs: list[Job]) -> None:
     print("\nratios are llmtk / llama.cpp (< 1: llmtk faster or smaller); medians over the repetitions")
 
 
+def _llama_bench_tps(bench: Path, path: Path, threads: int, env: dict[str, str]) -> tuple[float, float]:
+    """(pp512, tg128) tokens/s of llama-bench, the best of its 3 timed runs (after its warm-up)."""
+    import json
+
+    out = subprocess.run([str(bench), "-m", str(path), "-p", "512", "-n", "128", "-t", str(threads), "-r", "3",
+                          "-o", "json"], env=env, check=True, capture_output=True, text=True).stdout
+    rows = json.loads(out)
+    pp = next(max(r["samples_ts"]) for r in rows if r["n_prompt"] == 512 and r["n_gen"] == 0)
+    tg = next(max(r["samples_ts"]) for r in rows if r["n_gen"] == 128 and r["n_prompt"] == 0)
+    return float(pp), float(tg)
+
+
+def _llmtk_bench_tps(path: Path, threads: int, env: dict[str, str]) -> tuple[float, float]:
+    """(pp512, tg128) tokens/s of `llmtk bench forward`, the best of 3 runs (after its warm-up)."""
+    import json
+
+    out = subprocess.run(["llmtk", "bench", "forward", "-m", str(path), "--threads", str(threads), "-r", "3",
+                          "--format", "json"], env=env, check=True, capture_output=True, text=True).stdout
+    row = json.loads(out)[0]
+    return float(row["pp512 t/s"]), float(row["tg128 t/s"])
+
+
 def forward_rows(models: dict[str, dict[str, Path]], bin_dir: Path, args, env: dict[str, str]) -> None:
-    """pp512 / tg128 of llmtk's forward pass beside llama-bench (run here when built, else the
-    quiet-machine figures of SmolLM2-135M in llmtk.bench.reference)."""
+    """pp512 / tg128 of llmtk's forward pass (`llmtk bench forward`) beside llama-bench's on the
+    same files, best of 3 runs each per repetition, interleaved like the other jobs; medians."""
     bench = bin_dir / "llama-bench"
-    for name, files in models.items():
-        for typ, path in files.items():
-            print(f"\nforward {name} {typ} (load average {os.getloadavg()[0]:.1f}):", flush=True)
-            subprocess.run(["llmtk", "bench", "forward", "-m", str(path), "--threads", str(args.threads),
-                            "--format", "markdown"], env=env, check=False)
-            if bench.exists():
-                subprocess.run([str(bench), "-m", str(path), "-p", "512", "-n", "128", "-t", str(args.threads)],
-                               env=env, check=False)
+    if not bench.exists():
+        print(f"\nforward: {bench} not found; build llama-bench for these rows", flush=True)
+        return
+    got: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
+    for rep in range(args.reps):
+        for name, files in models.items():
+            for typ, path in files.items():
+                cell = got.setdefault((name, typ), {"llama": [], "llmtk": []})
+                order = ("llama", "llmtk") if rep % 2 == 0 else ("llmtk", "llama")
+                for tool in order:
+                    load = os.getloadavg()[0]
+                    tps = (_llama_bench_tps(bench, path, args.threads, env) if tool == "llama"
+                           else _llmtk_bench_tps(path, args.threads, env))
+                    cell[tool].append(tps)
+                    print(f"rep {rep + 1} forward {name} {typ:<7} {tool:<6} pp512 {tps[0]:7.1f} t/s  "
+                          f"tg128 {tps[1]:6.1f} t/s  load {load:5.1f}", flush=True)
+    print(f"\n| forward ({args.threads} threads, OMP_WAIT_POLICY={args.omp_wait_policy}) | llama.cpp pp512 / tg128 t/s | llmtk pp512 / tg128 t/s | "
+          "pp ratio | tg ratio |")
+    print("|---|---|---|---|---|")
+    for (name, typ), cell in got.items():
+        lp = statistics.median(t[0] for t in cell["llama"])
+        lt = statistics.median(t[1] for t in cell["llama"])
+        mp = statistics.median(t[0] for t in cell["llmtk"])
+        mt = statistics.median(t[1] for t in cell["llmtk"])
+        print(f"| {name} {typ} | {lp:.0f} / {lt:.1f} | {mp:.0f} / {mt:.1f} | {mp / lp:.2f} | {mt / lt:.2f} |")
+    print("\nforward ratios are llmtk / llama.cpp tokens/s (> 1: llmtk faster); medians over the repetitions")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,6 +212,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", default=None, help="folder for the model files (default: llmtk's cache/vs-llamacpp)")
     ap.add_argument("-f", "--file", default=None, help="text (default: the text shipped in llmtk's data/)")
     ap.add_argument("--only", default="perplexity,imatrix,quantize", help="jobs: perplexity,imatrix,quantize,forward")
+    ap.add_argument("--omp-wait-policy", default="passive", choices=["passive", "active", "unset"],
+                    help="OMP_WAIT_POLICY of every process (default passive, see above; 'unset' leaves "
+                         "OpenMP's own default, as llama-bench is usually run: on a quiet machine the "
+                         "fair setting for tg128, whose steps are too short for sleeping threads)")
     args = ap.parse_args(argv)
 
     from llmtk.resources import cache_dir, data_path
@@ -185,10 +229,13 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.work) if args.work else Path(cache_dir()) / "vs-llamacpp"
     work.mkdir(parents=True, exist_ok=True)
     text = Path(args.file) if args.file else data_path("stdlib-docstrings.txt")
-    env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if args.omp_wait_policy != "unset":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     models = make_models(args.models.split(","), args.types.split(","), work, env)
     jobs = jobs_for(models, bin_dir, text, work, args)
-    print(f"{len(jobs)} jobs x {args.reps} repetitions x 2 tools, {args.threads} threads, OMP_WAIT_POLICY=passive, "
+    print(f"{len(jobs)} jobs x {args.reps} repetitions x 2 tools, {args.threads} threads, "
+          f"OMP_WAIT_POLICY={args.omp_wait_policy}, "
           f"text {text.name}, -c {args.ctx} --chunks {args.chunks}", flush=True)
     for rep in range(args.reps):
         for j in jobs:

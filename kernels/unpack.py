@@ -11,6 +11,8 @@ outputs, so results do not depend on the thread count.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import numpy.typing as npt
 from llvmlite import ir
@@ -19,6 +21,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from llmtk.ggufio.constants import GGML_TYPE_TRAITS, GGMLType
+
+from .activations import _through_half
 
 F32 = np.float32
 # Only reassociation and FMA contraction: float sums may be reordered into SIMD lanes (these
@@ -92,10 +96,17 @@ def dot_f16(typingctx, w, w0, x, n_chunks):
 # that into SIMD registers, which a single scalar accumulator would prevent.
 
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
-def _matvec_f16(ws, starts, x, out):
-    """x @ W.T for F16 rows (ggml_fp16_to_fp32_row, then a float32 dot). Several tensors of one
-    width are multiplied as one stack (q|k|v): ws[p] (rows_p, cols) uint16 holds stacked rows
+def _matvec_f16(ws, starts, x, round_half, out):
+    """x @ W.T for F16 rows (ggml_fp16_to_fp32_row, then a float32 dot), x rounded through fp16
+    first where `round_half` (ggml-cpu converts F16 weights' inputs to F16). Several tensors of
+    one width are multiplied as one stack (q|k|v): ws[p] (rows_p, cols) uint16 holds stacked rows
     starts[p]..starts[p+1]-1, so a decoding step launches one parallel loop for them."""
+    if round_half:
+        xr = np.empty_like(x)
+        for t in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                xr[t, j] = _through_half(x[t, j])
+        x = xr
     rows = starts[-1]
     cols = ws[0].shape[1]
     n = x.shape[0]
@@ -287,15 +298,30 @@ def _unpack_k(blocks: np.ndarray, qtype: GGMLType, rows: int, cols: int) -> Affi
     return Affine(q.reshape(rows, cols), (d[..., None] * sc).reshape(rows, -1), None)
 
 
+class F16Rows:
+    """F16 tensors of one width read in place (rows of raw bytes, e.g. views of the memory-mapped
+    file) as one stack of rows for `matvec`."""
+
+    def __init__(self, parts: "list[npt.NDArray[np.uint8]]"):
+        self.parts = tuple(np.ascontiguousarray(p).view(np.uint16) for p in parts)
+        if any(p.ndim != 2 or p.shape[1] != self.parts[0].shape[1] for p in self.parts):
+            raise ValueError("F16 tensors of one width expected")
+        self.starts = np.array([0, *itertools.accumulate(p.shape[0] for p in self.parts)], dtype=np.int64)
+        self.rows = int(self.starts[-1])
+
+    def matvec(self, x: npt.NDArray[np.float32], round_half: bool = False) -> npt.NDArray[np.float32]:
+        """x (n, cols) @ [W1; W2; ...].T -> (n, rows) float32; `round_half` rounds x through
+        fp16 first (F16's vec_dot_type), inside the same call."""
+        out = np.empty((x.shape[0], self.rows), dtype=F32)
+        _matvec_f16(self.parts, self.starts, np.ascontiguousarray(x, dtype=F32), round_half, out)
+        return out
+
+
 def matvec_f16(raw: "npt.NDArray[np.uint8] | list[npt.NDArray[np.uint8]]",
                x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """x (n, cols) @ W.T -> (n, rows) float32 for F16 weights given as raw bytes (rows, 2 * cols),
     or x @ [W1; W2; ...].T for a list of such tensors of one width (one parallel loop)."""
-    parts = tuple(p.view(np.uint16) for p in (raw if isinstance(raw, (list, tuple)) else [raw]))
-    starts = np.concatenate([[0], np.cumsum([p.shape[0] for p in parts])]).astype(np.int64)
-    out = np.empty((x.shape[0], int(starts[-1])), dtype=F32)
-    _matvec_f16(parts, starts, np.ascontiguousarray(x, dtype=F32), out)
-    return out
+    return F16Rows(list(raw) if isinstance(raw, (list, tuple)) else [raw]).matvec(x)
 
 
 def matvec_f32(w: npt.NDArray[np.float32], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

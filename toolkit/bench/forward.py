@@ -92,8 +92,9 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
     given and no types, the file is benchmarked as it is. Ratios to llama-bench
     (`LLAMA_BENCH_TPS`) are given for SmolLM2-135M, and NumPy's sgemm GFLOP/s measured just before
     each row shows how busy the machine was. Random token ids, seeded; best of `repeat` runs after
-    a warm-up pass (`warmup s`, which loads numba's cached kernels on its first run; the batch
-    dequantizes the weights it streams on every run, as `perplexity` does).
+    a warm-up pass of both (`warmup s`, which loads numba's cached kernels and unpacks the weights
+    decoding reads as int8 blocks, as llama-bench warms up; the batch dequantizes the weights it
+    streams on every run, as `perplexity` does).
     `clock` "cpu" times the one-thread rows by the process's CPU time (busy machines).
     Like llama-bench, only the last token's logits are computed (`all_logits=False`).
     """
@@ -132,6 +133,9 @@ def bench_forward(model: str | os.PathLike | None = None, types: Sequence[str] |
                     gflops = sgemm_gflops(n)
                     t0 = time.perf_counter()
                     m.forward(tokens[:n_prompt], m.new_cache(n_prompt), all_logits=False)  # warm-up
+                    cache = m.new_cache(2)  # and decoding's: unpacked weights, decode kernels
+                    for i in range(2):
+                        m.forward(tokens[i:i + 1], cache, all_logits=False)
                     warm = time.perf_counter() - t0
 
                     def pp() -> None:

@@ -22,7 +22,7 @@ from llmtk.ggufio.constants import GGMLType
 from llmtk.errors import ShapeError
 from llmtk.kernels import int8dot
 from llmtk.kernels.activations import round_activations
-from llmtk.kernels.unpack import AFFINE_TYPES, Affine, matvec_f16, matvec_f32, unpack
+from llmtk.kernels.unpack import AFFINE_TYPES, Affine, F16Rows, matvec_f32, unpack
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +238,11 @@ class Weights:
             blocks = int8dot.Q8_0Blocks([self.reader.raw(n) for n in names], [int(i.shape[0]) for i in infos])
             fast = self._decoders[(names, vdt)] = blocks.matvec
             return fast(x)
-        if one_type and qtype == GGMLType.F16:
-            parts = [self.reader.raw(n).reshape(int(i.shape[0]), -1) for n, i in zip(names, infos)]
-            if vdt == GGMLType.F16:
-                fast = self._decoders[(names, vdt)] = lambda x: matvec_f16(parts, round_activations(x, vdt))
-                return fast(x)
-            return matvec_f16(parts, x if vdt is None else round_activations(x, vdt))
+        if one_type and qtype == GGMLType.F16 and vdt in (None, GGMLType.F16):
+            rows = F16Rows([self.reader.raw(n).reshape(int(i.shape[0]), -1) for n, i in zip(names, infos)])
+            half = vdt == GGMLType.F16
+            fast = self._decoders[(names, vdt)] = lambda x: rows.matvec(x, half)
+            return fast(x)
         aff = self._affine(names)
         if aff is not None:
             if int8 and "|".join(names) in self._decode:  # kept: later steps go straight to the kernel
