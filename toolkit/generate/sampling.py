@@ -17,6 +17,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 import numpy.typing as npt
 from llmtk.errors import InputError
 
@@ -67,6 +68,45 @@ class Mt19937Uniform:
         return r if r < 1.0 else math.nextafter(1.0, 0.0)
 
 
+@njit(cache=True, nogil=True)
+def _top_k_order(logits, k):
+    """Positions of the k largest logits, descending, ties in position order: one pass with a
+    min-heap of k (most logits fail one comparison with its root), where a partition of a 262k
+    vocabulary took 3 ms a token. Worst-ranked root: the smallest logit, the latest position
+    among equals, so equal logits at the boundary keep the earliest positions."""
+    hv = np.empty(k, dtype=np.float32)
+    hi = np.empty(k, dtype=np.int64)
+    size = 0
+    for i in range(logits.size):
+        v = logits[i]
+        if size < k:  # push, sift up
+            j = size
+            size += 1
+            while j > 0:
+                parent = (j - 1) // 2
+                if hv[parent] < v or (hv[parent] == v and hi[parent] > i):
+                    break
+                hv[j], hi[j] = hv[parent], hi[parent]
+                j = parent
+            hv[j], hi[j] = v, i
+        elif v > hv[0]:  # replace the root, sift down
+            j = 0
+            while True:
+                c = 2 * j + 1
+                if c >= k:
+                    break
+                if c + 1 < k and (hv[c + 1] < hv[c] or (hv[c + 1] == hv[c] and hi[c + 1] > hi[c])):
+                    c += 1
+                if v < hv[c] or (v == hv[c] and i > hi[c]):
+                    break
+                hv[j], hi[j] = hv[c], hi[c]
+                j = c
+            hv[j], hi[j] = v, i
+    order = np.argsort(hi[:size])          # position order, then a stable sort by logit
+    hv2, hi2 = hv[:size][order], hi[:size][order]
+    return hi2[np.argsort(-hv2, kind="mergesort")]
+
+
 class Candidates:
     """llama_token_data_array: token ids and logits (float32) in the current order."""
 
@@ -89,9 +129,7 @@ class Candidates:
         n = len(self)
         k = n if k is None else min(k, n)
         if k < n:
-            part = np.argpartition(-self.logits, k - 1)[:k]
-            part.sort()
-            order = part[np.argsort(-self.logits[part], kind="stable")]
+            order = _top_k_order(self.logits, k)
         else:
             order = np.argsort(-self.logits, kind="stable")
         self.take(order, True)
