@@ -94,7 +94,7 @@ class ModelRunner:
         if not self.path.is_file():
             raise InputError(f"{self.path}: model file not found")
         self.model = load_model(self.path, **model_opts)
-        self.tokenizer = Tokenizer.from_gguf(self.path)
+        self.tokenizer = Tokenizer.from_gguf(self.model.reader)  # the metadata already read
 
     @property
     def bos_for_chunks(self) -> int | None:

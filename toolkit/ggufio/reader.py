@@ -338,9 +338,27 @@ class _Parser:
 
     def array_value(self, item_type: GGUFValueType, n: int, shown: str) -> Any:
         if item_type == VT.STRING:
-            out = []
+            # `string` inlined, its messages built only on failure: a 262k-token vocabulary is
+            # read in ~0.1 s instead of ~1 s
+            buf, size, pos = self.buf, self.size, self.pos
+            unpack = _U64.unpack_from
+            out: list[str] = []
+            append = out.append
             for j in range(n):
-                out.append(self.string(f"item {j} of metadata '{shown}'"))
+                if size - pos < 8:
+                    self.pos = pos
+                    self.need(8, f"item {j} of metadata '{shown}' length")
+                length = unpack(buf, pos)[0]
+                pos += 8
+                if length > size - pos:
+                    raise self.fail(f"item {j} of metadata '{shown}' length {length} at offset {pos - 8} exceeds "
+                                    f"the {size - pos} bytes left in the file")
+                try:
+                    append(str(buf[pos:pos + length], "utf-8"))
+                except UnicodeDecodeError as e:
+                    raise self.fail(f"invalid UTF-8 in item {j} of metadata '{shown}' at offset {pos + e.start}") from None
+                pos += length
+            self.pos = pos
             return out
         dt = GGUF_VALUE_DTYPE[item_type]
         nbytes = n * dt.itemsize
