@@ -79,26 +79,43 @@ def _block_amax(xr, bs, amax):
 
 
 @njit(cache=True, nogil=True)
+def q8_0_scales(xr, inv, d):
+    """The scales of ggml-cpu's x86 quantize_row_q8_0 / _q8_1 (AVX/AVX2, what llama.cpp runs on
+    x86) for one row: per block of 32, d = fp16(amax / 127) is stored but the values are scaled
+    by 127 / amax (not 1 / d), into `inv` and `d` (nb,). Block maxima first, then the scales:
+    one fused loop does not vectorise."""
+    _block_amax(xr, QK8_0, inv)
+    for b in range(inv.size):
+        amax = inv[b]
+        d[b] = _through_half(amax / np.float32(127.0))
+        inv[b] = np.float32(127.0) / amax if amax != np.float32(0.0) else np.float32(0.0)
+
+
+@njit(cache=True, nogil=True)
+def q8_K_iscale(xr, o, amax):
+    """quantize_row_q8_K_ref's iscale for the block of 256 at o with largest magnitude amax > 0:
+    -127 / (the first value of that magnitude); d = 1 / iscale, q = min(127, nearest(iscale * x))."""
+    j = 0
+    while abs(xr[o + j]) != amax:
+        j += 1
+    return np.float32(-127.0) / xr[o + j]
+
+
+@njit(cache=True, nogil=True)
 def _round_q8_0(x, out):
-    # ggml-cpu's x86 quantize_row_q8_0 / _q8_1 (AVX/AVX2, what llama.cpp runs on x86), then
-    # dequantize: d = amax/127 stored as fp16, but the scale is 127/amax (not 1/d) and
-    # _mm256_round_ps rounds half to even. Block maxima first, then the rounding: one fused
-    # loop does not vectorise.
+    # quantize_row_q8_0 (q8_0_scales), the values rounded half to even as _mm256_round_ps does,
+    # then dequantized
     rows, cols = x.shape
     nb = cols // QK8_0
-    ids = np.empty(nb, dtype=np.float32)
+    inv = np.empty(nb, dtype=np.float32)
     dhs = np.empty(nb, dtype=np.float32)
     for r in range(rows):
         xr = x[r]
         orow = out[r]
-        _block_amax(xr, QK8_0, ids)
-        for b in range(nb):
-            amax = ids[b]
-            dhs[b] = _through_half(amax / np.float32(127.0))
-            ids[b] = np.float32(127.0) / amax if amax != np.float32(0.0) else np.float32(0.0)
+        q8_0_scales(xr, inv, dhs)
         for b in range(nb):
             o = b * QK8_0
-            id_ = ids[b]
+            id_ = inv[b]
             dh = dhs[b]
             for j in range(QK8_0):
                 orow[o + j] = ((xr[o + j] * id_ + _RINT_MAGIC) - _RINT_MAGIC) * dh
@@ -106,8 +123,7 @@ def _round_q8_0(x, out):
 
 @njit(cache=True, nogil=True)
 def _round_q8_K(x, out):
-    # quantize_row_q8_K_ref, then dequantize: min(127, nearest_int(x * iscale)) * (1 / iscale)
-    # with iscale = -127 / (the first value of largest magnitude)
+    # quantize_row_q8_K_ref (q8_K_iscale), then dequantize: min(127, nearest_int(x * iscale)) * (1 / iscale)
     rows, cols = x.shape
     nb = cols // QK_K
     amax = np.empty(nb, dtype=np.float32)
@@ -121,10 +137,7 @@ def _round_q8_K(x, out):
                 for j in range(QK_K):
                     orow[o + j] = 0.0
                 continue
-            j = 0
-            while abs(xr[o + j]) != amax[b]:
-                j += 1
-            iscale = np.float32(-127.0) / xr[o + j]
+            iscale = q8_K_iscale(xr, o, amax[b])
             d = np.float32(1.0) / iscale
             for j in range(QK_K):
                 q = (iscale * xr[o + j] + _RINT_MAGIC) - _RINT_MAGIC

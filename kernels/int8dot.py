@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 
 from llmtk.ggufio.constants import GGML_TYPE_TRAITS, QK_K, GGMLType
 
-from .activations import QK8_0, _RINT_MAGIC, _block_amax, _through_half
+from .activations import QK8_0, _RINT_MAGIC, _block_amax, q8_0_scales, q8_K_iscale
 from .unpack import ROWS_PER_TASK, _half
 
 
@@ -142,27 +142,22 @@ def dot_blocks(typingctx, w, w0, w_stride, x, sc, sc2, n_blocks, mode):
 
 @njit(cache=True, nogil=True)
 def _quantize_q8_0(x, q, d):
-    # ggml-cpu's x86 quantize_row_q8_0 (as activations._round_q8_0): d = fp16(amax / 127), the
-    # values rounded half to even at 127 / amax
+    # quantize_row_q8_0 as activations._round_q8_0 rounds (q8_0_scales), kept as int8
     rows, cols = x.shape
     nb = cols // QK8_0
-    amax = np.empty(nb, dtype=np.float32)
+    inv = np.empty(nb, dtype=np.float32)
     for r in range(rows):
         xr = x[r]
-        _block_amax(xr, QK8_0, amax)
+        q8_0_scales(xr, inv, d[r])
         for b in range(nb):
-            m = amax[b]
-            d[r, b] = _through_half(m / np.float32(127.0))
-            inv = np.float32(127.0) / m if m != np.float32(0.0) else np.float32(0.0)
             o = b * QK8_0
             for j in range(QK8_0):
-                q[r, o + j] = np.int8(np.int32((xr[o + j] * inv + _RINT_MAGIC) - _RINT_MAGIC))
+                q[r, o + j] = np.int8(np.int32((xr[o + j] * inv[b] + _RINT_MAGIC) - _RINT_MAGIC))
 
 
 @njit(cache=True, nogil=True)
 def _quantize_q8_K(x, q, d):
-    # quantize_row_q8_K_ref (as activations._round_q8_K): iscale = -127 / (the first value of
-    # largest magnitude), q = min(127, nearest(iscale * x)), d = 1 / iscale
+    # quantize_row_q8_K_ref as activations._round_q8_K rounds (q8_K_iscale), kept as int8
     rows, cols = x.shape
     nb = cols // QK_K
     amax = np.empty(nb, dtype=np.float32)
@@ -176,10 +171,7 @@ def _quantize_q8_K(x, q, d):
                 for j in range(QK_K):
                     q[r, o + j] = 0
                 continue
-            j = 0
-            while abs(xr[o + j]) != amax[b]:
-                j += 1
-            iscale = np.float32(-127.0) / xr[o + j]
+            iscale = q8_K_iscale(xr, o, amax[b])
             d[r, b] = np.float32(1.0) / iscale
             for j in range(QK_K):
                 v = (iscale * xr[o + j] + _RINT_MAGIC) - _RINT_MAGIC
