@@ -35,9 +35,17 @@ from .unpack import ROWS_PER_TASK, _half
 
 
 def _host_has_avx2() -> bool:
+    """Whether numba compiles for a CPU with AVX2: the host's features, unless NUMBA_CPU_NAME /
+    NUMBA_CPU_FEATURES name another target (portable caches), whose features then decide."""
     try:
         import llvmlite.binding as llvm
+        from numba.core import config
 
+        name, features = config.CPU_NAME, config.CPU_FEATURES
+        if features:
+            return "+avx2" in features.split(",")
+        if name and name != "host":
+            return False  # a named target without a feature list: do not assume AVX2
         return bool(llvm.get_host_cpu_features().get("avx2", False))
     except Exception:  # an unknown host: keep the float kernels
         return False

@@ -90,3 +90,19 @@ def test_f16_matvec_vector_loop_and_tail(cols):
     want = x.astype(np.float64) @ w.astype(np.float64).T
     got = up.matvec_f16([w[:25].view(np.uint8), w[25:].view(np.uint8)], x)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_a_portable_numba_target_keeps_the_float_kernels():
+    # NUMBA_CPU_NAME=generic (portable caches) compiles without AVX2: the intrinsics would not
+    # select, so the int8 path must stay off
+    import subprocess
+    import sys
+
+    code = "from llmtk.kernels import int8dot; print(int8dot.AVAILABLE)"
+    for env, want in (({"NUMBA_CPU_NAME": "generic"}, "False"),
+                      ({"NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": "+avx2,+fma"}, "True")):
+        import os
+
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == want, env
