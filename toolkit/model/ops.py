@@ -63,10 +63,7 @@ def rms_norm(x: npt.NDArray[np.float32], w: npt.NDArray[np.float32], eps: float,
     x2 = np.ascontiguousarray(x, dtype=F32).reshape(-1, shape[-1])
     out = np.empty_like(x2)
     w = np.ascontiguousarray(w, dtype=F32)
-    if x2.shape[0] < SPLIT_MIN_ROWS:  # a decoding step: no row splitting to set up
-        _rms_norm(x2, w, F32(eps), out)
-    else:
-        rows(x2.shape[0], lambda a, b: _rms_norm(x2[a:b], w, F32(eps), out[a:b]))
+    rows(x2.shape[0], lambda a, b: _rms_norm(x2[a:b], w, F32(eps), out[a:b]))
     return out.reshape(shape)
 
 
@@ -362,8 +359,6 @@ def rope(x: npt.NDArray[np.float32], cos: npt.NDArray[np.float32], sin: npt.NDAr
 
 def add(x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], rows: Rows = INLINE) -> npt.NDArray[np.float32]:
     """x + y for (n, d) float32 arrays (the residual stream), split by rows."""
-    if x.shape[0] < SPLIT_MIN_ROWS and x.shape == y.shape:  # a decoding step
-        return np.add(x, y, dtype=F32)
     out = np.empty(np.broadcast_shapes(x.shape, y.shape), dtype=F32)
     rows(out.shape[0], lambda a, b: np.add(x[a:b], y[a:b], out=out[a:b]))
     return out
