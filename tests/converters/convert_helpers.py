@@ -68,3 +68,14 @@ def manifest(path: Path) -> dict:
         tensors = [{"name": t.name, "type": t.qtype.name, "shape": list(reversed(t.shape)),
                     "sha256": hashlib.sha256(r.raw(t.name).tobytes()).hexdigest()} for t in r.tensors.values()]
     return {"kv": kv, "tensors": tensors}
+
+
+def assert_manifest_equal(got: dict, ref: dict) -> None:
+    """`got` equals llama.cpp's manifest `ref`: metadata keys in order with their values, then
+    tensors in order with type, shape and sha256 (each difference named in the failure)."""
+    assert list(got["kv"]) == list(ref["kv"]), "metadata keys or their order differ"
+    for key, value in ref["kv"].items():
+        assert got["kv"][key] == value, key
+    assert [t["name"] for t in got["tensors"]] == [t["name"] for t in ref["tensors"]]
+    for mine, theirs in zip(got["tensors"], ref["tensors"]):
+        assert mine == theirs, mine["name"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from convert_helpers import ARCHS2, DENSE2, OUTTYPES, manifest, materialize
+from convert_helpers import ARCHS2, DENSE2, OUTTYPES, assert_manifest_equal, manifest, materialize
 
 from llmtk.converters import convert
 
@@ -58,12 +58,7 @@ def _cases() -> list:
 def test_manifest_matches_llama_cpp(ckpt_root, converted, arch: str, outtype: str) -> None:
     ref = json.loads((ckpt_root[0] / "convert2" / arch / f"{outtype}.json").read_text())
     got = manifest(converted(arch, outtype))
-    assert list(got["kv"]) == list(ref["kv"]), "metadata keys or their order differ"
-    for key, value in ref["kv"].items():
-        assert got["kv"][key] == value, key
-    assert [t["name"] for t in got["tensors"]] == [t["name"] for t in ref["tensors"]]
-    for mine, theirs in zip(got["tensors"], ref["tensors"]):
-        assert mine == theirs, mine["name"]
+    assert_manifest_equal(got, ref)
 
 
 def _perplexity_text(shared: Path) -> str:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from convert_helpers import ARCHS, ARCHS2, OUTTYPES, UNSUPPORTED2, manifest, materialize
+from convert_helpers import ARCHS, ARCHS2, OUTTYPES, UNSUPPORTED2, assert_manifest_equal, manifest, materialize
 
 from llmtk.converters import convert
 
@@ -27,12 +27,7 @@ def test_manifest_matches_llama_cpp(ckpt_root, tmp_path: Path, arch: str, outtyp
     ref = json.loads((shared / "convert" / arch / f"{outtype}.json").read_text())
     out = convert(materialize(shared, arch, root), tmp_path / ref["file"], outtype, progress=False)
     got = manifest(out)
-    assert list(got["kv"]) == list(ref["kv"]), "metadata keys or their order differ"
-    for key, value in ref["kv"].items():
-        assert got["kv"][key] == value, key
-    assert [t["name"] for t in got["tensors"]] == [t["name"] for t in ref["tensors"]]
-    for mine, theirs in zip(got["tensors"], ref["tensors"]):
-        assert mine == theirs, mine["name"]
+    assert_manifest_equal(got, ref)
 
 
 def test_llama_f16_is_byte_identical(ckpt_root, tmp_path: Path) -> None:
