@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -91,6 +91,18 @@ def converted_gguf(shared_dir: Path, arch: str, root: Path) -> tuple[Path, Path]
         pytest.skip(f"llmtk has no converter for {hf_class} ({arch}) yet")
     dest = materialize(shared_dir, arch, root / "ckpt", "convert2")
     return dest, convert(dest, root / f"{arch}.gguf", "f32", progress=False)
+
+
+def converted_once(shared_dir: Path, root: Path) -> Callable[[str], tuple[Path, Path]]:
+    """arch -> `converted_gguf(shared_dir, arch, root)`, each arch converted once (a module
+    fixture's getter)."""
+    done: dict[str, tuple[Path, Path]] = {}
+
+    def get(arch: str) -> tuple[Path, Path]:
+        if arch not in done:
+            done[arch] = converted_gguf(shared_dir, arch, root)
+        return done[arch]
+    return get
 
 
 def bos_for_chunks(gguf_path: Path) -> int | None:

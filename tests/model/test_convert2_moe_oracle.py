@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oracle_helpers import Oracle, bos_for_chunks, converted_gguf, materialize, score
+from oracle_helpers import Oracle, bos_for_chunks, converted_once, materialize, score
 
 MOE_ARCHS = ["qwen2moe", "olmoe", "granitemoe", "phimoe", "ernie4_5-moe", "dots1", "glm4moe", "llama4",
              "gpt-oss", "deepseek2", "deepseek2-v3"]
@@ -36,14 +36,7 @@ EXACT_KV = dict(cache_type_k="f32", cache_type_v="f32")
 def converted(shared_dir: Path, tmp_path_factory):
     """arch -> (checkpoint folder, f32 GGUF converted by llmtk), each converted once; skips when
     llmtk has no converter for the checkpoint's class."""
-    root = tmp_path_factory.mktemp("moe2")
-    done: dict[str, tuple[Path, Path]] = {}
-
-    def get(arch: str) -> tuple[Path, Path]:
-        if arch not in done:
-            done[arch] = converted_gguf(shared_dir, arch, root)
-        return done[arch]
-    return get
+    return converted_once(shared_dir, tmp_path_factory.mktemp("moe2"))
 
 
 def _hf_model(src: Path):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oracle_helpers import Oracle, bos_for_chunks, converted_gguf, score
+from oracle_helpers import Oracle, bos_for_chunks, converted_once, score
 
 DENSE_ARCHS = ["gemma2", "gemma", "granite", "olmo2", "cohere2", "command-r", "starcoder2", "smollm3",
                "exaone4", "ernie4_5", "seed_oss", "glm4", "apertus", "arcee"]
@@ -39,14 +39,7 @@ EXACT = dict(quantize_activations=False, **EXACT_KV)
 @pytest.fixture(scope="module")
 def converted(shared_dir: Path, tmp_path_factory):
     """arch -> (checkpoint folder, f32 GGUF converted by llmtk), each converted once."""
-    root = tmp_path_factory.mktemp("dense2")
-    done: dict[str, tuple[Path, Path]] = {}
-
-    def get(arch: str) -> tuple[Path, Path]:
-        if arch not in done:
-            done[arch] = converted_gguf(shared_dir, arch, root)
-        return done[arch]
-    return get
+    return converted_once(shared_dir, tmp_path_factory.mktemp("dense2"))
 
 
 def _tolerance(arch: str) -> float:
