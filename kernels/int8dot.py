@@ -31,7 +31,7 @@ from numba.extending import intrinsic
 from llmtk.ggufio.constants import GGML_TYPE_TRAITS, QK_K, GGMLType
 
 from .activations import QK8_0, _RINT_MAGIC, _block_amax, q8_0_scales, q8_K_iscale
-from .unpack import ROWS_PER_TASK, _half
+from .unpack import ROWS_PER_TASK, _half, declare_llvm
 
 
 def _host_has_avx2() -> bool:
@@ -59,10 +59,6 @@ INT8_ACTIVATIONS = {GGMLType.Q8_0: QK8_0, GGMLType.Q8_1: QK8_0, GGMLType.Q8_K: Q
 _I8, _I16, _I32, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
 _V32I8, _V16I16 = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16)
 _V8I32, _V8F32 = ir.VectorType(_I32, 8), ir.VectorType(_F32, 8)
-
-
-def _declare(builder: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
 
 
 def _splat(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
@@ -105,10 +101,10 @@ def dot_blocks(typingctx, w, w0, w_stride, x, sc, sc2, n_blocks, mode):
 
         def scale_at(i):  # sc[i] * sc2[i]
             return builder.fmul(builder.load(builder.gep(sa.data, [i])), builder.load(builder.gep(sa2.data, [i])))
-        pabs = _declare(builder, "llvm.abs.v32i8", _V32I8, [_V32I8, ir.IntType(1)])
-        psign = _declare(builder, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
-        maddubs = _declare(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [_V32I8, _V32I8])
-        maddwd = _declare(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, [_V16I16, _V16I16])
+        pabs = declare_llvm(builder, "llvm.abs.v32i8", _V32I8, [_V32I8, ir.IntType(1)])
+        psign = declare_llvm(builder, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
+        maddubs = declare_llvm(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [_V32I8, _V32I8])
+        maddwd = declare_llvm(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, [_V16I16, _V16I16])
         ones = ir.Constant(_V16I16, [1] * 16)
         acc = cgutils.alloca_once_value(builder, ir.Constant(_V8F32, [0.0] * 8))
         wbase = builder.gep(wa.data, [w0v])

@@ -47,6 +47,11 @@ def _half(typingctx, h):
 ROWS_PER_TASK = 16
 
 
+def declare_llvm(builder: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    """An LLVM intrinsic (or function) `name` of that signature in the module being built."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
+
+
 _V16F16, _V16F32 = ir.VectorType(ir.HalfType(), 16), ir.VectorType(ir.FloatType(), 16)
 
 
@@ -70,7 +75,7 @@ def dot_f16(typingctx, w, w0, x, n_chunks):
         nv = context.cast(builder, nv, signature.args[3], types.intp)
         wa = context.make_array(signature.args[0])(context, builder, wv)
         xa = context.make_array(signature.args[2])(context, builder, xv)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F32, [_V16F32] * 3), "llvm.fma.v16f32")
+        fma = declare_llvm(builder, "llvm.fma.v16f32", _V16F32, [_V16F32] * 3)
         zero = ir.Constant(_V16F32, [0.0] * 16)
         acc0 = cgutils.alloca_once_value(builder, zero)
         acc1 = cgutils.alloca_once_value(builder, zero)
